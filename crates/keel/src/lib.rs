@@ -1,0 +1,38 @@
+//! Keel: background jobs with retries and dead-letter queues, on Redis (BullMQ-compatible:
+//! Node BullMQ 6 services share the same queues) or in process memory (zero setup).
+//!
+//! # Layout
+//! - [`backend`]: [`Backend`], the cheap-clone handle to a storage tier — Redis through
+//!   `keel-redis` (BullMQ's own Lua scripts via `bullmq-official`) or memory through
+//!   `keel-memory`. Both implement `keel_core::QueueBackend` and pass one conformance suite
+//!   (`tests/conformance`).
+//! - [`queue`]: [`Queue`], the producer and admin API of one queue (add, list, count, pause,
+//!   retry, remove, clean, drain, obliterate, schedulers, rate limit, events).
+//! - [`worker`]: [`Worker`], which runs handlers per queue and per job name with concurrency,
+//!   job timeouts, dead-lettering and graceful shutdown; and the process heartbeat.
+//! - [`dlq`]: [`DeadLetterQueue`] (`dlq-<queue>`): entries, replay, replay all, remove, and the
+//!   reconciler that repairs a crash between "failed" and "dead-lettered".
+//! - [`handlers`]: handlers a server runs without Rust code (`http`).
+//! - [`config`]: the `keel.toml` file and the environment variables that override it.
+//!
+//! # Example
+//! ```no_run
+//! # async fn demo() -> Result<(), keel::Error> {
+//! use keel::{Backend, Queue, JobOptions};
+//! let backend = Backend::memory();
+//! let queue = Queue::new(&backend, "emails")?;
+//! let job = queue.add("welcome", serde_json::json!({"to": "a@example.com"}), JobOptions::default()).await?;
+//! println!("added {}", job.id);
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+pub mod queue;
+
+pub use backend::Backend;
+pub use keel_core::{
+    dlq_name, now_ms, BackendKind, Backoff, BackoffKind, Deduplication, Error, EventStream, Job,
+    JobContext, JobError, JobOptions, JobState, KeepJobs, NewJob, QueueCounts, QueueEvent, Result,
+    Schedule, SchedulerInfo,
+};
+pub use queue::Queue;
