@@ -1,36 +1,148 @@
-//! MemoryBackend (being written; temporary scaffold replaced by the real implementation)
-#![allow(unused_variables)]
-use async_trait::async_trait;
-use keel_core::backend::BackendKind;
-use keel_core::*;
-use serde_json::Value;
+//! Keel's in-process queue backend: the embedded default when no Redis is configured.
+//!
+//! It keeps BullMQ's semantics (ordering, delays, priorities, retries and backoff, retention,
+//! deduplication, pause, rate limit, schedulers, events) so that code written against it behaves
+//! the same on Redis. The conformance suite in `crates/keel/tests/conformance` runs every
+//! behaviour against both backends.
+//!
+//! **What it cannot do**: nothing is durable — jobs live in this process and are gone when it
+//! exits; no other process can see or process them (the `keel` commands that work on queues
+//! from another process refuse to run against it); there is no crash recovery across restarts.
+//! What it does instead of lock-based stall recovery: a worker that is closed with jobs still
+//! running past its deadline hands those jobs straight back to waiting (counting a stall), and a
+//! handler that panics is a failed attempt. `lock_duration`, `stalled_interval` and
+//! `max_stalled_count` therefore have nothing to act on in one process and are ignored.
+//!
+//! # Layout
+//! - [`state`](crate::state): one queue's data and every transition on it (add, take,
+//!   complete, fail, retry, remove, clean, drain, retention, rate limit).
+//! - [`schedule`](crate::schedule): cron (with time zone) and interval schedulers.
+//! - [`worker`](crate::worker): the worker loop (concurrency, wake-ups, graceful close).
+//! - this file: [`MemoryBackend`], the `QueueBackend` implementation tying them together.
+
+mod schedule;
+mod state;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-/// scaffold
-#[derive(Default)]
-pub struct MemoryBackend;
-impl MemoryBackend {
-    /// scaffold
-    pub fn new() -> Self {
-        MemoryBackend
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use keel_core::backend::BackendKind;
+use keel_core::{
+    now_ms, Error, EventStream, Job, JobState, NewJob, Processor, QueueBackend, QueueCounts,
+    QueueEvent, Result, Schedule, SchedulerInfo, WorkerEventSink, WorkerHandle, WorkerOptions,
+};
+use serde_json::Value;
+use tokio::sync::{broadcast, Notify};
+
+use crate::state::QueueData;
+
+/// Capacity of each queue's event channel; a subscriber further behind skips events.
+const EVENT_CAPACITY: usize = 4096;
+
+/// One queue: its data behind a mutex, a wake-up for workers, and its event channel.
+pub(crate) struct QueueCell {
+    /// `std::sync::Mutex`: every critical section is a short, synchronous transition and the
+    /// lock is never held across an `.await`.
+    data: Mutex<QueueData>,
+    /// Woken whenever a job may have become available (add, retry, resume, promotion).
+    work: Notify,
+    events: broadcast::Sender<QueueEvent>,
+}
+
+impl QueueCell {
+    fn new() -> QueueCell {
+        QueueCell {
+            data: Mutex::new(QueueData::default()),
+            work: Notify::new(),
+            events: broadcast::channel(EVENT_CAPACITY).0,
+        }
+    }
+
+    /// Runs a transition under the lock, then publishes its events and wakes workers.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut QueueData) -> T) -> T {
+        let (out, events) = {
+            let mut data = self.data.lock().unwrap_or_else(|e| e.into_inner());
+            let out = f(&mut data);
+            (out, std::mem::take(&mut data.pending_events))
+        };
+        if !events.is_empty() {
+            for event in events {
+                // No subscriber is fine: events are for whoever listens now.
+                let _ = self.events.send(event);
+            }
+            self.work.notify_waiters();
+        }
+        out
     }
 }
+
+/// The in-process backend. Cheap to clone; all clones share the same queues.
+#[derive(Clone, Default)]
+pub struct MemoryBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    queues: Mutex<HashMap<String, Arc<QueueCell>>>,
+    /// worker id → (info, expiry ms).
+    heartbeats: Mutex<HashMap<String, (Value, u64)>>,
+}
+
+impl MemoryBackend {
+    /// An empty backend.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn cell(&self, queue: &str) -> Arc<QueueCell> {
+        let mut queues = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues
+            .entry(queue.to_string())
+            .or_insert_with(|| Arc::new(QueueCell::new()))
+            .clone()
+    }
+
+    fn existing(&self, queue: &str) -> Option<Arc<QueueCell>> {
+        let queues = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues.get(queue).cloned()
+    }
+}
+
 #[async_trait]
 impl QueueBackend for MemoryBackend {
     fn kind(&self) -> BackendKind {
-        unimplemented!()
+        BackendKind::Memory
     }
+
     async fn add(&self, queue: &str, job: NewJob) -> Result<Job> {
-        unimplemented!()
+        Ok(self.cell(queue).with(|q| q.add(queue, job, now_ms())))
     }
+
     async fn add_bulk(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
-        unimplemented!()
+        let now = now_ms();
+        // All under one lock: in memory a bulk add is atomic.
+        Ok(self
+            .cell(queue)
+            .with(|q| jobs.into_iter().map(|j| q.add(queue, j, now)).collect()))
     }
+
     async fn get_job(&self, queue: &str, id: &str) -> Result<Option<Job>> {
-        unimplemented!()
+        Ok(self
+            .existing(queue)
+            .and_then(|c| c.with(|q| q.jobs.get(id).map(|e| e.job.clone()))))
     }
+
     async fn job_state(&self, queue: &str, id: &str) -> Result<Option<JobState>> {
-        unimplemented!()
+        Ok(self
+            .existing(queue)
+            .and_then(|c| c.with(|q| q.jobs.get(id).map(|e| e.state))))
     }
+
     async fn list(
         &self,
         queue: &str,
@@ -39,11 +151,30 @@ impl QueueBackend for MemoryBackend {
         limit: usize,
         asc: bool,
     ) -> Result<Vec<Job>> {
-        unimplemented!()
+        let Some(cell) = self.existing(queue) else {
+            return Ok(Vec::new());
+        };
+        Ok(cell.with(|q| {
+            q.promote_due(now_ms());
+            q.ids(state, offset, limit, asc)
+                .iter()
+                .filter_map(|id| q.jobs.get(id).map(|e| e.job.clone()))
+                .collect()
+        }))
     }
+
     async fn counts(&self, queue: &str) -> Result<QueueCounts> {
-        unimplemented!()
+        Ok(self
+            .existing(queue)
+            .map(|c| {
+                c.with(|q| {
+                    q.promote_due(now_ms());
+                    q.counts()
+                })
+            })
+            .unwrap_or_default())
     }
+
     async fn job_logs(
         &self,
         queue: &str,
@@ -51,20 +182,46 @@ impl QueueBackend for MemoryBackend {
         offset: usize,
         limit: usize,
     ) -> Result<(Vec<String>, u64)> {
-        unimplemented!()
+        Ok(self
+            .existing(queue)
+            .and_then(|c| {
+                c.with(|q| {
+                    q.jobs.get(id).map(|e| {
+                        let lines = e.logs.iter().skip(offset).take(limit).cloned().collect();
+                        (lines, e.logs.len() as u64)
+                    })
+                })
+            })
+            .unwrap_or_default())
     }
+
     async fn pause(&self, queue: &str) -> Result<()> {
-        unimplemented!()
+        self.cell(queue).with(|q| {
+            q.paused = true;
+            q.pending_events.push(QueueEvent::Paused);
+        });
+        Ok(())
     }
+
     async fn resume(&self, queue: &str) -> Result<()> {
-        unimplemented!()
+        self.cell(queue).with(|q| {
+            q.paused = false;
+            q.pending_events.push(QueueEvent::Resumed);
+        });
+        Ok(())
     }
+
     async fn retry_job(&self, queue: &str, id: &str) -> Result<()> {
-        unimplemented!()
+        self.cell(queue).with(|q| q.retry(queue, id))
     }
+
     async fn remove(&self, queue: &str, id: &str) -> Result<bool> {
-        unimplemented!()
+        match self.existing(queue) {
+            Some(c) => c.with(|q| q.remove(id)),
+            None => Ok(false),
+        }
     }
+
     async fn clean(
         &self,
         queue: &str,
@@ -72,14 +229,46 @@ impl QueueBackend for MemoryBackend {
         limit: usize,
         state: JobState,
     ) -> Result<Vec<String>> {
-        unimplemented!()
+        let cutoff = now_ms().saturating_sub(grace.as_millis() as u64);
+        Ok(self
+            .existing(queue)
+            .map(|c| c.with(|q| q.clean(cutoff, limit, state)))
+            .unwrap_or_default())
     }
+
     async fn drain(&self, queue: &str, delayed: bool) -> Result<()> {
-        unimplemented!()
+        if let Some(c) = self.existing(queue) {
+            c.with(|q| q.drain(delayed));
+        }
+        Ok(())
     }
+
     async fn obliterate(&self, queue: &str, force: bool) -> Result<()> {
-        unimplemented!()
+        let Some(cell) = self.existing(queue) else {
+            return Ok(());
+        };
+        cell.with(|q| {
+            if !force && !q.active.is_empty() {
+                return Err(Error::Conflict(format!(
+                    "queue {queue} has {} active jobs; obliterate with force to delete them",
+                    q.active.len()
+                )));
+            }
+            let paused = q.paused;
+            *q = QueueData {
+                paused,
+                ..QueueData::default()
+            };
+            Ok(())
+        })?;
+        self.inner
+            .queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(queue);
+        Ok(())
     }
+
     async fn failed_between(
         &self,
         queue: &str,
@@ -87,8 +276,12 @@ impl QueueBackend for MemoryBackend {
         to_ms: u64,
         limit: usize,
     ) -> Result<Vec<Job>> {
-        unimplemented!()
+        Ok(self
+            .existing(queue)
+            .map(|c| c.with(|q| q.failed_between(from_ms, to_ms, limit)))
+            .unwrap_or_default())
     }
+
     async fn upsert_scheduler(
         &self,
         queue: &str,
@@ -96,23 +289,87 @@ impl QueueBackend for MemoryBackend {
         schedule: Schedule,
         template: NewJob,
     ) -> Result<SchedulerInfo> {
-        unimplemented!()
+        let scheduler = schedule::Scheduler::new(id, schedule, template)?;
+        Ok(self.cell(queue).with(|q| {
+            if let Some(old) = q.schedulers.remove(id) {
+                if let Some(pending) = old.pending_job {
+                    if q.jobs.get(&pending).map(|e| e.state) == Some(JobState::Delayed) {
+                        q.delete(&pending);
+                    }
+                }
+            }
+            q.schedulers.insert(id.to_string(), scheduler);
+            q.schedule_next(queue, id, now_ms());
+            q.schedulers[id].info()
+        }))
     }
+
     async fn list_schedulers(&self, queue: &str) -> Result<Vec<SchedulerInfo>> {
-        unimplemented!()
+        let mut all = self
+            .existing(queue)
+            .map(|c| c.with(|q| q.schedulers.values().map(|s| s.info()).collect::<Vec<_>>()))
+            .unwrap_or_default();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
     }
+
     async fn remove_scheduler(&self, queue: &str, id: &str) -> Result<bool> {
-        unimplemented!()
+        Ok(self
+            .existing(queue)
+            .map(|c| {
+                c.with(|q| match q.schedulers.remove(id) {
+                    Some(s) => {
+                        if let Some(pending) = s.pending_job {
+                            if q.jobs.get(&pending).map(|e| e.state) == Some(JobState::Delayed) {
+                                q.delete(&pending);
+                            }
+                        }
+                        true
+                    }
+                    None => false,
+                })
+            })
+            .unwrap_or(false))
     }
+
     async fn set_rate_limit(&self, queue: &str, limit: Option<(u64, Duration)>) -> Result<()> {
-        unimplemented!()
+        self.cell(queue).with(|q| {
+            q.rate_limit = limit.map(|(max, d)| (max, d.as_millis().max(1) as u64));
+            q.starts.clear();
+            // Wake workers: a lifted limit may free them.
+            q.pending_events.push(QueueEvent::Resumed);
+        });
+        Ok(())
     }
+
     async fn queue_names(&self) -> Result<Vec<String>> {
-        unimplemented!()
+        let mut names: Vec<String> = self
+            .inner
+            .queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        Ok(names)
     }
+
     async fn events(&self, queue: &str) -> Result<EventStream> {
-        unimplemented!()
+        let rx = self.cell(queue).events.subscribe();
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => return Some((event, rx)),
+                    // A slow subscriber skips what it missed rather than slowing producers.
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(stream.boxed())
     }
+
     async fn start_worker(
         &self,
         queue: &str,
@@ -120,15 +377,42 @@ impl QueueBackend for MemoryBackend {
         opts: WorkerOptions,
         sink: WorkerEventSink,
     ) -> Result<Box<dyn WorkerHandle>> {
-        unimplemented!()
+        if opts.concurrency == 0 {
+            return Err(Error::invalid("concurrency", "must be at least 1"));
+        }
+        Ok(Box::new(worker::start(
+            self.cell(queue),
+            queue,
+            processor,
+            opts,
+            sink,
+        )))
     }
+
     async fn heartbeat(&self, id: &str, info: Value, ttl: Duration) -> Result<()> {
-        unimplemented!()
+        let expires = now_ms() + ttl.as_millis() as u64;
+        self.inner
+            .heartbeats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), (info, expires));
+        Ok(())
     }
+
     async fn live_workers(&self) -> Result<Vec<Value>> {
-        unimplemented!()
+        let now = now_ms();
+        let mut beats = self
+            .inner
+            .heartbeats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        beats.retain(|_, (_, exp)| *exp > now);
+        let mut ids: Vec<_> = beats.keys().cloned().collect();
+        ids.sort();
+        Ok(ids.into_iter().map(|id| beats[&id].0.clone()).collect())
     }
+
     async fn ping(&self) -> Result<Duration> {
-        unimplemented!()
+        Ok(Duration::ZERO)
     }
 }
