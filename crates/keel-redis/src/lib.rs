@@ -1,136 +1,48 @@
-//! RedisBackend (being written; temporary scaffold replaced by the real implementation)
-#![allow(unused_variables)]
+//! Keel's Redis queue backend, built on `bullmq-official` (the BullMQ authors' Rust port). Every
+//! multi-step queue transition runs one of BullMQ's own Lua scripts, so Node BullMQ 6 services,
+//! Bull Board and Keel share the same queues. Keel writes no queue scripts of its own; the only
+//! plain commands it issues are reads (`ZRANGEBYSCORE`, `SCAN`), the queue meta `version` field,
+//! and its own heartbeat keys.
+//!
+//! What this layer adds over bullmq-official (its rough edges):
+//! - every producer/admin call is bounded by [`RedisSettings::command_timeout`] and fails with
+//!   `backend-unavailable` instead of hanging for ~40 s when Redis is away;
+//! - worker events are always drained (bullmq's channel is unbounded);
+//! - a failed fetch retries after 1 s, not 15 s (`run_retry_delay`);
+//! - the `ring` rustls provider is installed so `rediss://` works;
+//! - the queue meta `version` field is written so Node's `Queue.getVersion()` answers;
+//! - `add_bulk` is documented as not atomic (bullmq adds each job with its own script).
+//!
+//! # Layout
+//! - [`convert`](crate::convert): Keel ↔ bullmq options, jobs, states, errors.
+//! - [`worker`](crate::worker): the worker adapter (processor wrapper, events, Retry-After).
+//! - this file: [`RedisBackend`], [`RedisSettings`].
+
+mod convert;
+mod worker;
+
+use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
+use bullmq::options::RedisConnectionOptions;
+use bullmq::redis_connection::RedisConnection;
+use bullmq::{Queue as BullQueue, QueueOptions};
+use futures::StreamExt;
 use keel_core::backend::BackendKind;
-use keel_core::*;
+use keel_core::{
+    Error, EventStream, Job, JobState, NewJob, Processor, QueueBackend, QueueCounts, Result,
+    Schedule, SchedulerInfo, WorkerEventSink, WorkerHandle, WorkerOptions,
+};
 use serde_json::Value;
-use std::time::Duration;
-/// scaffold
-pub struct RedisBackend;
-impl RedisBackend {
-    /// scaffold
-    pub async fn connect(settings: RedisSettings) -> Result<Self> {
-        unimplemented!()
-    }
-}
-#[async_trait]
-impl QueueBackend for RedisBackend {
-    fn kind(&self) -> BackendKind {
-        unimplemented!()
-    }
-    async fn add(&self, queue: &str, job: NewJob) -> Result<Job> {
-        unimplemented!()
-    }
-    async fn add_bulk(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
-        unimplemented!()
-    }
-    async fn get_job(&self, queue: &str, id: &str) -> Result<Option<Job>> {
-        unimplemented!()
-    }
-    async fn job_state(&self, queue: &str, id: &str) -> Result<Option<JobState>> {
-        unimplemented!()
-    }
-    async fn list(
-        &self,
-        queue: &str,
-        state: JobState,
-        offset: usize,
-        limit: usize,
-        asc: bool,
-    ) -> Result<Vec<Job>> {
-        unimplemented!()
-    }
-    async fn counts(&self, queue: &str) -> Result<QueueCounts> {
-        unimplemented!()
-    }
-    async fn job_logs(
-        &self,
-        queue: &str,
-        id: &str,
-        offset: usize,
-        limit: usize,
-    ) -> Result<(Vec<String>, u64)> {
-        unimplemented!()
-    }
-    async fn pause(&self, queue: &str) -> Result<()> {
-        unimplemented!()
-    }
-    async fn resume(&self, queue: &str) -> Result<()> {
-        unimplemented!()
-    }
-    async fn retry_job(&self, queue: &str, id: &str) -> Result<()> {
-        unimplemented!()
-    }
-    async fn remove(&self, queue: &str, id: &str) -> Result<bool> {
-        unimplemented!()
-    }
-    async fn clean(
-        &self,
-        queue: &str,
-        grace: Duration,
-        limit: usize,
-        state: JobState,
-    ) -> Result<Vec<String>> {
-        unimplemented!()
-    }
-    async fn drain(&self, queue: &str, delayed: bool) -> Result<()> {
-        unimplemented!()
-    }
-    async fn obliterate(&self, queue: &str, force: bool) -> Result<()> {
-        unimplemented!()
-    }
-    async fn failed_between(
-        &self,
-        queue: &str,
-        from_ms: u64,
-        to_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<Job>> {
-        unimplemented!()
-    }
-    async fn upsert_scheduler(
-        &self,
-        queue: &str,
-        id: &str,
-        schedule: Schedule,
-        template: NewJob,
-    ) -> Result<SchedulerInfo> {
-        unimplemented!()
-    }
-    async fn list_schedulers(&self, queue: &str) -> Result<Vec<SchedulerInfo>> {
-        unimplemented!()
-    }
-    async fn remove_scheduler(&self, queue: &str, id: &str) -> Result<bool> {
-        unimplemented!()
-    }
-    async fn set_rate_limit(&self, queue: &str, limit: Option<(u64, Duration)>) -> Result<()> {
-        unimplemented!()
-    }
-    async fn queue_names(&self) -> Result<Vec<String>> {
-        unimplemented!()
-    }
-    async fn events(&self, queue: &str) -> Result<EventStream> {
-        unimplemented!()
-    }
-    async fn start_worker(
-        &self,
-        queue: &str,
-        processor: Processor,
-        opts: WorkerOptions,
-        sink: WorkerEventSink,
-    ) -> Result<Box<dyn WorkerHandle>> {
-        unimplemented!()
-    }
-    async fn heartbeat(&self, id: &str, info: Value, ttl: Duration) -> Result<()> {
-        unimplemented!()
-    }
-    async fn live_workers(&self) -> Result<Vec<Value>> {
-        unimplemented!()
-    }
-    async fn ping(&self) -> Result<Duration> {
-        unimplemented!()
-    }
-}
+
+use crate::convert::{bull_state_name, from_bull_job, from_bull_state, map_err, map_redis};
+
+/// The value Keel writes to a queue's meta `version` field (Node's `getVersion()` reads it;
+/// Node itself writes `bullmq:<version>`).
+pub const META_VERSION: &str = "bullmq-official:1.4.4";
 
 /// How to reach Redis.
 #[derive(Clone)]
@@ -141,4 +53,729 @@ pub struct RedisSettings {
     pub prefix: String,
     /// Upper bound on one producer/admin call; past it the call fails `backend-unavailable`.
     pub command_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
+}
+
+/// The URL with any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+            } else {
+                format!("{}***{}", &url[..scheme + 3], &url[at..])
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The Redis backend: one multiplexed connection shared by every queue handle of the process;
+/// each worker gets its own connections from bullmq (a blocking one for fetching).
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: RedisSettings,
+    conn_opts: RedisConnectionOptions,
+    conn: RedisConnection,
+    /// Queue handles by name. `std::sync::Mutex`: looked up and inserted without awaiting.
+    queues: Mutex<HashMap<String, Arc<BullQueue>>>,
+}
+
+fn install_crypto_provider() {
+    // bullmq-official's `rediss://` support panics without a process-wide rustls provider.
+    // Installing twice is an error we can ignore: someone already chose one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl RedisBackend {
+    /// Connects and checks the connection with a `PING`; fails `backend-unavailable` within
+    /// `settings.command_timeout` when Redis cannot be reached.
+    pub async fn connect(settings: RedisSettings) -> Result<RedisBackend> {
+        install_crypto_provider();
+        if settings.prefix.is_empty() || settings.prefix.contains(':') {
+            return Err(Error::invalid(
+                "prefix",
+                format!("{:?} must be non-empty and contain no ':'", settings.prefix),
+            ));
+        }
+        let conn_opts = RedisConnectionOptions::new().url(settings.url.clone());
+        let timeout = settings.command_timeout;
+        let conn = tokio::time::timeout(timeout, RedisConnection::new_managed_only(&conn_opts))
+            .await
+            .map_err(|_| {
+                Error::BackendUnavailable(format!(
+                    "could not connect to Redis at {} within {timeout:?}",
+                    redact_url(&settings.url)
+                ))
+            })?
+            .map_err(|e| map_err("connecting to Redis", e))?;
+        let backend = RedisBackend {
+            inner: Arc::new(Inner {
+                settings,
+                conn_opts,
+                conn,
+                queues: Mutex::new(HashMap::new()),
+            }),
+        };
+        backend.ping().await?;
+        Ok(backend)
+    }
+
+    /// The settings this backend was made with.
+    pub fn settings(&self) -> &RedisSettings {
+        &self.inner.settings
+    }
+
+    /// Runs `fut` bounded by the command timeout.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = std::result::Result<T, bullmq::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.inner.settings.command_timeout, fut).await {
+            Ok(r) => r.map_err(|e| map_err(what, e)),
+            Err(_) => Err(Error::BackendUnavailable(format!(
+                "{what}: Redis did not answer within {:?}",
+                self.inner.settings.command_timeout
+            ))),
+        }
+    }
+
+    /// Runs a plain Redis command bounded by the command timeout.
+    async fn cmd<T: redis::FromRedisValue>(&self, what: &str, cmd: redis::Cmd) -> Result<T> {
+        let mut conn = self.inner.conn.connection();
+        match tokio::time::timeout(
+            self.inner.settings.command_timeout,
+            cmd.query_async::<T>(&mut conn),
+        )
+        .await
+        {
+            Ok(r) => r.map_err(|e| map_redis(what, e)),
+            Err(_) => Err(Error::BackendUnavailable(format!(
+                "{what}: Redis did not answer within {:?}",
+                self.inner.settings.command_timeout
+            ))),
+        }
+    }
+
+    /// The bullmq handle of `name`, created (and its meta `version` written) on first use.
+    async fn queue(&self, name: &str) -> Result<Arc<BullQueue>> {
+        if let Some(q) = self
+            .inner
+            .queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(q.clone());
+        }
+        let opts = QueueOptions::new()
+            .prefix(self.inner.settings.prefix.clone())
+            .skip_version_check();
+        let q = self
+            .bounded(
+                "opening queue",
+                BullQueue::with_connection(name, self.inner.conn.clone(), opts),
+            )
+            .await?;
+        self.cmd::<()>(
+            "writing queue meta version",
+            redis::cmd("HSET")
+                .arg(q.keys().meta())
+                .arg("version")
+                .arg(META_VERSION)
+                .to_owned(),
+        )
+        .await?;
+        let q = Arc::new(q);
+        self.inner
+            .queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), q.clone());
+        Ok(q)
+    }
+
+    async fn add_one(&self, q: &BullQueue, job: NewJob) -> Result<Job> {
+        let custom = job.opts.job_id.is_some() || job.opts.deduplication.is_some();
+        let opts = convert::to_bull_opts(&job.opts);
+        let added = self
+            .bounded(
+                "adding a job",
+                q.add(&job.name, job.data).options(opts).into_future(),
+            )
+            .await?;
+        if custom {
+            // The id may belong to an existing job (custom id or held deduplication id): BullMQ
+            // then returns that id without writing, so read back what is stored.
+            if let Some(stored) = self.bounded("reading a job", q.get_job(added.id())).await? {
+                return Ok(from_bull_job(q.name(), &stored));
+            }
+        }
+        Ok(from_bull_job(q.name(), &added))
+    }
+}
+
+#[async_trait]
+impl QueueBackend for RedisBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Redis
+    }
+
+    async fn add(&self, queue: &str, job: NewJob) -> Result<Job> {
+        let q = self.queue(queue).await?;
+        self.add_one(&q, job).await
+    }
+
+    /// Not atomic: bullmq adds each job with its own script, in parallel on the multiplexed
+    /// connection. On an error some jobs may have been added.
+    async fn add_bulk(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        let q = self.queue(queue).await?;
+        if jobs
+            .iter()
+            .any(|j| j.opts.job_id.is_some() || j.opts.deduplication.is_some())
+        {
+            // Custom ids must return existing jobs: add one by one (in parallel).
+            let adds = jobs.into_iter().map(|j| self.add_one(&q, j));
+            return futures::future::try_join_all(adds).await;
+        }
+        let bulk = jobs
+            .into_iter()
+            .map(|j| bullmq::BulkJob::with_options(j.name, j.data, convert::to_bull_opts(&j.opts)))
+            .collect();
+        let added = self
+            .bounded("adding jobs in bulk", q.add_bulk(bulk))
+            .await?;
+        Ok(added.iter().map(|j| from_bull_job(queue, j)).collect())
+    }
+
+    async fn get_job(&self, queue: &str, id: &str) -> Result<Option<Job>> {
+        let q = self.queue(queue).await?;
+        Ok(self
+            .bounded("reading a job", q.get_job(id))
+            .await?
+            .map(|j| from_bull_job(queue, &j)))
+    }
+
+    async fn job_state(&self, queue: &str, id: &str) -> Result<Option<JobState>> {
+        let q = self.queue(queue).await?;
+        let state = self
+            .bounded("reading a job state", q.get_job_state(id))
+            .await?;
+        Ok(from_bull_state(state))
+    }
+
+    async fn list(
+        &self,
+        queue: &str,
+        state: JobState,
+        offset: usize,
+        limit: usize,
+        asc: bool,
+    ) -> Result<Vec<Job>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let q = self.queue(queue).await?;
+        let start = offset as i64;
+        let end = (offset + limit - 1) as i64;
+        let jobs = self
+            .bounded(
+                "listing jobs",
+                q.get_jobs(&[bull_state_name(state)], start, end, asc),
+            )
+            .await?;
+        Ok(jobs.iter().map(|j| from_bull_job(queue, j)).collect())
+    }
+
+    async fn counts(&self, queue: &str) -> Result<QueueCounts> {
+        let q = self.queue(queue).await?;
+        let types = [
+            "wait",
+            "paused",
+            "active",
+            "delayed",
+            "prioritized",
+            "completed",
+            "failed",
+        ];
+        let counts = self
+            .bounded("counting jobs", q.get_job_counts_by_types(&types))
+            .await?;
+        let paused = self.bounded("reading pause state", q.is_paused()).await?;
+        let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+        Ok(QueueCounts {
+            // BullMQ 6 keeps paused jobs in `wait`; a v5 `paused` list still counts as waiting.
+            waiting: get("wait") + get("waiting") + get("paused"),
+            active: get("active"),
+            delayed: get("delayed"),
+            prioritized: get("prioritized"),
+            completed: get("completed"),
+            failed: get("failed"),
+            paused,
+        })
+    }
+
+    async fn job_logs(
+        &self,
+        queue: &str,
+        id: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<String>, u64)> {
+        if limit == 0 {
+            return Ok((Vec::new(), 0));
+        }
+        let q = self.queue(queue).await?;
+        let (lines, total) = self
+            .bounded(
+                "reading job logs",
+                q.get_job_logs(id, offset as isize, (offset + limit - 1) as isize, true),
+            )
+            .await?;
+        Ok((lines, total as u64))
+    }
+
+    async fn pause(&self, queue: &str) -> Result<()> {
+        let q = self.queue(queue).await?;
+        self.bounded("pausing", q.pause()).await
+    }
+
+    async fn resume(&self, queue: &str) -> Result<()> {
+        let q = self.queue(queue).await?;
+        self.bounded("resuming", q.resume()).await
+    }
+
+    async fn retry_job(&self, queue: &str, id: &str) -> Result<()> {
+        let q = self.queue(queue).await?;
+        let Some(mut job) = self.bounded("reading a job", q.get_job(id)).await? else {
+            return Err(Error::not_found(format!("job {id} in queue {queue}")));
+        };
+        match self.job_state(queue, id).await? {
+            Some(JobState::Failed) => {}
+            Some(other) => {
+                return Err(Error::Conflict(format!(
+                    "job {id} is {other}, only failed jobs can be retried"
+                )))
+            }
+            None => return Err(Error::not_found(format!("job {id} in queue {queue}"))),
+        }
+        let opts = bullmq::RetryOptions {
+            reset_attempts_made: true,
+            reset_attempts_started: true,
+        };
+        self.bounded("retrying a job", job.retry("failed", Some(opts)))
+            .await
+    }
+
+    async fn remove(&self, queue: &str, id: &str) -> Result<bool> {
+        let q = self.queue(queue).await?;
+        match self.job_state(queue, id).await? {
+            None => return Ok(false),
+            Some(JobState::Active) => {
+                return Err(Error::Conflict(format!(
+                    "job {id} is active (locked by a worker) and cannot be removed"
+                )))
+            }
+            Some(_) => {}
+        }
+        let removed = self.bounded("removing a job", q.remove(id)).await?;
+        if !removed && self.job_state(queue, id).await? == Some(JobState::Active) {
+            return Err(Error::Conflict(format!(
+                "job {id} became active (locked by a worker) and cannot be removed"
+            )));
+        }
+        Ok(removed)
+    }
+
+    async fn clean(
+        &self,
+        queue: &str,
+        grace: Duration,
+        limit: usize,
+        state: JobState,
+    ) -> Result<Vec<String>> {
+        let q = self.queue(queue).await?;
+        self.bounded(
+            "cleaning jobs",
+            q.clean(
+                grace.as_millis() as u64,
+                limit.min(u32::MAX as usize) as u32,
+                bull_state_name(state),
+            ),
+        )
+        .await
+    }
+
+    async fn drain(&self, queue: &str, delayed: bool) -> Result<()> {
+        let q = self.queue(queue).await?;
+        self.bounded("draining", q.drain(delayed)).await
+    }
+
+    async fn obliterate(&self, queue: &str, force: bool) -> Result<()> {
+        let q = self.queue(queue).await?;
+        if !force {
+            let active = self
+                .bounded("counting active jobs", q.get_active_count())
+                .await?;
+            if active > 0 {
+                return Err(Error::Conflict(format!(
+                    "queue {queue} has {active} active jobs; obliterate with force to delete them"
+                )));
+            }
+        }
+        // BullMQ's obliterate script requires a paused queue (Node pauses first too).
+        self.bounded("pausing before obliterate", q.pause()).await?;
+        // Obliterate may take several script calls on a big queue: give it ten timeouts.
+        let budget = self.inner.settings.command_timeout * 10;
+        match tokio::time::timeout(budget, q.obliterate(force, 1000)).await {
+            Ok(r) => r.map_err(|e| map_err("obliterating", e))?,
+            Err(_) => {
+                return Err(Error::BackendUnavailable(format!(
+                    "obliterating {queue} did not finish within {budget:?}"
+                )))
+            }
+        }
+        self.inner
+            .queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(queue);
+        Ok(())
+    }
+
+    async fn failed_between(
+        &self,
+        queue: &str,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Job>> {
+        let q = self.queue(queue).await?;
+        let ids: Vec<String> = self
+            .cmd(
+                "listing failed jobs",
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(q.keys().failed())
+                    .arg(from_ms)
+                    .arg(to_ms)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .to_owned(),
+            )
+            .await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = self.get_job(queue, &id).await? {
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn upsert_scheduler(
+        &self,
+        queue: &str,
+        id: &str,
+        schedule: Schedule,
+        template: NewJob,
+    ) -> Result<SchedulerInfo> {
+        let q = self.queue(queue).await?;
+        let repeat = match &schedule {
+            Schedule::Cron { pattern, tz } => {
+                let at = keel_core::now_ms();
+                bullmq::job_scheduler::next_cron_millis(pattern, at, tz.as_deref(), None).map_err(
+                    |e| {
+                        let msg = e.to_string();
+                        if msg.contains("timezone") {
+                            Error::invalid("tz", msg)
+                        } else {
+                            Error::invalid("pattern", msg)
+                        }
+                    },
+                )?;
+                bullmq::job_scheduler::RepeatOptions {
+                    pattern: Some(pattern.clone()),
+                    tz: tz.clone(),
+                    ..Default::default()
+                }
+            }
+            Schedule::Every { every_ms } => bullmq::job_scheduler::RepeatOptions {
+                every: Some(*every_ms),
+                ..Default::default()
+            },
+        };
+        let mut opts = convert::to_bull_opts(&template.opts);
+        opts.job_id = None;
+        opts.delay = None;
+        self.bounded(
+            "storing a scheduler",
+            q.upsert_job_scheduler(
+                id,
+                repeat,
+                Some(&template.name),
+                Some(template.data),
+                Some(opts),
+            ),
+        )
+        .await?;
+        self.list_schedulers(queue)
+            .await?
+            .into_iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| Error::Backend(format!("scheduler {id} vanished after being stored")))
+    }
+
+    async fn list_schedulers(&self, queue: &str) -> Result<Vec<SchedulerInfo>> {
+        let q = self.queue(queue).await?;
+        let all = self
+            .bounded("listing schedulers", q.get_job_schedulers(0, -1, true))
+            .await?;
+        let mut out: Vec<SchedulerInfo> = all
+            .into_iter()
+            .map(|s| {
+                let raw = serde_json::to_value(&s).unwrap_or(Value::Null);
+                let schedule = match (&s.pattern, raw.get("every").and_then(Value::as_u64)) {
+                    (Some(p), _) => Schedule::Cron {
+                        pattern: p.clone(),
+                        tz: s.tz.clone(),
+                    },
+                    (None, Some(every_ms)) => Schedule::Every { every_ms },
+                    (None, None) => Schedule::Every { every_ms: 0 },
+                };
+                SchedulerInfo {
+                    id: s.key.clone(),
+                    name: s.name.clone(),
+                    schedule,
+                    next_run_ms: raw.get("next").and_then(Value::as_u64),
+                    iteration_count: s.iteration_count,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    async fn remove_scheduler(&self, queue: &str, id: &str) -> Result<bool> {
+        let q = self.queue(queue).await?;
+        self.bounded("removing a scheduler", q.remove_job_scheduler(id))
+            .await
+    }
+
+    async fn set_rate_limit(&self, queue: &str, limit: Option<(u64, Duration)>) -> Result<()> {
+        let q = self.queue(queue).await?;
+        match limit {
+            Some((max, d)) => {
+                self.bounded(
+                    "setting the rate limit",
+                    q.set_global_rate_limit(max, d.as_millis() as u64),
+                )
+                .await
+            }
+            None => {
+                self.bounded("removing the rate limit", q.remove_global_rate_limit())
+                    .await
+            }
+        }
+    }
+
+    async fn queue_names(&self) -> Result<Vec<String>> {
+        let prefix = &self.inner.settings.prefix;
+        let pattern = format!("{prefix}:*:meta");
+        let mut names = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .cmd(
+                    "listing queues",
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .to_owned(),
+                )
+                .await?;
+            for key in keys {
+                if let Some(name) = key
+                    .strip_prefix(&format!("{prefix}:"))
+                    .and_then(|k| k.strip_suffix(":meta"))
+                {
+                    if !name.contains(':') {
+                        names.push(name.to_string());
+                    }
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    async fn events(&self, queue: &str) -> Result<EventStream> {
+        let opts = bullmq::QueueEventsOptions {
+            connection: self.inner.conn_opts.clone(),
+            prefix: self.inner.settings.prefix.clone(),
+            blocking_timeout: 1000,
+            ..Default::default()
+        };
+        let events = self
+            .bounded(
+                "subscribing to events",
+                bullmq::QueueEvents::with_options(queue, opts),
+            )
+            .await?;
+        let events = Arc::new(events);
+        // The reader stops when the stream is dropped: the guard closes QueueEvents.
+        let guard = Arc::new(EventsGuard(events.clone()));
+        let stream = futures::stream::unfold((events, guard), |(ev, guard)| async move {
+            loop {
+                let entry = ev.next_event().await?;
+                if let Some(e) = worker::map_queue_event(entry.event) {
+                    return Some((e, (ev, guard)));
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn start_worker(
+        &self,
+        queue: &str,
+        processor: Processor,
+        opts: WorkerOptions,
+        sink: WorkerEventSink,
+    ) -> Result<Box<dyn WorkerHandle>> {
+        if opts.concurrency == 0 {
+            return Err(Error::invalid("concurrency", "must be at least 1"));
+        }
+        // Make sure the queue meta (with `version`) exists before the worker runs.
+        self.queue(queue).await?;
+        let handle = worker::start(
+            queue,
+            &self.inner.settings,
+            &self.inner.conn_opts,
+            &self.inner.conn,
+            processor,
+            opts,
+            sink,
+        )
+        .await?;
+        Ok(Box::new(handle))
+    }
+
+    async fn heartbeat(&self, id: &str, info: Value, ttl: Duration) -> Result<()> {
+        let key = format!(
+            "{}:health:worker:{id}:heartbeat",
+            self.inner.settings.prefix
+        );
+        self.cmd::<()>(
+            "writing the worker heartbeat",
+            redis::cmd("SET")
+                .arg(key)
+                .arg(info.to_string())
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64)
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn live_workers(&self) -> Result<Vec<Value>> {
+        let pattern = format!("{}:health:worker:*:heartbeat", self.inner.settings.prefix);
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = self
+                .cmd(
+                    "listing workers",
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .to_owned(),
+                )
+                .await?;
+            keys.extend(found);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<String>> = self
+            .cmd("reading workers", redis::cmd("MGET").arg(&keys).to_owned())
+            .await?;
+        Ok(values
+            .into_iter()
+            .flatten()
+            .filter_map(|v| serde_json::from_str(&v).ok())
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<Duration> {
+        let started = Instant::now();
+        let pong: String = self.cmd("PING", redis::cmd("PING")).await?;
+        if pong != "PONG" {
+            return Err(Error::Backend(format!("PING answered {pong:?}")));
+        }
+        Ok(started.elapsed())
+    }
+}
+
+/// Closes a `QueueEvents` reader when the last stream holding it is dropped.
+struct EventsGuard(Arc<bullmq::QueueEvents>);
+
+impl Drop for EventsGuard {
+    fn drop(&mut self) {
+        let ev = self.0.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { ev.close().await });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_debug_output() {
+        let s = RedisSettings {
+            url: "redis://user:hunter2@host:6379/0".into(),
+            prefix: "bull".into(),
+            command_timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("user:***@host"), "{shown}");
+        assert_eq!(redact_url("redis://:pw@h:1"), "redis://:***@h:1");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+    }
 }
