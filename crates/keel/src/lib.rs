@@ -27,12 +27,17 @@
 //! ```
 
 pub mod backend;
+pub mod dlq;
 pub mod queue;
+pub mod worker;
 
 pub use backend::Backend;
+pub use dlq::{DeadLetterQueue, DlqEntry, ReconcileReport};
 pub use keel_core::{
     dlq_name, now_ms, BackendKind, Backoff, BackoffKind, Deduplication, Error, EventStream, Job,
     JobContext, JobError, JobOptions, JobState, KeepJobs, NewJob, QueueCounts, QueueEvent, Result,
     Schedule, SchedulerInfo,
 };
+pub use keel_core::{Processor, WorkerOptions};
 pub use queue::Queue;
+pub use worker::{handler_fn, shutdown_signal, Heartbeat, Worker, WorkerBuilder};

@@ -1,0 +1,333 @@
+//! Dead-letter queues. After its last attempt a job is recorded in `dlq-<queue>` (BullMQ forbids
+//! `:` in queue names, so the seeds' `dlq:<queue>` becomes `dlq-<queue>`), under an id derived
+//! from the original job's (`failed-<id>`), so recording twice is harmless.
+//!
+//! Invariant, kept by every operation here: *every job in a queue's `failed` state has an
+//! entry in its DLQ*, until the job leaves `failed` or ages out. Recording happens right after the
+//! failure; the [reconciler](DeadLetterQueue::reconcile_once) repairs a crash in between.
+//! Because of this invariant, removing an entry also removes the original failed job (or the
+//! reconciler would bring the entry back), and replaying removes the entry before retrying the
+//! job (so a crash in between leaves a failed job without entry, which the reconciler heals,
+//! rather than a retried job with a stale entry).
+
+use std::time::Duration;
+
+use keel_core::{dlq_name, now_ms, Error, Job, JobOptions, JobState, NewJob, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::queue::Queue;
+
+/// Most failed jobs one reconciler pass reads per round trip.
+const RECONCILE_BATCH: usize = 500;
+
+/// One dead letter: the failed job and why it failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DlqEntry {
+    /// The entry's id in the DLQ (`failed-<originalJobId>`).
+    #[serde(default, skip_deserializing)]
+    pub id: String,
+    /// The failed job's id in its queue.
+    pub original_job_id: String,
+    /// The queue the job failed in.
+    pub original_queue: String,
+    /// The job name.
+    pub name: String,
+    /// The job payload.
+    pub data: Value,
+    /// The job's options.
+    pub opts: JobOptions,
+    /// The error of the last attempt.
+    pub last_error: String,
+    /// Stack traces of the failed attempts, when known.
+    pub stacktrace: Vec<String>,
+    /// When the job failed for good, ms since the epoch.
+    pub failed_at: u64,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// What one reconciler pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReconcileReport {
+    /// Failed jobs looked at.
+    pub scanned: usize,
+    /// Entries that were missing and have been recorded.
+    pub recorded: usize,
+}
+
+/// The DLQ id of a failed job.
+pub fn entry_id(original_job_id: &str) -> String {
+    format!("failed-{original_job_id}")
+}
+
+/// The dead-letter queue of one queue.
+#[derive(Clone, Debug)]
+pub struct DeadLetterQueue {
+    original: Queue,
+    dlq: Queue,
+}
+
+impl Queue {
+    /// This queue's dead-letter queue, `dlq-<name>`.
+    pub fn dlq(&self) -> DeadLetterQueue {
+        let dlq = Queue::new(self.backend(), &dlq_name(self.name()))
+            .expect("a valid queue name prefixed with dlq- is valid");
+        DeadLetterQueue {
+            original: self.clone(),
+            dlq,
+        }
+    }
+}
+
+impl DeadLetterQueue {
+    /// The DLQ's name, `dlq-<queue>`.
+    pub fn name(&self) -> &str {
+        self.dlq.name()
+    }
+
+    /// The queue whose failures this DLQ holds.
+    pub fn original_queue(&self) -> &Queue {
+        &self.original
+    }
+
+    /// The DLQ as a queue (its entries are waiting jobs that no worker takes).
+    pub fn queue(&self) -> &Queue {
+        &self.dlq
+    }
+
+    fn entry_from(job: Job) -> Result<DlqEntry> {
+        let mut entry: DlqEntry = serde_json::from_value(job.data).map_err(|e| {
+            Error::Backend(format!(
+                "DLQ entry {} is not a Keel dead letter: {e}",
+                job.id
+            ))
+        })?;
+        entry.id = job.id;
+        Ok(entry)
+    }
+
+    /// Entries, newest first; page 1 is the first `limit`.
+    pub async fn entries(&self, page: usize, limit: usize) -> Result<Vec<DlqEntry>> {
+        self.dlq
+            .list(JobState::Waiting, page, limit)
+            .await?
+            .into_iter()
+            .map(Self::entry_from)
+            .collect()
+    }
+
+    /// One entry, or `None`.
+    pub async fn get(&self, id: &str) -> Result<Option<DlqEntry>> {
+        match self.dlq.get_job(id).await? {
+            Some(job) => Self::entry_from(job).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// How many entries the DLQ holds.
+    pub async fn count(&self) -> Result<u64> {
+        Ok(self.dlq.counts().await?.waiting)
+    }
+
+    /// Records a terminally failed job. Idempotent: the entry id is derived from the job id, and
+    /// adding an existing id returns the existing entry.
+    pub async fn record(
+        &self,
+        job: &Job,
+        last_error: &str,
+        stacktrace: Vec<String>,
+    ) -> Result<DlqEntry> {
+        let entry = DlqEntry {
+            id: entry_id(&job.id),
+            original_job_id: job.id.clone(),
+            original_queue: self.original.name().to_string(),
+            name: job.name.clone(),
+            data: job.data.clone(),
+            opts: job.opts.clone(),
+            last_error: last_error.to_string(),
+            stacktrace,
+            failed_at: job.finished_on.unwrap_or_else(now_ms),
+            attempts: job.attempts_made,
+        };
+        let data = serde_json::to_value(&entry)
+            .map_err(|e| Error::Backend(format!("encoding a DLQ entry: {e}")))?;
+        let stored = self
+            .dlq
+            .add_job(NewJob {
+                name: job.name.clone(),
+                data,
+                opts: JobOptions {
+                    job_id: Some(entry.id.clone()),
+                    ..Default::default()
+                },
+            })
+            .await?;
+        Self::entry_from(stored)
+    }
+
+    /// Sends an entry back to its queue with fresh attempts and removes it from the DLQ. When
+    /// the original job is still failed it is retried in place (same id); otherwise a new job is
+    /// added with the entry's name, data and options.
+    pub async fn replay(&self, id: &str) -> Result<Job> {
+        let entry = self
+            .get(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("DLQ entry {id} in {}", self.name())))?;
+        // Entry first, then the job: see the module docs for why this order heals itself.
+        self.dlq.remove(id).await?;
+        let original = &entry.original_job_id;
+        match self.original.job_state(original).await? {
+            Some(JobState::Failed) => {
+                self.original.retry(original).await?;
+                self.original
+                    .get_job(original)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("job {original}")))
+            }
+            state => {
+                let mut opts = entry.opts.clone();
+                if state.is_some() {
+                    // The id is taken by a job that moved on: replay under a fresh id.
+                    opts.job_id = None;
+                }
+                opts.deduplication = None;
+                opts.delay_ms = None;
+                self.original
+                    .add_job(NewJob {
+                        name: entry.name,
+                        data: entry.data,
+                        opts,
+                    })
+                    .await
+            }
+        }
+    }
+
+    /// Ids of every entry, oldest first.
+    async fn all_ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = self
+                .dlq
+                .list_range(JobState::Waiting, offset, 500, true)
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len();
+            ids.extend(page.into_iter().map(|j| j.id));
+        }
+        Ok(ids)
+    }
+
+    /// Replays every entry; returns how many were replayed.
+    pub async fn replay_all(&self) -> Result<usize> {
+        let ids = self.all_ids().await?;
+        let mut done = 0;
+        for id in ids {
+            match self.replay(&id).await {
+                Ok(_) => done += 1,
+                // Replayed concurrently by someone else: nothing to do.
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    /// How many entries [`DeadLetterQueue::replay_all`] would replay now.
+    pub async fn replay_all_dry_run(&self) -> Result<usize> {
+        Ok(self.count().await? as usize)
+    }
+
+    /// Removes an entry, and the original job if it is still failed (otherwise the reconciler
+    /// would record it again). `Ok(false)` when there was no such entry.
+    pub async fn remove(&self, id: &str) -> Result<bool> {
+        let Some(entry) = self.get(id).await? else {
+            return Ok(false);
+        };
+        if self.original.job_state(&entry.original_job_id).await? == Some(JobState::Failed) {
+            self.original.remove(&entry.original_job_id).await?;
+        }
+        self.dlq.remove(id).await
+    }
+
+    /// Makes sure every job that failed within `window` has its entry. Returns what it did.
+    pub async fn reconcile_once(&self, window: Duration) -> Result<ReconcileReport> {
+        let now = now_ms();
+        let mut from = now.saturating_sub(window.as_millis() as u64);
+        let mut report = ReconcileReport::default();
+        loop {
+            let batch = self
+                .original
+                .backend()
+                .raw()
+                .failed_between(self.original.name(), from, now, RECONCILE_BATCH)
+                .await?;
+            let full = batch.len() == RECONCILE_BATCH;
+            for job in &batch {
+                report.scanned += 1;
+                if self.dlq.job_state(&entry_id(&job.id)).await?.is_none() {
+                    let reason = job.failed_reason.clone().unwrap_or_default();
+                    self.record(job, &reason, job.stacktrace.clone()).await?;
+                    report.recorded += 1;
+                }
+            }
+            match batch.last().and_then(|j| j.finished_on) {
+                // Several jobs may share the last millisecond: the next batch starts just after
+                // it unless the whole batch was that one millisecond.
+                Some(last) if full => from = if last > from { last } else { last + 1 },
+                _ => break,
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_ids_are_derived_and_valid_job_ids() {
+        assert_eq!(entry_id("42"), "failed-42");
+        keel_core::validate_job_id(&entry_id("42")).unwrap();
+    }
+
+    #[test]
+    fn entry_json_has_the_documented_fields() {
+        let e = DlqEntry {
+            id: "failed-1".into(),
+            original_job_id: "1".into(),
+            original_queue: "emails".into(),
+            name: "send".into(),
+            data: serde_json::json!({"to": "a"}),
+            opts: JobOptions::default(),
+            last_error: "boom".into(),
+            stacktrace: vec![],
+            failed_at: 5,
+            attempts: 3,
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "attempts",
+                "data",
+                "failedAt",
+                "id",
+                "lastError",
+                "name",
+                "opts",
+                "originalJobId",
+                "originalQueue",
+                "stacktrace"
+            ]
+        );
+    }
+}

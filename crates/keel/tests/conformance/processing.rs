@@ -1,0 +1,509 @@
+//! Worker behaviours.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use keel::{handler_fn, Backend, Backoff, JobError, JobOptions, JobState, QueueEvent};
+use serde_json::json;
+
+use crate::support::*;
+
+pub async fn fifo_lifo_priority_order(b: Backend) {
+    let q = queue(&b, "order");
+    let a = q
+        .add("o", json!("a"), JobOptions::default())
+        .await
+        .unwrap()
+        .id;
+    let bb = q
+        .add("o", json!("b"), JobOptions::default())
+        .await
+        .unwrap()
+        .id;
+    let c = q
+        .add(
+            "o",
+            json!("c"),
+            JobOptions {
+                lifo: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let p2 = q
+        .add(
+            "o",
+            json!("p2"),
+            JobOptions {
+                priority: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let p1 = q
+        .add(
+            "o",
+            json!("p1"),
+            JobOptions {
+                priority: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let w = q
+        .worker()
+        .concurrency(1)
+        .fallback(handler_fn(move |ctx| {
+            let s = s2.clone();
+            async move {
+                s.lock().unwrap().push(ctx.job.id.clone());
+                Ok(json!(null))
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    eventually("all five ran", Duration::from_secs(10), || async {
+        (seen.lock().unwrap().len() == 5).then_some(())
+    })
+    .await;
+    w.close(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![c, a, bb, p1, p2],
+        "LIFO first, FIFO, then by priority"
+    );
+}
+
+pub async fn delay_is_honoured(b: Backend) {
+    let q = queue(&b, "delay");
+    let added = Instant::now();
+    let job = q
+        .add(
+            "d",
+            json!(1),
+            JobOptions {
+                delay_ms: Some(400),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.job_state(&job.id).await.unwrap(), Some(JobState::Delayed));
+    let started = Arc::new(Mutex::new(None));
+    let s2 = started.clone();
+    let w = q
+        .worker()
+        .fallback(handler_fn(move |_| {
+            let s = s2.clone();
+            async move {
+                *s.lock().unwrap() = Some(Instant::now());
+                Ok(json!(null))
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    wait_state(&q, &job.id, JobState::Completed).await;
+    w.close(Duration::from_secs(5)).await.unwrap();
+    let ran = started.lock().unwrap().unwrap();
+    assert!(
+        ran.duration_since(added) >= Duration::from_millis(390),
+        "ran after {:?}",
+        ran.duration_since(added)
+    );
+}
+
+pub async fn retries_with_backoff_then_fail(b: Backend) {
+    let q = queue(&b, "retry");
+    let job = q
+        .add(
+            "r",
+            json!(1),
+            JobOptions {
+                attempts: Some(3),
+                backoff: Some(Backoff::fixed(200)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let s2 = starts.clone();
+    let w = q
+        .worker()
+        .fallback(handler_fn(move |ctx| {
+            let s = s2.clone();
+            async move {
+                s.lock()
+                    .unwrap()
+                    .push((Instant::now(), ctx.job.attempts_made));
+                Err(JobError::retry("boom"))
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    let failed = wait_state(&q, &job.id, JobState::Failed).await;
+    w.close(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(failed.attempts_made, 3);
+    assert_eq!(failed.failed_reason.as_deref(), Some("boom"));
+    let starts = starts.lock().unwrap().clone();
+    assert_eq!(
+        starts.iter().map(|s| s.1).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    for pair in starts.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(gap >= Duration::from_millis(190), "backoff gap {gap:?}");
+    }
+}
+
+pub async fn unrecoverable_skips_attempts(b: Backend) {
+    let q = queue(&b, "unrec");
+    let job = q
+        .add(
+            "u",
+            json!(1),
+            JobOptions {
+                attempts: Some(5),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let w = q
+        .worker()
+        .fallback(handler_fn(|_| async {
+            Err(JobError::unrecoverable("bad payload"))
+        }))
+        .start()
+        .await
+        .unwrap();
+    let failed = wait_state(&q, &job.id, JobState::Failed).await;
+    w.close(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(failed.attempts_made, 1);
+    assert_eq!(failed.failed_reason.as_deref(), Some("bad payload"));
+}
+
+pub async fn timeout_cancels_the_handler(b: Backend) {
+    struct DropFlag(Arc<AtomicUsize>);
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let q = queue(&b, "timeout");
+    let job = q.add("t", json!(1), JobOptions::default()).await.unwrap();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let d2 = dropped.clone();
+    let w = q
+        .worker()
+        .timeout(Some(Duration::from_millis(150)))
+        .fallback(handler_fn(move |_| {
+            let flag = DropFlag(d2.clone());
+            async move {
+                let _flag = flag;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(json!(null))
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    let failed = wait_state(&q, &job.id, JobState::Failed).await;
+    w.close(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        failed.failed_reason.as_deref(),
+        Some("job timed out after 150 ms")
+    );
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "the handler future was dropped"
+    );
+}
+
+pub async fn progress_logs_and_events(b: Backend) {
+    let q = queue(&b, "progress");
+    let mut events = q.events().await.unwrap();
+    // Give a Redis stream reader a moment to be in place before the first event.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let job = q.add("p", json!(1), JobOptions::default()).await.unwrap();
+    let w = q
+        .worker()
+        .fallback(handler_fn(|ctx| async move {
+            ctx.log("first")
+                .await
+                .map_err(|e| JobError::retry(e.to_string()))?;
+            ctx.progress(json!(50))
+                .await
+                .map_err(|e| JobError::retry(e.to_string()))?;
+            ctx.log("second")
+                .await
+                .map_err(|e| JobError::retry(e.to_string()))?;
+            Ok(json!({"ok": true}))
+        }))
+        .start()
+        .await
+        .unwrap();
+    let done = wait_state(&q, &job.id, JobState::Completed).await;
+    assert_eq!(done.progress, json!(50));
+    assert_eq!(done.returnvalue, Some(json!({"ok": true})));
+    let (lines, total) = q.job_logs(&job.id, 0, 10).await.unwrap();
+    assert_eq!(
+        (lines, total),
+        (vec!["first".to_string(), "second".to_string()], 2)
+    );
+    let mut kinds = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !kinds.contains(&"completed") && Instant::now() < deadline {
+        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(1), events.next()).await {
+            if e.job_id() == Some(job.id.as_str()) {
+                kinds.push(match e {
+                    QueueEvent::Added { .. } => "added",
+                    QueueEvent::Active { .. } => "active",
+                    QueueEvent::Progress { .. } => "progress",
+                    QueueEvent::Completed { .. } => "completed",
+                    _ => "other",
+                });
+            }
+        }
+    }
+    kinds.retain(|k| *k != "other");
+    assert_eq!(kinds, vec!["added", "active", "progress", "completed"]);
+    w.close(Duration::from_secs(5)).await.unwrap();
+}
+
+pub async fn routes_by_name_and_fallback(b: Backend) {
+    let q = queue(&b, "routes");
+    let a = q
+        .add("resize", json!(1), JobOptions::default())
+        .await
+        .unwrap();
+    let other = q
+        .add(
+            "other",
+            json!(1),
+            JobOptions {
+                attempts: Some(3),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let w = q
+        .worker()
+        .handler("resize", handler_fn(|_| async { Ok(json!("resized")) }))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_state(&q, &a.id, JobState::Completed).await.returnvalue,
+        Some(json!("resized"))
+    );
+    let failed = wait_state(&q, &other.id, JobState::Failed).await;
+    assert_eq!(
+        failed.failed_reason.as_deref(),
+        Some("no handler for job name \"other\"")
+    );
+    assert_eq!(
+        failed.attempts_made, 1,
+        "a missing handler is unrecoverable"
+    );
+    w.close(Duration::from_secs(5)).await.unwrap();
+}
+
+pub async fn concurrency_is_bounded_and_reached(b: Backend) {
+    let q = queue(&b, "conc");
+    let jobs = (0..12).map(|i| keel::NewJob::new("c", json!(i))).collect();
+    q.add_bulk(jobs).await.unwrap();
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (n2, p2) = (now.clone(), peak.clone());
+    let w = q
+        .worker()
+        .concurrency(4)
+        .fallback(handler_fn(move |_| {
+            let (n, p) = (n2.clone(), p2.clone());
+            async move {
+                let cur = n.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(cur, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                n.fetch_sub(1, Ordering::SeqCst);
+                Ok(json!(null))
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    eventually("all completed", Duration::from_secs(15), || async {
+        (q.counts().await.unwrap().completed == 12).then_some(())
+    })
+    .await;
+    w.close(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(peak.load(Ordering::SeqCst), 4);
+}
+
+pub async fn graceful_close_finishes_in_flight(b: Backend) {
+    let q = queue(&b, "graceful");
+    let job = q.add("g", json!(1), JobOptions::default()).await.unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let s2 = started.clone();
+    let w = q
+        .worker()
+        .fallback(handler_fn(move |_| {
+            let s = s2.clone();
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(json!("finished"))
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    eventually("started", Duration::from_secs(10), || async {
+        (started.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    w.close(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        q.job_state(&job.id).await.unwrap(),
+        Some(JobState::Completed),
+        "in-flight job finished before close returned"
+    );
+}
+
+pub async fn close_deadline_hands_back_unfinished(b: Backend) {
+    let q = queue(&b, "handback");
+    let job = q
+        .add(
+            "h",
+            json!(1),
+            JobOptions {
+                attempts: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let s2 = started.clone();
+    let w = q
+        .worker()
+        .lock_duration(SHORT_LOCK)
+        .stalled_interval(SHORT_STALL_CHECK)
+        .fallback(handler_fn(move |_| {
+            let s = s2.clone();
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(json!(null))
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    eventually("started", Duration::from_secs(10), || async {
+        (started.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    w.close(Duration::from_millis(100)).await.unwrap();
+    // Another worker takes the job over: at once in memory, after the lock expires on Redis.
+    let w2 = q
+        .worker()
+        .lock_duration(SHORT_LOCK)
+        .stalled_interval(SHORT_STALL_CHECK)
+        .max_stalled_count(5)
+        .fallback(handler_fn(|_| async { Ok(json!("recovered")) }))
+        .start()
+        .await
+        .unwrap();
+    let done = wait_state(&q, &job.id, JobState::Completed).await;
+    assert_eq!(done.returnvalue, Some(json!("recovered")));
+    assert!(
+        done.stalled_counter >= 1 || done.attempts_started >= 2,
+        "the job was handed back, not lost"
+    );
+    w2.close(Duration::from_secs(5)).await.unwrap();
+}
+
+pub async fn retry_failed_job_and_conflicts(b: Backend) {
+    let q = queue(&b, "retryjob");
+    let job = q.add("r", json!(1), JobOptions::default()).await.unwrap();
+    let err = q.retry(&job.id).await.unwrap_err();
+    assert_eq!(err.code(), "conflict", "a waiting job cannot be retried");
+    assert_eq!(q.retry("missing").await.unwrap_err().code(), "not-found");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let w = q
+        .worker()
+        .dead_letter(false)
+        .fallback(handler_fn(move |_| {
+            let c = c2.clone();
+            async move {
+                if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(JobError::retry("first time fails"))
+                } else {
+                    Ok(json!("second time works"))
+                }
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    wait_state(&q, &job.id, JobState::Failed).await;
+    q.retry(&job.id).await.unwrap();
+    let done = wait_state(&q, &job.id, JobState::Completed).await;
+    assert_eq!(done.attempts_made, 1, "attempts were reset by the retry");
+    w.close(Duration::from_secs(5)).await.unwrap();
+}
+
+pub async fn rate_limit_spaces_jobs(b: Backend) {
+    let q = queue(&b, "ratelimit");
+    q.set_rate_limit(Some((2, Duration::from_millis(500))))
+        .await
+        .unwrap();
+    q.add_bulk((0..6).map(|i| keel::NewJob::new("r", json!(i))).collect())
+        .await
+        .unwrap();
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let s2 = starts.clone();
+    let w = q
+        .worker()
+        .concurrency(6)
+        .fallback(handler_fn(move |_| {
+            let s = s2.clone();
+            async move {
+                s.lock().unwrap().push(Instant::now());
+                Ok(json!(null))
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    eventually("all ran", Duration::from_secs(15), || async {
+        (q.counts().await.unwrap().completed == 6).then_some(())
+    })
+    .await;
+    w.close(Duration::from_secs(5)).await.unwrap();
+    let mut s = starts.lock().unwrap().clone();
+    s.sort();
+    // 6 jobs at 2 per 500 ms need at least two more windows after the first.
+    let span = s[5] - s[0];
+    assert!(
+        span >= Duration::from_millis(900),
+        "six jobs ran within {span:?}"
+    );
+}

@@ -1,0 +1,68 @@
+//! Helpers shared by the conformance tests.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use keel::backend::RedisSettings;
+use keel::{Backend, Queue};
+
+/// A fresh memory backend.
+pub fn memory() -> Backend {
+    Backend::memory()
+}
+
+/// A Redis backend with a prefix no other test uses.
+pub async fn redis() -> Backend {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    Backend::redis(RedisSettings {
+        url,
+        prefix: format!("kc-{}", uuid::Uuid::new_v4().simple()),
+        command_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("Redis must be running for the conformance suite (see README)")
+}
+
+/// A queue with a unique name.
+pub fn queue(b: &Backend, base: &str) -> Queue {
+    Queue::new(
+        b,
+        &format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+    )
+    .unwrap()
+}
+
+/// Polls `check` until it returns `Some`, failing after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until job `id` of `q` is in `state`.
+pub async fn wait_state(q: &Queue, id: &str, state: keel::JobState) -> keel::Job {
+    eventually(
+        &format!("job {id} {state}"),
+        Duration::from_secs(15),
+        || async {
+            match q.job_state(id).await.unwrap() {
+                Some(s) if s == state => q.get_job(id).await.unwrap(),
+                _ => None,
+            }
+        },
+    )
+    .await
+}
+
+/// Short lock settings so Redis stall recovery happens within a test.
+pub const SHORT_LOCK: Duration = Duration::from_millis(1000);
+pub const SHORT_STALL_CHECK: Duration = Duration::from_millis(500);
