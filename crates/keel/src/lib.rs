@@ -27,7 +27,9 @@
 //! ```
 
 pub mod backend;
+pub mod config;
 pub mod dlq;
+pub mod handlers;
 pub mod queue;
 pub mod worker;
 

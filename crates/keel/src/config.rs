@@ -1,0 +1,644 @@
+//! `keel.toml`: queues, handlers and defaults. The keys are a contract that scripts rely on.
+//!
+//! ```toml
+//! [redis]
+//! url = "redis://127.0.0.1:6379"   # absent (and no REDIS_URL): memory backend
+//! prefix = "bull"
+//!
+//! [defaults]                        # every queue inherits these
+//! attempts = 3
+//! backoff = { type = "exponential", delay_ms = 1000 }
+//! remove_on_complete = { count = 1000, age_s = 86400 }
+//! remove_on_fail = { age_s = 604800 }
+//! concurrency = 5
+//! lock_duration_ms = 30000
+//! stalled_interval_ms = 30000
+//! timeout_ms = 0                    # 0: no job timeout
+//! dlq = true
+//!
+//! [queues.webhooks]
+//! concurrency = 10
+//! handler = { kind = "http", url = "http://127.0.0.1:9000/hook", timeout_ms = 5000, secret_env = "WEBHOOK_SECRET" }
+//! ```
+//! `REDIS_URL` and `REDIS_KEY_PREFIX` override `[redis]`. Every error names the key at fault.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keel_core::{validate_queue_name, Backoff, BackoffKind, JobOptions, KeepJobs, Schedule};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::backend::{Backend, RedisSettings, DEFAULT_COMMAND_TIMEOUT};
+use crate::queue::Queue;
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "keel.toml";
+/// The default key prefix (BullMQ's).
+pub const DEFAULT_PREFIX: &str = "bull";
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key is missing, unknown, of the wrong type or out of range.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The dotted key path, e.g. `queues.webhooks.backoff.delay_ms`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The key at fault, when there is one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::Read { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    redis: RawRedis,
+    #[serde(default)]
+    defaults: RawQueue,
+    #[serde(default)]
+    queues: BTreeMap<String, RawQueue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: Option<String>,
+    prefix: Option<String>,
+    command_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    attempts: Option<u32>,
+    backoff: Option<RawBackoff>,
+    remove_on_complete: Option<KeepJobs>,
+    remove_on_fail: Option<KeepJobs>,
+    concurrency: Option<usize>,
+    lock_duration_ms: Option<u64>,
+    stalled_interval_ms: Option<u64>,
+    max_stalled_count: Option<u32>,
+    timeout_ms: Option<u64>,
+    dlq: Option<bool>,
+    handler: Option<HandlerConfig>,
+    rate_limit: Option<RateLimitConfig>,
+    #[serde(default)]
+    schedulers: BTreeMap<String, RawScheduler>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackoff {
+    #[serde(rename = "type")]
+    kind: BackoffKind,
+    delay_ms: u64,
+    #[serde(default)]
+    jitter: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScheduler {
+    cron: Option<String>,
+    tz: Option<String>,
+    every_ms: Option<u64>,
+    name: Option<String>,
+    #[serde(default)]
+    data: Option<toml::Value>,
+}
+
+/// A queue's rate limit: at most `max` job starts per `duration_ms`, across all workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Jobs per window.
+    pub max: u64,
+    /// Window length.
+    pub duration_ms: u64,
+}
+
+/// What runs a queue's jobs when `keel worker` (or `keel serve`) runs it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum HandlerConfig {
+    /// POST each job to `url` (see `keel::handlers::http`).
+    Http {
+        /// Where to POST.
+        url: String,
+        /// Per-request timeout.
+        #[serde(default = "default_http_timeout_ms")]
+        timeout_ms: u64,
+        /// Name of the environment variable holding the HMAC secret.
+        #[serde(default)]
+        secret_env: Option<String>,
+    },
+    /// Logs each job and completes it (returns `{"logged": true}`): for trying Keel out and for
+    /// queues whose jobs only need to be recorded.
+    Log,
+}
+
+fn default_http_timeout_ms() -> u64 {
+    10_000
+}
+
+/// One configured queue, with defaults applied.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// The queue name.
+    pub name: String,
+    /// Job options applied to every job added through Keel.
+    pub job_defaults: JobOptions,
+    /// Jobs processed at once per process.
+    pub concurrency: usize,
+    /// Lock duration of taken jobs.
+    pub lock_duration: Duration,
+    /// Stalled-job check interval.
+    pub stalled_interval: Duration,
+    /// Stalls a job survives before it fails.
+    pub max_stalled_count: u32,
+    /// Attempt timeout; `None` for none.
+    pub timeout: Option<Duration>,
+    /// Whether terminal failures go to `dlq-<name>`.
+    pub dlq: bool,
+    /// The handler, if the queue is processed by Keel.
+    pub handler: Option<HandlerConfig>,
+    /// The queue's rate limit.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Repeatable jobs: id → (schedule, job name, data).
+    pub schedulers: BTreeMap<String, (Schedule, String, Value)>,
+}
+
+/// The whole configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// Redis URL; `None` means the memory backend.
+    pub redis_url: Option<String>,
+    /// Key prefix.
+    pub prefix: String,
+    /// Bound on one Redis call.
+    pub command_timeout: Duration,
+    /// Settings every queue inherits (also for queues not listed).
+    pub defaults: QueueConfig,
+    /// Configured queues by name.
+    pub queues: BTreeMap<String, QueueConfig>,
+    /// The file read, if any.
+    pub source: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(keel_redis::redact_url),
+            )
+            .field("prefix", &self.prefix)
+            .field("queues", &self.queues.keys().collect::<Vec<_>>())
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads `path`, or `keel.toml` in the working directory when it exists, or nothing (the
+    /// built-in defaults); then applies `REDIS_URL` and `REDIS_KEY_PREFIX`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (text, source) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?,
+                Some(p.to_path_buf()),
+            ),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                let p = PathBuf::from(DEFAULT_CONFIG_FILE);
+                (
+                    std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
+                        path: p.clone(),
+                        source,
+                    })?,
+                    Some(p),
+                )
+            }
+            None => (String::new(), None),
+        };
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut config = Config::parse(&text, &env)?;
+        config.source = source;
+        Ok(config)
+    }
+
+    /// Parses TOML text; `env` looks up environment variables (for the overrides and
+    /// `secret_env`).
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." {
+                "(file)".to_string()
+            } else {
+                key
+            };
+            ConfigError::invalid(key, e.inner().message().to_string())
+        })?;
+        let redis_url = env("REDIS_URL").or(raw.redis.url);
+        if let Some(url) = &redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::invalid(
+                    "redis.url",
+                    "must start with redis:// or rediss://",
+                ));
+            }
+        }
+        let prefix = env("REDIS_KEY_PREFIX")
+            .or(raw.redis.prefix)
+            .unwrap_or_else(|| DEFAULT_PREFIX.to_string());
+        if prefix.is_empty() || prefix.contains(':') {
+            return Err(ConfigError::invalid(
+                "redis.prefix",
+                "must be non-empty and contain no ':'",
+            ));
+        }
+        let command_timeout = match raw.redis.command_timeout_ms {
+            Some(0) => {
+                return Err(ConfigError::invalid(
+                    "redis.command_timeout_ms",
+                    "must be at least 1",
+                ))
+            }
+            Some(ms) => Duration::from_millis(ms),
+            None => DEFAULT_COMMAND_TIMEOUT,
+        };
+        let defaults = resolve("defaults", "", &builtin_defaults(), &raw.defaults, env)?;
+        let mut queues = BTreeMap::new();
+        for (name, q) in &raw.queues {
+            let key = format!("queues.{name}");
+            validate_queue_name(name).map_err(|e| ConfigError::invalid(&key, e.to_string()))?;
+            if name.starts_with(keel_core::DLQ_PREFIX) {
+                return Err(ConfigError::invalid(
+                    &key,
+                    "names starting with dlq- are reserved for dead-letter queues",
+                ));
+            }
+            queues.insert(name.clone(), resolve(&key, name, &defaults, q, env)?);
+        }
+        Ok(Config {
+            redis_url,
+            prefix,
+            command_timeout,
+            defaults,
+            queues,
+            source: None,
+        })
+    }
+
+    /// The backend this configuration selects: Redis when a URL is set, else memory.
+    pub async fn backend(&self) -> keel_core::Result<Backend> {
+        match &self.redis_url {
+            Some(url) => {
+                Backend::redis(RedisSettings {
+                    url: url.clone(),
+                    prefix: self.prefix.clone(),
+                    command_timeout: self.command_timeout,
+                })
+                .await
+            }
+            None => Ok(Backend::memory()),
+        }
+    }
+
+    /// The settings of `name`: its own section, or the defaults for a queue not listed.
+    pub fn queue_config(&self, name: &str) -> QueueConfig {
+        self.queues
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| QueueConfig {
+                name: name.to_string(),
+                ..self.defaults.clone()
+            })
+    }
+
+    /// A handle to queue `name` with its configured job defaults.
+    pub fn queue(&self, backend: &Backend, name: &str) -> keel_core::Result<Queue> {
+        Queue::new(backend, name)?.with_defaults(self.queue_config(name).job_defaults)
+    }
+}
+
+/// SPEC §1 defaults: attempts 3, exponential backoff from 1 s, keep completed 24 h / 1000,
+/// keep failed 7 days, concurrency 5.
+fn builtin_defaults() -> QueueConfig {
+    QueueConfig {
+        name: String::new(),
+        job_defaults: JobOptions {
+            attempts: Some(3),
+            backoff: Some(Backoff::exponential(1000)),
+            remove_on_complete: Some(KeepJobs {
+                count: Some(1000),
+                age_s: Some(86_400),
+            }),
+            remove_on_fail: Some(KeepJobs {
+                count: None,
+                age_s: Some(604_800),
+            }),
+            ..Default::default()
+        },
+        concurrency: 5,
+        lock_duration: Duration::from_secs(30),
+        stalled_interval: Duration::from_secs(30),
+        max_stalled_count: 1,
+        timeout: None,
+        dlq: true,
+        handler: None,
+        rate_limit: None,
+        schedulers: BTreeMap::new(),
+    }
+}
+
+fn resolve(
+    key: &str,
+    name: &str,
+    base: &QueueConfig,
+    raw: &RawQueue,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<QueueConfig, ConfigError> {
+    let k = |field: &str| format!("{key}.{field}");
+    let mut q = base.clone();
+    q.name = name.to_string();
+    if let Some(a) = raw.attempts {
+        if a == 0 || a > keel_core::options::MAX_ATTEMPTS {
+            return Err(ConfigError::invalid(
+                k("attempts"),
+                "must be between 1 and 1000",
+            ));
+        }
+        q.job_defaults.attempts = Some(a);
+    }
+    if let Some(b) = &raw.backoff {
+        let backoff = Backoff {
+            kind: b.kind,
+            delay_ms: b.delay_ms,
+            jitter: b.jitter,
+        };
+        backoff.validate().map_err(|e| {
+            let field = e
+                .field()
+                .unwrap_or("backoff")
+                .replace("backoff.delay", "backoff.delay_ms");
+            ConfigError::invalid(k(&field), e.to_string())
+        })?;
+        q.job_defaults.backoff = Some(backoff);
+    }
+    if let Some(r) = &raw.remove_on_complete {
+        q.job_defaults.remove_on_complete = Some(r.clone());
+    }
+    if let Some(r) = &raw.remove_on_fail {
+        q.job_defaults.remove_on_fail = Some(r.clone());
+    }
+    if let Some(c) = raw.concurrency {
+        if c == 0 || c > 10_000 {
+            return Err(ConfigError::invalid(
+                k("concurrency"),
+                "must be between 1 and 10000",
+            ));
+        }
+        q.concurrency = c;
+    }
+    let positive_ms = |field: &str, v: Option<u64>| -> Result<Option<Duration>, ConfigError> {
+        match v {
+            Some(0) => Err(ConfigError::invalid(k(field), "must be at least 1")),
+            Some(ms) => Ok(Some(Duration::from_millis(ms))),
+            None => Ok(None),
+        }
+    };
+    if let Some(d) = positive_ms("lock_duration_ms", raw.lock_duration_ms)? {
+        q.lock_duration = d;
+    }
+    if let Some(d) = positive_ms("stalled_interval_ms", raw.stalled_interval_ms)? {
+        q.stalled_interval = d;
+    }
+    if let Some(n) = raw.max_stalled_count {
+        q.max_stalled_count = n;
+    }
+    if let Some(t) = raw.timeout_ms {
+        q.timeout = (t > 0).then(|| Duration::from_millis(t));
+    }
+    if let Some(d) = raw.dlq {
+        q.dlq = d;
+    }
+    if let Some(r) = raw.rate_limit {
+        if r.max == 0 {
+            return Err(ConfigError::invalid(
+                k("rate_limit.max"),
+                "must be at least 1",
+            ));
+        }
+        if r.duration_ms == 0 {
+            return Err(ConfigError::invalid(
+                k("rate_limit.duration_ms"),
+                "must be at least 1",
+            ));
+        }
+        q.rate_limit = Some(r);
+    }
+    if let Some(h) = &raw.handler {
+        if let HandlerConfig::Http {
+            url,
+            timeout_ms,
+            secret_env,
+        } = h
+        {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    k("handler.url"),
+                    "must start with http:// or https://",
+                ));
+            }
+            if *timeout_ms == 0 {
+                return Err(ConfigError::invalid(
+                    k("handler.timeout_ms"),
+                    "must be at least 1",
+                ));
+            }
+            if let Some(var) = secret_env {
+                if env(var).is_none() {
+                    return Err(ConfigError::invalid(
+                        k("handler.secret_env"),
+                        format!("environment variable {var} is not set"),
+                    ));
+                }
+            }
+        }
+        q.handler = Some(h.clone());
+    }
+    for (id, s) in &raw.schedulers {
+        let sk = format!("{key}.schedulers.{id}");
+        keel_core::validate_job_id(id).map_err(|e| ConfigError::invalid(&sk, e.to_string()))?;
+        let schedule = match (&s.cron, s.every_ms) {
+            (Some(pattern), None) => Schedule::Cron {
+                pattern: pattern.clone(),
+                tz: s.tz.clone(),
+            },
+            (None, Some(every_ms)) if every_ms > 0 => Schedule::Every { every_ms },
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    format!("{sk}.every_ms"),
+                    "must be at least 1",
+                ))
+            }
+            _ => {
+                return Err(ConfigError::invalid(
+                    &sk,
+                    "needs exactly one of cron or every_ms",
+                ))
+            }
+        };
+        let data = match &s.data {
+            Some(v) => serde_json::to_value(v)
+                .map_err(|e| ConfigError::invalid(format!("{sk}.data"), e.to_string()))?,
+            None => Value::Object(Default::default()),
+        };
+        q.schedulers.insert(
+            id.clone(),
+            (schedule, s.name.clone().unwrap_or_else(|| id.clone()), data),
+        );
+    }
+    Ok(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    const ISSUE_EXAMPLE: &str = r#"
+[redis]
+url = "redis://127.0.0.1:6379"
+prefix = "bull"
+
+[defaults]
+attempts = 3
+backoff = { type = "exponential", delay_ms = 1000 }
+remove_on_complete = { count = 1000, age_s = 86400 }
+remove_on_fail = { age_s = 604800 }
+concurrency = 5
+lock_duration_ms = 30000
+stalled_interval_ms = 30000
+timeout_ms = 0
+dlq = true
+
+[queues.webhooks]
+concurrency = 10
+attempts = 2
+backoff = { type = "fixed", delay_ms = 100 }
+handler = { kind = "http", url = "http://127.0.0.1:9000/hook", timeout_ms = 5000, secret_env = "WEBHOOK_SECRET" }
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let env = |k: &str| (k == "WEBHOOK_SECRET").then(|| "s3cret".to_string());
+        let c = Config::parse(ISSUE_EXAMPLE, &env).unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        let w = &c.queues["webhooks"];
+        assert_eq!(w.concurrency, 10);
+        assert_eq!(w.job_defaults.attempts, Some(2));
+        assert_eq!(w.job_defaults.backoff, Some(Backoff::fixed(100)));
+        assert_eq!(
+            w.job_defaults.remove_on_fail,
+            Some(KeepJobs {
+                count: None,
+                age_s: Some(604800)
+            }),
+            "inherited from [defaults]"
+        );
+        assert_eq!(w.timeout, None);
+        assert!(matches!(
+            w.handler,
+            Some(HandlerConfig::Http {
+                timeout_ms: 5000,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn empty_file_means_memory_and_spec_defaults() {
+        let c = Config::parse("", &no_env).unwrap();
+        assert_eq!(c.redis_url, None);
+        assert_eq!(c.prefix, "bull");
+        assert_eq!(c.defaults.job_defaults.attempts, Some(3));
+        assert_eq!(
+            c.defaults.job_defaults.backoff,
+            Some(Backoff::exponential(1000))
+        );
+        assert_eq!(c.defaults.concurrency, 5);
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let env = |k: &str| match k {
+            "REDIS_URL" => Some("redis://10.0.0.1:6380".to_string()),
+            "REDIS_KEY_PREFIX" => Some("app".to_string()),
+            _ => None,
+        };
+        let c = Config::parse("[redis]\nurl = \"redis://a:1\"\nprefix = \"x\"\n", &env).unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://10.0.0.1:6380"));
+        assert_eq!(c.prefix, "app");
+    }
+
+    #[test]
+    fn every_error_names_its_key() {
+        let cases = [
+            ("[queues.a]\nbackoff = { type = \"fixed\", delay_ms = -5 }", "queues.a.backoff.delay_ms"),
+            ("[queues.a]\nconcurrency = \"ten\"", "queues.a.concurrency"),
+            ("[queues.a]\nconcurency = 3", "queues.a.concurency"),
+            ("[queues.a]\nattempts = 0", "queues.a.attempts"),
+            ("[queues.\"a:b\"]\nattempts = 1", "queues.a:b"),
+            ("[queues.a]\nhandler = { kind = \"http\" }", "queues.a.handler"),
+            ("[queues.a]\nhandler = { kind = \"http\", url = \"ftp://x\" }", "queues.a.handler.url"),
+            (
+                "[queues.a]\nhandler = { kind = \"http\", url = \"http://x\", secret_env = \"NOPE_UNSET\" }",
+                "queues.a.handler.secret_env",
+            ),
+            ("[redis]\nurl = \"http://x\"", "redis.url"),
+            ("[defaults]\nbackoff = { type = \"linear\", delay_ms = 1 }", "defaults.backoff.type"),
+            ("[queues.a.schedulers.s]\nname = \"x\"", "queues.a.schedulers.s"),
+            ("nonsense = [", "(file)"),
+        ];
+        for (text, key) in cases {
+            let err = Config::parse(text, &no_env).unwrap_err();
+            assert_eq!(err.key(), Some(key), "{text}: {err}");
+        }
+    }
+}
