@@ -1,1 +1,232 @@
-fn main() {}
+//! The `keel` command line.
+//!
+//! # Layout
+//! - this file: arguments (clap), dispatch, output and exit codes.
+//! - [`commands`]: one function per command.
+//! - [`bench`]: `keel bench`, Keel vs raw bullmq-official (and the Node peer via a script).
+//!
+//! Exit codes: 0 success, 1 unexpected failure, 2 bad input or configuration (the message names
+//! the argument or key), 3 backend unreachable.
+
+mod bench;
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+/// Keel: background jobs with dead-letter queues, on Redis (BullMQ-compatible) or in memory.
+#[derive(Parser, Debug)]
+#[command(
+    name = "keel",
+    version,
+    after_help = "Exit codes: 0 ok, 1 unexpected failure, 2 bad input or configuration, 3 backend unreachable."
+)]
+pub struct Cli {
+    /// Configuration file (default: keel.toml in the working directory, when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Redis URL (overrides the file and REDIS_URL).
+    #[arg(long, global = true, value_name = "URL")]
+    pub redis: Option<String>,
+    /// Key prefix (overrides the file and REDIS_KEY_PREFIX).
+    #[arg(long, global = true, value_name = "P")]
+    pub prefix: Option<String>,
+    /// Print JSON for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the configured queues' workers until SIGTERM/SIGINT.
+    Worker {
+        /// Only these queues (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        queues: Vec<String>,
+        /// How long in-flight jobs may take to finish at shutdown.
+        #[arg(long, default_value_t = 30_000, value_name = "MS")]
+        shutdown_timeout_ms: u64,
+    },
+    /// Add a job; prints its id.
+    Enqueue {
+        /// The queue.
+        queue: String,
+        /// The job name.
+        name: String,
+        /// The payload, as JSON.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// Milliseconds before the job may run.
+        #[arg(long, allow_hyphen_values = true, value_name = "MS")]
+        delay: Option<String>,
+        /// Priority (1 = first).
+        #[arg(long, allow_hyphen_values = true)]
+        priority: Option<String>,
+        /// A caller-chosen id (adding it again returns the existing job).
+        #[arg(long)]
+        job_id: Option<String>,
+        /// Total attempts.
+        #[arg(long, allow_hyphen_values = true)]
+        attempts: Option<String>,
+        /// fixed:MS or exponential:MS.
+        #[arg(long)]
+        backoff: Option<String>,
+        /// Add to the front of the queue.
+        #[arg(long)]
+        lifo: bool,
+    },
+    /// Counts per queue.
+    Queues,
+    /// List jobs of a queue.
+    Jobs {
+        /// The queue.
+        queue: String,
+        /// waiting, active, delayed, prioritized, completed or failed.
+        #[arg(long, default_value = "waiting")]
+        state: String,
+        /// Jobs per page (1-1000).
+        #[arg(long, default_value = "20", allow_hyphen_values = true)]
+        limit: String,
+        /// Page, from 1.
+        #[arg(long, default_value = "1", allow_hyphen_values = true)]
+        page: String,
+    },
+    /// One job in full.
+    Job {
+        /// The queue.
+        queue: String,
+        /// The job id.
+        id: String,
+    },
+    /// A queue's dead-letter queue.
+    Dlq {
+        /// The queue whose DLQ to work on.
+        queue: String,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Pause a queue everywhere.
+    Pause {
+        /// The queue.
+        queue: String,
+    },
+    /// Resume a queue.
+    Resume {
+        /// The queue.
+        queue: String,
+    },
+    /// Measure throughput and latency (JSON lines).
+    Bench(bench::BenchArgs),
+}
+
+/// DLQ actions.
+#[derive(Subcommand, Debug)]
+pub enum DlqAction {
+    /// List entries.
+    List {
+        /// Entries per page (1-1000).
+        #[arg(long, default_value = "50", allow_hyphen_values = true)]
+        limit: String,
+        /// Page, from 1.
+        #[arg(long, default_value = "1", allow_hyphen_values = true)]
+        page: String,
+    },
+    /// Send one entry (or all with --all) back to its queue with fresh attempts.
+    Replay {
+        /// The entry id.
+        id: Option<String>,
+        /// Replay every entry.
+        #[arg(long)]
+        all: bool,
+        /// With --all: only say how many would be replayed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove an entry (and its failed original).
+    Remove {
+        /// The entry id.
+        id: String,
+    },
+}
+
+/// A command failure with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// Stable kebab-case code.
+    pub code: &'static str,
+    /// Human message.
+    pub message: String,
+    /// The argument or key at fault.
+    pub field: Option<String>,
+    /// Process exit code.
+    pub exit: u8,
+}
+
+impl From<keel::Error> for Failure {
+    fn from(e: keel::Error) -> Failure {
+        let exit = match &e {
+            keel::Error::InvalidInput { .. }
+            | keel::Error::NeedsSharedBackend(_)
+            | keel::Error::NotFound { .. }
+            | keel::Error::Conflict(_) => 2,
+            keel::Error::BackendUnavailable(_) => 3,
+            keel::Error::Backend(_) => 1,
+        };
+        Failure {
+            code: e.code(),
+            field: e.field().map(str::to_string),
+            message: e.to_string(),
+            exit,
+        }
+    }
+}
+
+impl From<keel::config::ConfigError> for Failure {
+    fn from(e: keel::config::ConfigError) -> Failure {
+        Failure {
+            code: "invalid-config",
+            field: e.key().map(str::to_string),
+            message: format!("invalid configuration: {e}"),
+            exit: 2,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,bullmq=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keel: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let json_out = cli.json;
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"error": {"code": f.code, "message": f.message, "field": f.field}})
+                );
+            } else {
+                eprintln!("keel: {}", f.message);
+            }
+            ExitCode::from(f.exit)
+        }
+    }
+}

@@ -145,7 +145,8 @@ async fn run_one(shared: &Arc<Shared>, job: Job) {
     };
     match result {
         Some(Ok(value)) => {
-            if shared.cell.with(|q| q.complete(&job_id, value, now_ms())) {
+            let stored = shared.cell.with(|q| q.complete(&job_id, value, now_ms()));
+            if stored {
                 (shared.sink)(WorkerEvent::Completed { job_id });
             }
         }
