@@ -1,0 +1,50 @@
+// Drives stock Node BullMQ for Keel's interop tests. Usage:
+//   node node.cjs <cmd> <queue> <prefix> [arg]
+// cmd: add | wait <id> | work <ms> (ok) | fail <ms> | get <id> | version
+// Prints one JSON line. Every command is bounded in time.
+const { Queue, Worker, QueueEvents } = require('bullmq');
+const connection = { host: '127.0.0.1', port: Number(process.env.REDIS_PORT || 6379) };
+const [cmd, name, prefix, arg] = process.argv.slice(2);
+const opts = { connection, prefix };
+const hardCap = setTimeout(() => { console.error('node helper: hard cap reached'); process.exit(3); }, 30000);
+(async () => {
+  if (cmd === 'add') {
+    const q = new Queue(name, opts);
+    const job = await q.add('from-node', { n: 1 }, { attempts: 1 });
+    console.log(JSON.stringify({ id: job.id }));
+    await q.close();
+  } else if (cmd === 'wait') {
+    const q = new Queue(name, opts);
+    const qe = new QueueEvents(name, opts);
+    await qe.waitUntilReady();
+    const job = await q.getJob(arg);
+    try {
+      const rv = await job.waitUntilFinished(qe, 20000);
+      console.log(JSON.stringify({ state: 'completed', returnvalue: rv }));
+    } catch (e) {
+      console.log(JSON.stringify({ state: 'failed', reason: e.message }));
+    }
+    await qe.close(); await q.close();
+  } else if (cmd === 'work' || cmd === 'fail') {
+    const w = new Worker(name, async (job) => {
+      if (cmd === 'fail') throw new Error('node says no');
+      return { echo: job.data, by: 'node' };
+    }, { connection, prefix, name: 'node-worker' });
+    await new Promise((r) => setTimeout(r, Number(arg || 3000)));
+    await w.close();
+    console.log(JSON.stringify({ done: true }));
+  } else if (cmd === 'get') {
+    const q = new Queue(name, opts);
+    const job = await q.getJob(arg);
+    const state = job ? await job.getState() : null;
+    console.log(JSON.stringify(job ? { state, returnvalue: job.returnvalue, failedReason: job.failedReason, attemptsMade: job.attemptsMade, data: job.data } : null));
+    await q.close();
+  } else if (cmd === 'version') {
+    const q = new Queue(name, opts);
+    console.log(JSON.stringify({ version: await q.getVersion() }));
+    await q.close();
+  } else {
+    throw new Error(`unknown command ${cmd}`);
+  }
+  clearTimeout(hardCap);
+})().catch((e) => { console.error(e); process.exit(1); });
