@@ -1,0 +1,296 @@
+//! The `keel` command line, run as a process against Redis with a unique prefix: output shapes,
+//! exit codes, bad input that changes nothing, memory-backend refusal, invalid configuration.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+struct Cli {
+    prefix: String,
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        Cli {
+            prefix: format!("kcli-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            // An empty working directory: no keel.toml is picked up by accident.
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn raw(&self, args: &[&str], redis: bool) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_keel"));
+        c.current_dir(self.dir.path())
+            .env_remove("REDIS_URL")
+            .env_remove("REDIS_KEY_PREFIX")
+            .env("RUST_LOG", "warn");
+        if redis {
+            c.args([
+                "--redis",
+                "redis://127.0.0.1:6379",
+                "--prefix",
+                &self.prefix,
+            ]);
+        }
+        c.args(args).output().expect("keel runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> Value {
+        let out = self.raw(args, true);
+        assert!(
+            out.status.success(),
+            "keel {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// Runs a command that must fail with exit 2 and a JSON error naming `field`.
+    fn bad(&self, args: &[&str], field: &str) {
+        let out = self.raw(args, true);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "keel {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON error");
+        assert_eq!(v["error"]["field"], json!(field), "keel {args:?}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(field),
+            "{v}"
+        );
+    }
+
+    fn counts(&self, queue: &str) -> Value {
+        let all = self.ok(&["--json", "queues"]);
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == json!(queue))
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object().unwrap().keys().cloned().collect()
+}
+
+#[test]
+fn enqueue_list_show_pause_and_dlq() {
+    let cli = Cli::new();
+    let id = cli.ok(&[
+        "--json",
+        "enqueue",
+        "mail",
+        "send",
+        "--data",
+        r#"{"to":"a"}"#,
+        "--attempts",
+        "2",
+        "--backoff",
+        "fixed:10",
+        "--priority",
+        "3",
+    ])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let custom = cli.ok(&[
+        "--json", "enqueue", "mail", "send", "--job-id", "order-1", "--delay", "60000",
+    ]);
+    assert_eq!(custom, json!({"id": "order-1"}));
+    let again = cli.ok(&["--json", "enqueue", "mail", "other", "--job-id", "order-1"]);
+    assert_eq!(
+        again,
+        json!({"id": "order-1"}),
+        "an existing id returns the existing job"
+    );
+
+    let row = cli.counts("mail");
+    assert_eq!(
+        keys(&row),
+        [
+            "active",
+            "completed",
+            "delayed",
+            "dlq",
+            "failed",
+            "name",
+            "paused",
+            "prioritized",
+            "waiting"
+        ]
+        .map(String::from)
+        .into()
+    );
+    assert_eq!(
+        (
+            row["prioritized"].clone(),
+            row["delayed"].clone(),
+            row["paused"].clone()
+        ),
+        (json!(1), json!(1), json!(false))
+    );
+
+    let jobs = cli.ok(&[
+        "--json",
+        "jobs",
+        "mail",
+        "--state",
+        "prioritized",
+        "--limit",
+        "10",
+    ]);
+    assert_eq!(jobs.as_array().unwrap().len(), 1);
+    assert_eq!(jobs[0]["id"], json!(id));
+
+    let job = cli.ok(&["--json", "job", "mail", &id]);
+    assert_eq!(
+        keys(&job),
+        [
+            "attemptsMade",
+            "data",
+            "failedReason",
+            "finishedOn",
+            "id",
+            "logs",
+            "name",
+            "opts",
+            "processedOn",
+            "progress",
+            "returnvalue",
+            "stacktrace",
+            "state",
+            "timestamp"
+        ]
+        .map(String::from)
+        .into()
+    );
+    assert_eq!(job["data"], json!({"to": "a"}));
+    assert_eq!(job["opts"]["attempts"], json!(2));
+    assert_eq!(
+        job["opts"]["backoff"],
+        json!({"type": "fixed", "delay": 10})
+    );
+    assert_eq!(job["state"], json!("prioritized"));
+
+    cli.ok(&["--json", "pause", "mail"]);
+    assert_eq!(cli.counts("mail")["paused"], json!(true));
+    cli.ok(&["--json", "resume", "mail"]);
+    assert_eq!(cli.counts("mail")["paused"], json!(false));
+
+    assert_eq!(cli.ok(&["--json", "dlq", "mail", "list"]), json!([]));
+    assert_eq!(
+        cli.ok(&["--json", "dlq", "mail", "replay", "--all", "--dry-run"]),
+        json!({"replayed": 0, "would_replay": 0, "dry_run": true})
+    );
+    let out = cli.raw(&["--json", "dlq", "mail", "remove", "failed-nope"], true);
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], json!("not-found"));
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let cli = Cli::new();
+    cli.ok(&["--json", "enqueue", "mail", "seed"]);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--json", "enqueue", "mail", "x", "--data", "{not json"],
+            "--data",
+        ),
+        (
+            &["--json", "enqueue", "mail", "x", "--delay", "-5"],
+            "--delay",
+        ),
+        (
+            &["--json", "enqueue", "mail", "x", "--backoff", "linear:5"],
+            "--backoff",
+        ),
+        (
+            &["--json", "enqueue", "mail", "x", "--attempts", "0"],
+            "--attempts",
+        ),
+        (
+            &["--json", "enqueue", "mail", "x", "--job-id", "a:b"],
+            "--job-id",
+        ),
+        (&["--json", "enqueue", "dlq:mail", "x"], "QUEUE"),
+        (&["--json", "jobs", "mail", "--state", "done"], "--state"),
+        (&["--json", "jobs", "mail", "--limit", "0"], "--limit"),
+        (&["--json", "pause", "nosuch"], "QUEUE"),
+        (&["--json", "resume", "nosuch"], "QUEUE"),
+        (&["--json", "dlq", "nosuch", "list"], "QUEUE"),
+    ];
+    for (args, field) in cases {
+        cli.bad(args, field);
+    }
+    let row = cli.counts("mail");
+    assert_eq!(
+        row["waiting"],
+        json!(1),
+        "nothing was added by the refused commands"
+    );
+    assert!(
+        cli.counts("nosuch").is_null(),
+        "no queue was created by the refused commands"
+    );
+}
+
+#[test]
+fn memory_backend_refuses_cross_process_commands() {
+    let cli = Cli::new();
+    for args in [
+        vec!["--json", "queues"],
+        vec!["--json", "enqueue", "mail", "x"],
+        vec!["--json", "pause", "mail"],
+        vec!["--json", "dlq", "mail", "list"],
+    ] {
+        let out = cli.raw(&args, false);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v["error"]["code"],
+            json!("needs-shared-backend"),
+            "{args:?}"
+        );
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("REDIS_URL"));
+    }
+}
+
+#[test]
+fn invalid_config_exits_2_naming_the_key() {
+    let cli = Cli::new();
+    let path = cli.dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[queues.web]\nbackoff = { type = \"fixed\", delay_ms = \"soon\" }\n",
+    )
+    .unwrap();
+    let out = cli.raw(&["--config", path.to_str().unwrap(), "worker"], false);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("queues.web.backoff.delay_ms"), "{err}");
+}
+
+#[test]
+fn unreachable_redis_exits_3() {
+    let cli = Cli::new();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keel"));
+    let out = c
+        .current_dir(cli.dir.path())
+        .args(["--json", "--redis", "redis://127.0.0.1:1", "queues"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], json!("backend-unavailable"));
+}
