@@ -294,3 +294,66 @@ fn unreachable_redis_exits_3() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error"]["code"], json!("backend-unavailable"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_replay_and_remove_real_entries() {
+    let cli = Cli::new();
+    let backend = keel::Backend::redis(keel::backend::RedisSettings {
+        url: "redis://127.0.0.1:6379".into(),
+        prefix: cli.prefix.clone(),
+        command_timeout: std::time::Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let q = keel::Queue::new(&backend, "hooks").unwrap();
+    let mut entry_ids = Vec::new();
+    for i in 0..3 {
+        let job = q
+            .add("deliver", json!({"n": i}), keel::JobOptions::default())
+            .await
+            .unwrap();
+        entry_ids.push(
+            q.dlq()
+                .record(&job, "receiver down", vec![])
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let list = cli.ok(&["--json", "dlq", "hooks", "list"]);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(
+        keys(&list[0]),
+        [
+            "attempts",
+            "data",
+            "failedAt",
+            "id",
+            "lastError",
+            "name",
+            "opts",
+            "originalJobId",
+            "originalQueue",
+            "stacktrace"
+        ]
+        .map(String::from)
+        .into()
+    );
+    assert_eq!(list[0]["lastError"], json!("receiver down"));
+    let replayed = cli.ok(&["--json", "dlq", "hooks", "replay", &entry_ids[0]]);
+    assert_eq!(replayed["replayed"], json!(entry_ids[0]));
+    assert_eq!(
+        cli.ok(&["--json", "dlq", "hooks", "remove", &entry_ids[1]]),
+        json!({"removed": entry_ids[1]})
+    );
+    assert_eq!(
+        cli.ok(&["--json", "dlq", "hooks", "replay", "--all", "--dry-run"])["would_replay"],
+        json!(1)
+    );
+    assert_eq!(
+        cli.ok(&["--json", "dlq", "hooks", "replay", "--all"])["replayed"],
+        json!(1)
+    );
+    assert_eq!(cli.counts("hooks")["dlq"], json!(0));
+}

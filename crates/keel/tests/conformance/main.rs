@@ -44,6 +44,7 @@ conformance!(
     processing::fifo_lifo_priority_order,
     processing::delay_is_honoured,
     processing::retries_with_backoff_then_fail,
+    processing::exponential_and_jittered_backoff,
     processing::unrecoverable_skips_attempts,
     processing::timeout_cancels_the_handler,
     processing::progress_logs_and_events,

@@ -507,3 +507,60 @@ pub async fn rate_limit_spaces_jobs(b: Backend) {
         "six jobs ran within {span:?}"
     );
 }
+
+pub async fn exponential_and_jittered_backoff(b: Backend) {
+    async fn gaps(b: &Backend, backoff: Backoff) -> Vec<Duration> {
+        let q = queue(b, "backoff");
+        let job = q
+            .add(
+                "b",
+                json!(1),
+                JobOptions {
+                    attempts: Some(3),
+                    backoff: Some(backoff.clone()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            q.get_job(&job.id).await.unwrap().unwrap().opts.backoff,
+            Some(backoff),
+            "stored as given"
+        );
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let s2 = starts.clone();
+        let w = q
+            .worker()
+            .dead_letter(false)
+            .fallback(handler_fn(move |_| {
+                let s = s2.clone();
+                async move {
+                    s.lock().unwrap().push(Instant::now());
+                    Err(JobError::retry("again"))
+                }
+            }))
+            .start()
+            .await
+            .unwrap();
+        wait_state(&q, &job.id, JobState::Failed).await;
+        w.close(Duration::from_secs(5)).await.unwrap();
+        let s = starts.lock().unwrap().clone();
+        s.windows(2).map(|p| p[1] - p[0]).collect()
+    }
+    // Exponential from 150 ms: 150 ms, then 300 ms.
+    let g = gaps(&b, Backoff::exponential(150)).await;
+    assert!(
+        g[0] >= Duration::from_millis(140) && g[0] < Duration::from_millis(290),
+        "{g:?}"
+    );
+    assert!(g[1] >= Duration::from_millis(290), "{g:?}");
+    // Fixed 600 ms with jitter 0.5: each gap within [300, 600] ms (plus scheduling slack).
+    let g = gaps(&b, Backoff::fixed(600).with_jitter(0.5)).await;
+    for gap in &g {
+        assert!(
+            *gap >= Duration::from_millis(290) && *gap < Duration::from_millis(900),
+            "{g:?}"
+        );
+    }
+}
