@@ -173,6 +173,31 @@ impl RedisBackend {
         }
     }
 
+    /// Every key matching `pattern`, by `SCAN` (never `KEYS`, which blocks Redis).
+    async fn scan_keys(&self, what: &str, pattern: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = self
+                .cmd(
+                    what,
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .to_owned(),
+                )
+                .await?;
+            keys.extend(found);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
     /// The bullmq handle of `name`, created (and its meta `version` written) on first use.
     async fn queue(&self, name: &str) -> Result<Arc<BullQueue>> {
         if let Some(q) = self
@@ -597,37 +622,17 @@ impl QueueBackend for RedisBackend {
 
     async fn queue_names(&self) -> Result<Vec<String>> {
         let prefix = &self.inner.settings.prefix;
-        let pattern = format!("{prefix}:*:meta");
-        let mut names = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .cmd(
-                    "listing queues",
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .to_owned(),
-                )
-                .await?;
-            for key in keys {
-                if let Some(name) = key
-                    .strip_prefix(&format!("{prefix}:"))
+        let mut names: Vec<String> = self
+            .scan_keys("listing queues", &format!("{prefix}:*:meta"))
+            .await?
+            .into_iter()
+            .filter_map(|key| {
+                key.strip_prefix(&format!("{prefix}:"))
                     .and_then(|k| k.strip_suffix(":meta"))
-                {
-                    if !name.contains(':') {
-                        names.push(name.to_string());
-                    }
-                }
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+                    .filter(|name| !name.contains(':'))
+                    .map(str::to_string)
+            })
+            .collect();
         names.sort();
         names.dedup();
         Ok(names)
@@ -704,27 +709,7 @@ impl QueueBackend for RedisBackend {
 
     async fn live_workers(&self) -> Result<Vec<Value>> {
         let pattern = format!("{}:health:worker:*:heartbeat", self.inner.settings.prefix);
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, found): (u64, Vec<String>) = self
-                .cmd(
-                    "listing workers",
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .to_owned(),
-                )
-                .await?;
-            keys.extend(found);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let mut keys = self.scan_keys("listing workers", &pattern).await?;
         keys.sort();
         if keys.is_empty() {
             return Ok(Vec::new());

@@ -41,6 +41,7 @@ conformance!(
     producing::remove_clean_drain_obliterate,
     producing::schedulers_every_and_cron,
     producing::pause_blocks_taking,
+    producing::heartbeat_and_queue_names,
     processing::fifo_lifo_priority_order,
     processing::delay_is_honoured,
     processing::retries_with_backoff_then_fail,

@@ -380,3 +380,40 @@ pub async fn pause_blocks_taking(b: Backend) {
     assert_eq!(done.returnvalue, Some(json!("done")));
     w.close(Duration::from_secs(5)).await.unwrap();
 }
+
+pub async fn heartbeat_and_queue_names(b: Backend) {
+    let q = queue(&b, "names");
+    q.add("a", json!(1), JobOptions::default()).await.unwrap();
+    assert!(b
+        .queue_names()
+        .await
+        .unwrap()
+        .contains(&q.name().to_string()));
+    let hb = keel::Heartbeat::start(
+        &b,
+        json!({"queues": [q.name()]}),
+        Duration::from_millis(100),
+    );
+    let id = hb.id().to_string();
+    let live = eventually("heartbeat visible", Duration::from_secs(5), || async {
+        b.live_workers()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|w| w["id"] == json!(id))
+    })
+    .await;
+    assert_eq!(live["queues"], json!([q.name()]));
+    assert!(live["pid"].as_u64().is_some());
+    hb.stop().await;
+    // The heartbeat lives three intervals after the last beat, then is gone.
+    eventually("heartbeat expired", Duration::from_secs(5), || async {
+        (!b.live_workers()
+            .await
+            .unwrap()
+            .iter()
+            .any(|w| w["id"] == json!(id)))
+        .then_some(())
+    })
+    .await;
+}
