@@ -294,16 +294,10 @@ impl QueueData {
     }
 
     /// Records a failed attempt: retries (delayed after `delay` ms, or waiting) unless
-    /// `terminal`. Returns false when the job was not active any more.
-    pub fn fail(
-        &mut self,
-        id: &str,
-        reason: &str,
-        stack: Option<&str>,
-        terminal: bool,
-        delay: u64,
-        now: u64,
-    ) -> bool {
+    /// `terminal`. Returns false when the job was not active any more. Like bullmq-official's
+    /// worker, it stores the reason but no stack trace (Keel keeps handler stacks in the DLQ
+    /// entry), so both backends show the same job.
+    pub fn fail(&mut self, id: &str, reason: &str, terminal: bool, delay: u64, now: u64) -> bool {
         if self.jobs.get(id).map(|e| e.state) != Some(JobState::Active) {
             return false;
         }
@@ -311,7 +305,6 @@ impl QueueData {
         let e = self.jobs.get_mut(id).expect("checked above");
         e.job.attempts_made += 1;
         e.job.failed_reason = Some(reason.to_string());
-        e.job.stacktrace.push(stack.unwrap_or(reason).to_string());
         if terminal {
             e.state = JobState::Failed;
             e.job.finished_on = Some(now);

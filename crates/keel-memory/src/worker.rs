@@ -164,16 +164,9 @@ async fn run_one(shared: &Arc<Shared>, job: Job) {
                 let floor = err.retry_after().map(|d| d.as_millis() as u64).unwrap_or(0);
                 backoff.max(floor)
             };
-            let stored = shared.cell.with(|q| {
-                q.fail(
-                    &job_id,
-                    err.message(),
-                    err.stack(),
-                    terminal,
-                    delay,
-                    now_ms(),
-                )
-            });
+            let stored = shared
+                .cell
+                .with(|q| q.fail(&job_id, err.message(), terminal, delay, now_ms()));
             if stored {
                 (shared.sink)(WorkerEvent::Failed {
                     job_id,

@@ -42,6 +42,11 @@ pub async fn terminal_failure_is_dead_lettered(b: Backend) {
     assert_eq!(entry.opts.attempts, Some(2));
     assert_eq!(entry.last_error, "downstream said no");
     assert_eq!(entry.stacktrace, vec!["at send (mail.rs:10)".to_string()]);
+    // The job itself carries the reason; handler stacks live in the DLQ entry on both backends
+    // (bullmq-official stores none on the job).
+    let stored = q.get_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(stored.failed_reason.as_deref(), Some("downstream said no"));
+    assert!(stored.stacktrace.is_empty());
     assert_eq!(entry.attempts, 2);
     assert!(entry.failed_at > 0);
     assert_eq!(dlq.count().await.unwrap(), 1);
