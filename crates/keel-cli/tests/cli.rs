@@ -357,3 +357,76 @@ async fn dlq_replay_and_remove_real_entries() {
     );
     assert_eq!(cli.counts("hooks")["dlq"], json!(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_finishes_in_flight_jobs_on_sigterm() {
+    use axum::routing::post;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let started = Arc::new(AtomicUsize::new(0));
+    let s2 = started.clone();
+    let app = axum::Router::new().route(
+        "/slow",
+        post(move || {
+            let s = s2.clone();
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                "done"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let cli = Cli::new();
+    let config = cli.dir.path().join("keel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[redis]\nurl = \"redis://127.0.0.1:6379\"\nprefix = \"{}\"\n\n[queues.slow]\nhandler = {{ kind = \"http\", url = \"http://{addr}/slow\" }}\n",
+            cli.prefix
+        ),
+    )
+    .unwrap();
+    let id = cli.ok(&["--json", "enqueue", "slow", "work"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .current_dir(cli.dir.path())
+        .args(["worker"])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(15);
+    while started.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < until,
+            "the worker never called the handler"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SIGTERM mid-job: the worker stops taking jobs, finishes this one, exits 0.
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < until + Duration::from_secs(15),
+            "worker did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let job = cli.ok(&["--json", "job", "slow", &id]);
+    assert_eq!(job["state"], json!("completed"));
+    assert_eq!(job["returnvalue"], json!("done"));
+}

@@ -36,6 +36,8 @@ conformance!(
     producing::bulk_validates_everything_first,
     producing::custom_id_returns_existing_job,
     producing::deduplication_holds_until_finished,
+    producing::deduplication_ttl_expires,
+    producing::cron_scheduler_fires,
     producing::bad_input_is_refused_with_field,
     producing::counts_and_pagination_newest_first,
     producing::remove_clean_drain_obliterate,

@@ -417,3 +417,72 @@ pub async fn heartbeat_and_queue_names(b: Backend) {
     })
     .await;
 }
+
+pub async fn deduplication_ttl_expires(b: Backend) {
+    let q = queue(&b, "dedupttl");
+    let de = JobOptions {
+        deduplication: Some(Deduplication {
+            id: "burst".into(),
+            ttl_ms: Some(300),
+        }),
+        ..Default::default()
+    };
+    let a = q.add("x", json!(1), de.clone()).await.unwrap();
+    assert_eq!(
+        q.add("x", json!(2), de.clone()).await.unwrap().id,
+        a.id,
+        "held within the ttl"
+    );
+    let later = eventually("ttl passes", Duration::from_secs(5), || async {
+        let j = q.add("x", json!(3), de.clone()).await.unwrap();
+        (j.id != a.id).then_some(j)
+    })
+    .await;
+    assert_eq!(later.data, json!(3));
+    assert_eq!(
+        q.counts().await.unwrap().waiting,
+        2,
+        "the first job is still there, unfinished"
+    );
+}
+
+pub async fn cron_scheduler_fires(b: Backend) {
+    let q = queue(&b, "cronfire");
+    q.upsert_scheduler(
+        "every-second",
+        Schedule::Cron {
+            pattern: "* * * * * *".into(),
+            tz: Some("America/New_York".into()),
+        },
+        "beat",
+        json!({"c": true}),
+        JobOptions::default(),
+    )
+    .await
+    .unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s2 = seen.clone();
+    let w = q
+        .worker()
+        .handler(
+            "beat",
+            keel::handler_fn(move |_| {
+                let s = s2.clone();
+                async move {
+                    s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok(json!(null))
+                }
+            }),
+        )
+        .start()
+        .await
+        .unwrap();
+    eventually("cron fired twice", Duration::from_secs(8), || async {
+        (seen.load(std::sync::atomic::Ordering::SeqCst) >= 2).then_some(())
+    })
+    .await;
+    let info = q.schedulers().await.unwrap();
+    assert!(info[0].next_run_ms.unwrap() > keel::now_ms() - 1000);
+    assert!(q.remove_scheduler("every-second").await.unwrap());
+    w.close(Duration::from_secs(5)).await.unwrap();
+}
