@@ -92,14 +92,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             keel_core_validate_queue(&queue)?;
             let backend = shared_backend(&config, "keel jobs").await?;
             let q = known_queue(&config, &backend, &queue).await?;
-            let jobs = q
-                .list(state, page, limit)
-                .await
-                .map_err(|e| match e.field() {
-                    Some("limit") => rename(e, "--limit"),
-                    Some("page") => rename(e, "--page"),
-                    _ => e,
-                })?;
+            let jobs = q.list(state, page, limit).await.map_err(paging_arg)?;
             if json_out {
                 let out: Vec<Value> = jobs
                     .iter()
@@ -158,14 +151,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             match action {
                 DlqAction::List { .. } => {
                     let (limit, page) = list_args.expect("set above for list");
-                    let entries = dlq
-                        .entries(page, limit)
-                        .await
-                        .map_err(|e| match e.field() {
-                            Some("limit") => rename(e, "--limit"),
-                            Some("page") => rename(e, "--page"),
-                            _ => e,
-                        })?;
+                    let entries = dlq.entries(page, limit).await.map_err(paging_arg)?;
                     if json_out {
                         println!("{}", serde_json::to_value(&entries).unwrap_or_default());
                     } else {
@@ -242,6 +228,15 @@ fn rename(e: Error, arg: &str) -> Error {
     match e {
         Error::InvalidInput { message, .. } => Error::invalid(arg, message),
         other => other,
+    }
+}
+
+/// Names the command-line flag when a page or limit is refused.
+fn paging_arg(e: Error) -> Error {
+    match e.field() {
+        Some("limit") => rename(e, "--limit"),
+        Some("page") => rename(e, "--page"),
+        _ => e,
     }
 }
 
