@@ -550,16 +550,16 @@ pub async fn exponential_and_jittered_backoff(b: Backend) {
     }
     // Exponential from 150 ms: 150 ms, then 300 ms.
     let g = gaps(&b, Backoff::exponential(150)).await;
-    assert!(
-        g[0] >= Duration::from_millis(140) && g[0] < Duration::from_millis(290),
-        "{g:?}"
-    );
+    // Lower bounds carry the meaning (the delay was waited, and it doubled); upper bounds are
+    // loose so that a loaded CI machine cannot fail them.
+    assert!(g[0] >= Duration::from_millis(140), "{g:?}");
     assert!(g[1] >= Duration::from_millis(290), "{g:?}");
+    assert!(g[0] < Duration::from_millis(2000), "{g:?}");
     // Fixed 600 ms with jitter 0.5: each gap within [300, 600] ms (plus scheduling slack).
     let g = gaps(&b, Backoff::fixed(600).with_jitter(0.5)).await;
     for gap in &g {
         assert!(
-            *gap >= Duration::from_millis(290) && *gap < Duration::from_millis(900),
+            *gap >= Duration::from_millis(290) && *gap < Duration::from_millis(2000),
             "{g:?}"
         );
     }
