@@ -254,19 +254,11 @@ impl QueueBackend for MemoryBackend {
                     q.active.len()
                 )));
             }
-            let paused = q.paused;
-            *q = QueueData {
-                paused,
-                ..QueueData::default()
-            };
+            // Reset in place, like BullMQ deleting every key including meta (pause flag, rate
+            // limit, id counter): running workers keep the same cell and see later jobs.
+            *q = QueueData::default();
             Ok(())
-        })?;
-        self.inner
-            .queues
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(queue);
-        Ok(())
+        })
     }
 
     async fn failed_between(
@@ -343,13 +335,18 @@ impl QueueBackend for MemoryBackend {
     }
 
     async fn queue_names(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self
+        let cells: Vec<(String, Arc<QueueCell>)> = self
             .inner
             .queues
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut names: Vec<String> = cells
+            .into_iter()
+            .filter(|(_, cell)| cell.with(|q| q.in_use()))
+            .map(|(name, _)| name)
             .collect();
         names.sort();
         Ok(names)

@@ -60,6 +60,15 @@ pub(crate) enum Take {
 }
 
 impl QueueData {
+    /// Whether the queue holds or held anything (what makes it listed, like BullMQ's meta key).
+    pub fn in_use(&self) -> bool {
+        self.next_id > 0
+            || !self.jobs.is_empty()
+            || self.paused
+            || self.rate_limit.is_some()
+            || !self.schedulers.is_empty()
+    }
+
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq

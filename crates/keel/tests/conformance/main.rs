@@ -41,6 +41,7 @@ conformance!(
     producing::bad_input_is_refused_with_field,
     producing::counts_and_pagination_newest_first,
     producing::remove_clean_drain_obliterate,
+    producing::workers_survive_obliterate,
     producing::schedulers_every_and_cron,
     producing::pause_blocks_taking,
     producing::heartbeat_and_queue_names,

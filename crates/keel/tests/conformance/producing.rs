@@ -486,3 +486,31 @@ pub async fn cron_scheduler_fires(b: Backend) {
     assert!(q.remove_scheduler("every-second").await.unwrap());
     w.close(Duration::from_secs(5)).await.unwrap();
 }
+
+pub async fn workers_survive_obliterate(b: Backend) {
+    let q = queue(&b, "obliterate");
+    let w = q
+        .worker()
+        .fallback(keel::handler_fn(|ctx| async move { Ok(ctx.job.data) }))
+        .start()
+        .await
+        .unwrap();
+    let first = q.add("a", json!(1), JobOptions::default()).await.unwrap();
+    wait_state(&q, &first.id, JobState::Completed).await;
+    q.pause().await.unwrap();
+    q.obliterate(false).await.unwrap();
+    let c = q.counts().await.unwrap();
+    assert_eq!(
+        (c.completed, c.paused),
+        (0, false),
+        "jobs and the pause flag are gone"
+    );
+    let second = q.add("b", json!(2), JobOptions::default()).await.unwrap();
+    let done = wait_state(&q, &second.id, JobState::Completed).await;
+    assert_eq!(
+        done.returnvalue,
+        Some(json!(2)),
+        "the running worker sees jobs added after"
+    );
+    w.close(Duration::from_secs(5)).await.unwrap();
+}
