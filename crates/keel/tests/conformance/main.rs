@@ -57,6 +57,7 @@ conformance!(
     processing::graceful_close_finishes_in_flight,
     processing::close_deadline_hands_back_unfinished,
     processing::retry_failed_job_and_conflicts,
+    processing::finished_jobs_list_and_clean,
     processing::rate_limit_spaces_jobs,
     dlq::terminal_failure_is_dead_lettered,
     dlq::reconciler_heals_a_crash,

@@ -564,3 +564,71 @@ pub async fn exponential_and_jittered_backoff(b: Backend) {
         );
     }
 }
+
+pub async fn finished_jobs_list_and_clean(b: Backend) {
+    let q = queue(&b, "finished");
+    let mut ok_ids = Vec::new();
+    for i in 0..3 {
+        ok_ids.push(
+            q.add("ok", json!(i), JobOptions::default())
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let bad = q
+        .add(
+            "bad",
+            json!(9),
+            JobOptions {
+                attempts: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let w = q
+        .worker()
+        .concurrency(1)
+        .dead_letter(false)
+        .handler("ok", handler_fn(|ctx| async move { Ok(ctx.job.data) }))
+        .handler(
+            "bad",
+            handler_fn(|_| async { Err(JobError::retry("nope")) }),
+        )
+        .start()
+        .await
+        .unwrap();
+    for id in &ok_ids {
+        let j = wait_state(&q, id, JobState::Completed).await;
+        let (p, f) = (j.processed_on.unwrap(), j.finished_on.unwrap());
+        assert!(j.timestamp <= p && p <= f, "timestamps in order: {j:?}");
+        assert_eq!(j.attempts_made, 1);
+    }
+    let failed = wait_state(&q, &bad.id, JobState::Failed).await;
+    assert!(failed.finished_on.is_some());
+    w.close(Duration::from_secs(5)).await.unwrap();
+    // Completed jobs list newest-finished first (one worker slot: they finished in add order).
+    let listed: Vec<_> = q
+        .list(JobState::Completed, 1, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(listed, ok_ids.iter().rev().cloned().collect::<Vec<_>>());
+    assert_eq!(q.list(JobState::Failed, 1, 10).await.unwrap()[0].id, bad.id);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let cleaned = q
+        .clean(Duration::ZERO, 2, JobState::Completed)
+        .await
+        .unwrap();
+    assert_eq!(cleaned.len(), 2);
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.completed, c.failed), (1, 1));
+    assert_eq!(
+        q.clean(Duration::ZERO, 10, JobState::Failed).await.unwrap(),
+        vec![bad.id.clone()]
+    );
+    assert_eq!(q.counts().await.unwrap().failed, 0);
+}
