@@ -174,7 +174,9 @@ impl From<keel::Error> for Failure {
             keel::Error::InvalidInput { .. }
             | keel::Error::NeedsSharedBackend(_)
             | keel::Error::NotFound { .. }
-            | keel::Error::Conflict(_) => 2,
+            | keel::Error::Conflict(_)
+            | keel::Error::Locked(_) => 2,
+            keel::Error::LockLost(_) => 1,
             keel::Error::BackendUnavailable(_) => 3,
             keel::Error::Backend(_) => 1,
         };

@@ -33,6 +33,13 @@ pub enum Error {
     /// The backend answered with something Keel did not expect.
     #[error("backend error: {0}")]
     Backend(String),
+    /// A lock is held by someone else (and waiting for it, if asked, timed out).
+    #[error("lock {0} is held by another holder")]
+    Locked(String),
+    /// A lock's lease expired or was taken over while its holder was still working, so the
+    /// work's result cannot be trusted.
+    #[error("lock {0} was lost before the work finished; its result was discarded")]
+    LockLost(String),
 }
 
 impl Error {
@@ -58,6 +65,8 @@ impl Error {
             Error::BackendUnavailable(_) => "backend-unavailable",
             Error::NeedsSharedBackend(_) => "needs-shared-backend",
             Error::Backend(_) => "backend-error",
+            Error::Locked(_) => "locked",
+            Error::LockLost(_) => "lock-lost",
         }
     }
 

@@ -12,6 +12,8 @@
 //! - [`schedule`]: repeatable jobs (cron with time zone, fixed interval).
 //! - [`names`]: the BullMQ naming rules Keel keeps (no `:` in queue names and job ids) and
 //!   the dead-letter queue name.
+//! - [`kv`]: the toolkit contract [`KvBackend`] (atomic key-value, rate-limit, lock, pub/sub
+//!   and monitoring operations) and [`ratemath`], the pure arithmetic of the rate limiters.
 //! - [`error`]: [`Error`], with stable kebab-case codes for the HTTP and CLI layers.
 //!
 //! Nothing here does I/O: the crate is the contract, the backends are the mechanisms.
@@ -20,8 +22,10 @@ pub mod backend;
 pub mod error;
 pub mod events;
 pub mod job;
+pub mod kv;
 pub mod names;
 pub mod options;
+pub mod ratemath;
 pub mod schedule;
 pub mod state;
 
@@ -32,6 +36,9 @@ pub use backend::{
 pub use error::{Error, Result};
 pub use events::{EventStream, QueueEvent};
 pub use job::{Job, NewJob};
+pub use kv::{
+    KvBackend, PubSubMessage, RateAlgorithm, RateOutcome, ServerInfo, SetMode, Subscription,
+};
 pub use names::{dlq_name, validate_job_id, validate_queue_name, DLQ_PREFIX};
 pub use options::{Backoff, BackoffKind, Deduplication, JobOptions, KeepJobs};
 pub use schedule::{Schedule, SchedulerInfo};

@@ -20,6 +20,7 @@
 //! - [`worker`](crate::worker): the worker loop (concurrency, wake-ups, graceful close).
 //! - this file: [`MemoryBackend`], the `QueueBackend` implementation tying them together.
 
+mod kv;
 mod schedule;
 mod state;
 mod worker;
@@ -36,6 +37,8 @@ use keel_core::{
     QueueEvent, Result, Schedule, SchedulerInfo, WorkerEventSink, WorkerHandle, WorkerOptions,
 };
 use serde_json::Value;
+
+pub use crate::kv::MemoryKv;
 use tokio::sync::{broadcast, Notify};
 
 use crate::state::QueueData;

@@ -19,7 +19,10 @@
 //! - this file: [`RedisBackend`], [`RedisSettings`].
 
 mod convert;
+mod kv;
 mod worker;
+
+pub use kv::TRIVIAL_SCRIPT;
 
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
@@ -94,6 +97,8 @@ struct Inner {
     conn: RedisConnection,
     /// Queue handles by name. `std::sync::Mutex`: looked up and inserted without awaiting.
     queues: Mutex<HashMap<String, Arc<BullQueue>>>,
+    /// The toolkit's latency samples and outage logger.
+    kv: kv::KvState,
 }
 
 fn install_crypto_provider() {
@@ -130,6 +135,7 @@ impl RedisBackend {
                 conn_opts,
                 conn,
                 queues: Mutex::new(HashMap::new()),
+                kv: kv::KvState::default(),
             }),
         };
         backend.ping().await?;

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_core::{BackendKind, QueueBackend, Result};
+use keel_core::{BackendKind, KvBackend, QueueBackend, Result};
+
+use crate::keys::Keys;
 pub use keel_redis::RedisSettings;
 
 /// Default bound on one producer or admin call to Redis (see `RedisSettings::command_timeout`).
@@ -14,6 +16,8 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Backend {
     inner: Arc<dyn QueueBackend>,
+    kv: Arc<dyn KvBackend>,
+    keys: Keys,
 }
 
 impl Backend {
@@ -21,20 +25,45 @@ impl Backend {
     pub fn memory() -> Backend {
         Backend {
             inner: Arc::new(keel_memory::MemoryBackend::new()),
+            kv: Arc::new(keel_memory::MemoryKv::new()),
+            keys: Keys::default(),
         }
     }
 
     /// Connects to Redis. Fails with `backend-unavailable` when Redis cannot be reached within
     /// `settings.command_timeout`.
     pub async fn redis(settings: RedisSettings) -> Result<Backend> {
+        let redis = Arc::new(keel_redis::RedisBackend::connect(settings).await?);
         Ok(Backend {
-            inner: Arc::new(keel_redis::RedisBackend::connect(settings).await?),
+            inner: redis.clone(),
+            kv: redis,
+            keys: Keys::default(),
         })
     }
 
-    /// Wraps any implementation of the backend contract.
-    pub fn from_arc(inner: Arc<dyn QueueBackend>) -> Backend {
-        Backend { inner }
+    /// Wraps any implementation of the two backend contracts.
+    pub fn from_parts(inner: Arc<dyn QueueBackend>, kv: Arc<dyn KvBackend>) -> Backend {
+        Backend {
+            inner,
+            kv,
+            keys: Keys::default(),
+        }
+    }
+
+    /// The same backend with the toolkit keys in another key space (`prefix:env:…`).
+    pub fn with_keys(mut self, keys: Keys) -> Backend {
+        self.keys = keys;
+        self
+    }
+
+    /// The toolkit key space.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The toolkit contract, for the layers built on it.
+    pub fn kv(&self) -> &Arc<dyn KvBackend> {
+        &self.kv
     }
 
     /// Which tier this is.
@@ -67,6 +96,7 @@ impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backend")
             .field("kind", &self.kind())
+            .field("keys", &self.keys)
             .finish()
     }
 }

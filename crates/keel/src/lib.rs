@@ -12,6 +12,11 @@
 //!   job timeouts, dead-lettering and graceful shutdown; and the process heartbeat.
 //! - [`dlq`]: [`DeadLetterQueue`] (`dlq-<queue>`): entries, replay, replay all, remove, and the
 //!   reconciler that repairs a crash between "failed" and "dead-lettered".
+//! - The toolkit, on both backends through `keel_core::KvBackend`: [`keys`] (every key,
+//!   `prefix:env:category:…:vN`), [`cache`] ([`Cache`]: stampede protection, tags, XFetch),
+//!   [`ratelimit`] ([`RateLimiter`]: GCRA, sliding window, sliding log, fixed window), [`lock`]
+//!   ([`Locks`] with fencing tokens), [`store`] ([`Counters`], [`Flags`], [`Idempotency`],
+//!   [`Sessions`]), [`pubsub`] ([`Events`]) and [`health`] (ping, `INFO` with thresholds).
 //! - [`handlers`]: handlers a server runs without Rust code (`http`).
 //! - [`config`]: the `keel.toml` file and the environment variables that override it.
 //!
@@ -27,19 +32,32 @@
 //! ```
 
 pub mod backend;
+pub mod cache;
 pub mod config;
 pub mod dlq;
 pub mod handlers;
+pub mod health;
+pub mod keys;
+pub mod lock;
+pub mod pubsub;
 pub mod queue;
+pub mod ratelimit;
+pub mod store;
 pub mod worker;
 
 pub use backend::Backend;
+pub use cache::{Cache, CachePolicy, CacheStats, Write};
 pub use dlq::{DeadLetterQueue, DlqEntry, ReconcileReport};
 pub use keel_core::{
     dlq_name, now_ms, BackendKind, Backoff, BackoffKind, Deduplication, Error, EventStream, Job,
-    JobContext, JobError, JobOptions, JobState, KeepJobs, NewJob, QueueCounts, QueueEvent, Result,
-    Schedule, SchedulerInfo,
+    JobContext, JobError, JobOptions, JobState, KeepJobs, NewJob, QueueCounts, QueueEvent,
+    RateAlgorithm, Result, Schedule, SchedulerInfo,
 };
 pub use keel_core::{Processor, WorkerOptions};
+pub use keys::Keys;
+pub use lock::{LockGuard, Locks};
+pub use pubsub::{Event, Events};
 pub use queue::Queue;
+pub use ratelimit::{FailMode, RateDecision, RateLimiter, RatePolicy};
+pub use store::{Begin, Counters, Flag, Flags, Idempotency, Session, Sessions};
 pub use worker::{handler_fn, shutdown_signal, Heartbeat, Worker, WorkerBuilder};

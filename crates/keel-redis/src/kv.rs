@@ -1,0 +1,651 @@
+//! The toolkit on Redis: plain commands on the process's one multiplexed connection (shared
+//! with the queue handles), Keel's own Lua scripts for the rate limiters and locks, and a
+//! dedicated connection per subscription that reconnects and resubscribes by itself.
+//!
+//! The rate-limit scripts transcribe `keel_core::ratemath` line by line, with `now` from Redis
+//! `TIME` (µs) so every process agrees on the clock. Each touches one key. Lock scripts touch
+//! the lock and its fencing counter, which share a hash tag (`keel::keys`), so they are
+//! Cluster-safe.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use keel_core::{
+    BackendKind, Error, KvBackend, PubSubMessage, RateAlgorithm, RateOutcome, Result, ServerInfo,
+    SetMode, Subscription,
+};
+
+use crate::convert::map_redis;
+use crate::{redact_url, RedisBackend};
+
+const LATENCY_RING: usize = 1024;
+
+/// How often "Redis unavailable" may be logged.
+const DOWN_LOG_EVERY_MS: u64 = 5 * 60 * 1000;
+
+/// Per-backend toolkit state: recent latencies and the outage logger.
+pub(crate) struct KvState {
+    latencies: Box<[AtomicU32]>,
+    next: AtomicUsize,
+    down: AtomicBool,
+    last_down_log_ms: AtomicU64,
+}
+
+impl Default for KvState {
+    fn default() -> Self {
+        KvState {
+            latencies: (0..LATENCY_RING).map(|_| AtomicU32::new(0)).collect(),
+            next: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
+            last_down_log_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl KvState {
+    fn record(&self, took: Duration) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % LATENCY_RING;
+        let us = took.as_micros().min(u32::MAX as u128) as u32;
+        self.latencies[i].store(us.max(1), Ordering::Relaxed);
+    }
+
+    /// Logs an outage at most once per 5 minutes, and the recovery once.
+    fn observe<T>(&self, url: &str, result: &Result<T>) {
+        match result {
+            Err(Error::BackendUnavailable(msg)) => {
+                self.down.store(true, Ordering::Relaxed);
+                let now = keel_core::now_ms();
+                let last = self.last_down_log_ms.load(Ordering::Relaxed);
+                if (last == 0 || now.saturating_sub(last) >= DOWN_LOG_EVERY_MS)
+                    && self
+                        .last_down_log_ms
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::warn!(redis = %url, error = %msg, "Redis unavailable (logged at most once per 5 minutes)");
+                }
+            }
+            Ok(_) if self.down.swap(false, Ordering::Relaxed) => {
+                self.last_down_log_ms.store(0, Ordering::Relaxed);
+                tracing::info!(redis = %url, "Redis reachable again");
+            }
+            _ => {}
+        }
+    }
+}
+
+static GCRA: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit, period, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local interval = math.max(math.floor(period * 1000 / math.max(limit, 1)), 1)
+local tolerance = interval * math.max(burst, 1)
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new_tat = tat + interval * cost
+local allow_at = new_tat - tolerance
+if now < allow_at then
+  local rem = math.floor(math.max(now - (tat - tolerance), 0) / interval)
+  return {0, math.min(rem, burst), math.ceil((tat - now) / 1000), math.max(math.ceil((allow_at - now) / 1000), 1)}
+end
+local rem = math.floor((now - (new_tat - tolerance)) / interval)
+local keep = math.max(math.ceil((new_tat - now) / 1000), 1)
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', keep)
+return {1, math.min(rem, burst), keep, 0}
+"#,
+    )
+});
+
+static SLIDING_WINDOW: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit, w, cost = tonumber(ARGV[1]), math.max(tonumber(ARGV[2]) * 1000, 1), tonumber(ARGV[3])
+local idx = math.floor(now / w)
+local elapsed = now - idx * w
+local st = redis.call('HMGET', KEYS[1], 'w', 'c', 'p')
+local cur, prev = 0, 0
+if st[1] then
+  local sw = tonumber(st[1])
+  if sw == idx then cur = tonumber(st[2]); prev = tonumber(st[3])
+  elseif sw + 1 == idx then prev = tonumber(st[2]) end
+end
+local est = math.floor(prev * (w - elapsed) / w) + cur
+local until_end = math.max(math.ceil((w - elapsed) / 1000), 1)
+if est + cost > limit then
+  local retry = w - elapsed
+  if cur + cost <= limit and prev > 0 then
+    local allowed_prev = limit - cur - cost
+    retry = math.max(w - math.floor(allowed_prev * w / prev) - elapsed, 1)
+  end
+  return {0, math.max(limit - est, 0), until_end, math.max(math.ceil(retry / 1000), 1)}
+end
+redis.call('HSET', KEYS[1], 'w', string.format('%.0f', idx), 'c', cur + cost, 'p', prev)
+redis.call('PEXPIRE', KEYS[1], math.ceil((w - elapsed + w) / 1000))
+return {1, limit - est - cost, until_end, 0}
+"#,
+    )
+});
+
+static FIXED_WINDOW: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit, w, cost = tonumber(ARGV[1]), math.max(tonumber(ARGV[2]) * 1000, 1), tonumber(ARGV[3])
+local idx = math.floor(now / w)
+local until_end = math.max(math.ceil((w - (now - idx * w)) / 1000), 1)
+local st = redis.call('HMGET', KEYS[1], 'w', 'c')
+local count = 0
+if st[1] and tonumber(st[1]) == idx then count = tonumber(st[2]) end
+if count + cost > limit then
+  return {0, math.max(limit - count, 0), until_end, until_end}
+end
+redis.call('HSET', KEYS[1], 'w', string.format('%.0f', idx), 'c', count + cost)
+redis.call('PEXPIRE', KEYS[1], until_end)
+return {1, limit - count - cost, until_end, 0}
+"#,
+    )
+});
+
+static SLIDING_LOG: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit, window_ms, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local w = window_ms * 1000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - w))
+local count = redis.call('ZCARD', KEYS[1])
+if count + cost > limit then
+  local retry = w
+  if cost <= limit then
+    local i = count + cost - limit - 1
+    local e = redis.call('ZRANGE', KEYS[1], i, i, 'WITHSCORES')
+    retry = math.max(tonumber(e[2]) + w - now, 0)
+  end
+  local reset = 0
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  if last[2] then reset = math.max(tonumber(last[2]) + w - now, 0) end
+  return {0, math.max(limit - count, 0), math.max(math.ceil(reset / 1000), 1), math.max(math.ceil(retry / 1000), 1)}
+end
+local score = string.format('%.0f', now)
+for i = 1, cost do redis.call('ZADD', KEYS[1], score, ARGV[4] .. ':' .. i) end
+redis.call('PEXPIRE', KEYS[1], math.max(window_ms, 1))
+return {1, limit - count - cost, math.max(window_ms, 1), 0}
+"#,
+    )
+});
+
+static LOCK_ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('INCR', KEYS[2])
+end
+return false
+"#,
+    )
+});
+
+static LOCK_RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#,
+    )
+});
+
+static LOCK_EXTEND: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"#,
+    )
+});
+
+static INCR_TTL: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local existed = redis.call('EXISTS', KEYS[1])
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+if existed == 0 and ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return v
+"#,
+    )
+});
+
+/// A trivial script, for benchmarking `EVALSHA` round trips against the toolkit's own.
+pub static TRIVIAL_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new("return 1"));
+
+fn ms(d: Duration) -> u64 {
+    (d.as_millis() as u64).max(1)
+}
+
+impl RedisBackend {
+    /// Runs one toolkit call: bounded by the command timeout, timed, outages logged once.
+    async fn kv_call<T, F>(&self, what: &str, fut: F) -> Result<T>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let started = Instant::now();
+        let timeout = self.inner.settings.command_timeout;
+        let result = match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r.map_err(|e| map_redis(what, e)),
+            Err(_) => Err(Error::BackendUnavailable(format!(
+                "{what}: Redis did not answer within {timeout:?}"
+            ))),
+        };
+        if result.is_ok() {
+            self.inner.kv.record(started.elapsed());
+        }
+        self.inner
+            .kv
+            .observe(&redact_url(&self.inner.settings.url), &result);
+        result
+    }
+
+    async fn kv_cmd<T: redis::FromRedisValue>(&self, what: &str, cmd: redis::Cmd) -> Result<T> {
+        let mut conn = self.inner.conn.connection();
+        self.kv_call(what, async move { cmd.query_async::<T>(&mut conn).await })
+            .await
+    }
+
+    async fn kv_script<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[String],
+    ) -> Result<T> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(*k);
+        }
+        for a in args {
+            inv.arg(a);
+        }
+        let mut conn = self.inner.conn.connection();
+        self.kv_call(what, async move { inv.invoke_async::<T>(&mut conn).await })
+            .await
+    }
+
+    /// Runs the trivial script once (benchmark baseline).
+    pub async fn eval_trivial(&self) -> Result<i64> {
+        self.kv_script("EVALSHA", &TRIVIAL_SCRIPT, &[], &[]).await
+    }
+
+    async fn scan_batch(&self, cursor: u64, pattern: &str) -> Result<(u64, Vec<String>)> {
+        self.kv_cmd(
+            "SCAN",
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+fn info_fields(text: &str) -> std::collections::HashMap<&str, &str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.trim_end().split_once(':'))
+        .collect()
+}
+
+#[async_trait]
+impl KvBackend for RedisBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Redis
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.kv_cmd("GET", redis::cmd("GET").arg(key).to_owned())
+            .await
+    }
+
+    async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.kv_cmd("MGET", redis::cmd("MGET").arg(keys).to_owned())
+            .await
+    }
+
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        mode: SetMode,
+    ) -> Result<bool> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        if let Some(t) = ttl {
+            cmd.arg("PX").arg(ms(t));
+        }
+        if mode == SetMode::IfAbsent {
+            cmd.arg("NX");
+        }
+        let r: Option<String> = self.kv_cmd("SET", cmd).await?;
+        Ok(r.is_some())
+    }
+
+    async fn del(&self, keys: &[String]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.kv_cmd("UNLINK", redis::cmd("UNLINK").arg(keys).to_owned())
+            .await
+    }
+
+    async fn scan(&self, pattern: &str, max: usize) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut cursor = 0;
+        loop {
+            let (next, found) = self.scan_batch(cursor, pattern).await?;
+            keys.extend(found);
+            if next == 0 || keys.len() >= max {
+                keys.sort();
+                keys.dedup();
+                keys.truncate(max);
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn delete_matching(&self, pattern: &str) -> Result<u64> {
+        let mut deleted = 0;
+        let mut cursor = 0;
+        loop {
+            let (next, found) = self.scan_batch(cursor, pattern).await?;
+            deleted += self.del(&found).await?;
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
+        let n: u64 = self
+            .kv_cmd(
+                "PEXPIRE",
+                redis::cmd("PEXPIRE").arg(key).arg(ms(ttl)).to_owned(),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
+        let t: i64 = self
+            .kv_cmd("PTTL", redis::cmd("PTTL").arg(key).to_owned())
+            .await?;
+        Ok(match t {
+            -2 => None,
+            -1 => Some(None),
+            ms => Some(Some(Duration::from_millis(ms.max(0) as u64))),
+        })
+    }
+
+    async fn incr(&self, key: &str, by: i64, ttl_on_create: Option<Duration>) -> Result<i64> {
+        let ttl = ttl_on_create.map(|t| ms(t).to_string()).unwrap_or_default();
+        self.kv_script("INCRBY", &INCR_TTL, &[key], &[by.to_string(), ttl])
+            .await
+    }
+
+    async fn rate_check(
+        &self,
+        key: &str,
+        algorithm: &RateAlgorithm,
+        cost: u64,
+        nonce: &str,
+    ) -> Result<RateOutcome> {
+        let (script, args): (&redis::Script, Vec<String>) = match *algorithm {
+            RateAlgorithm::Gcra {
+                limit,
+                period_ms,
+                burst,
+            } => (
+                &GCRA,
+                vec![
+                    limit.to_string(),
+                    period_ms.to_string(),
+                    burst.to_string(),
+                    cost.to_string(),
+                ],
+            ),
+            RateAlgorithm::SlidingWindow { limit, window_ms } => (
+                &SLIDING_WINDOW,
+                vec![limit.to_string(), window_ms.to_string(), cost.to_string()],
+            ),
+            RateAlgorithm::FixedWindow { limit, window_ms } => (
+                &FIXED_WINDOW,
+                vec![limit.to_string(), window_ms.to_string(), cost.to_string()],
+            ),
+            RateAlgorithm::SlidingLog { limit, window_ms } => (
+                &SLIDING_LOG,
+                vec![
+                    limit.to_string(),
+                    window_ms.to_string(),
+                    cost.to_string(),
+                    nonce.to_string(),
+                ],
+            ),
+        };
+        let r: Vec<i64> = self
+            .kv_script("rate limit check", script, &[key], &args)
+            .await?;
+        match r.as_slice() {
+            [allowed, remaining, reset, retry] => Ok(RateOutcome {
+                allowed: *allowed == 1,
+                remaining: (*remaining).max(0) as u64,
+                reset_after_ms: (*reset).max(0) as u64,
+                retry_after_ms: (*retry).max(0) as u64,
+            }),
+            other => Err(Error::Backend(format!(
+                "rate limit script answered {other:?}"
+            ))),
+        }
+    }
+
+    async fn lock_acquire(
+        &self,
+        key: &str,
+        fence_key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>> {
+        self.kv_script(
+            "lock acquire",
+            &LOCK_ACQUIRE,
+            &[key, fence_key],
+            &[token.to_string(), ms(ttl).to_string()],
+        )
+        .await
+    }
+
+    async fn lock_release(&self, key: &str, token: &str) -> Result<bool> {
+        let n: i64 = self
+            .kv_script("lock release", &LOCK_RELEASE, &[key], &[token.to_string()])
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn lock_extend(&self, key: &str, token: &str, ttl: Duration) -> Result<bool> {
+        let n: i64 = self
+            .kv_script(
+                "lock extend",
+                &LOCK_EXTEND,
+                &[key],
+                &[token.to_string(), ms(ttl).to_string()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn publish(&self, channel: &str, payload: &[u8]) -> Result<u64> {
+        self.kv_cmd(
+            "PUBLISH",
+            redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned(),
+        )
+        .await
+    }
+
+    async fn subscribe(&self, channels: &[String], patterns: &[String]) -> Result<Subscription> {
+        let client = self.inner.conn.client().clone();
+        let timeout = self.inner.settings.command_timeout;
+        let url = redact_url(&self.inner.settings.url);
+        let (channels, patterns) = (channels.to_vec(), patterns.to_vec());
+        let connect = move || {
+            let client = client.clone();
+            let (channels, patterns) = (channels.clone(), patterns.clone());
+            async move {
+                let fut = async {
+                    let mut ps = client.get_async_pubsub().await?;
+                    for c in &channels {
+                        ps.subscribe(c).await?;
+                    }
+                    for p in &patterns {
+                        ps.psubscribe(p).await?;
+                    }
+                    Ok::<_, redis::RedisError>(ps)
+                };
+                match tokio::time::timeout(timeout, fut).await {
+                    Ok(r) => r.map_err(|e| map_redis("SUBSCRIBE", e)),
+                    Err(_) => Err(Error::BackendUnavailable(format!(
+                        "SUBSCRIBE: Redis did not answer within {timeout:?}"
+                    ))),
+                }
+            }
+        };
+        let first = connect().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<PubSubMessage>(1024);
+        tokio::spawn(async move {
+            let mut pubsub = Some(first);
+            let mut delay = Duration::from_millis(100);
+            let mut last_log: Option<Instant> = None;
+            loop {
+                if let Some(ps) = pubsub.take() {
+                    delay = Duration::from_millis(100);
+                    let mut stream = ps.into_on_message();
+                    loop {
+                        tokio::select! {
+                            _ = tx.closed() => return,
+                            msg = stream.next() => match msg {
+                                Some(m) => {
+                                    let message = PubSubMessage {
+                                        channel: m.get_channel_name().to_string(),
+                                        pattern: if m.from_pattern() { m.get_pattern::<String>().ok() } else { None },
+                                        payload: m.get_payload_bytes().to_vec(),
+                                    };
+                                    if tx.send(message).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                None => break,
+                            },
+                        }
+                    }
+                    tracing::warn!(redis = %url, "pub/sub connection lost; resubscribing");
+                }
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+                match connect().await {
+                    Ok(ps) => {
+                        tracing::info!(redis = %url, "pub/sub resubscribed");
+                        pubsub = Some(ps);
+                    }
+                    Err(e) => {
+                        if last_log
+                            .is_none_or(|t| t.elapsed() >= Duration::from_millis(DOWN_LOG_EVERY_MS))
+                        {
+                            tracing::warn!(redis = %url, error = %e, "pub/sub cannot reconnect yet (logged at most once per 5 minutes)");
+                            last_log = Some(Instant::now());
+                        }
+                    }
+                }
+            }
+        });
+        Ok(
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
+                .boxed(),
+        )
+    }
+
+    async fn ping(&self) -> Result<Duration> {
+        let started = Instant::now();
+        let _: String = self.kv_cmd("PING", redis::cmd("PING")).await?;
+        Ok(started.elapsed())
+    }
+
+    async fn info(&self) -> Result<ServerInfo> {
+        let text: String = self.kv_cmd("INFO", redis::cmd("INFO")).await?;
+        let keys: u64 = self.kv_cmd("DBSIZE", redis::cmd("DBSIZE")).await?;
+        let f = info_fields(&text);
+        let n = |k: &str| {
+            f.get(k)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let server = if f.contains_key("valkey_version") {
+            format!("valkey {}", f.get("valkey_version").unwrap_or(&""))
+        } else {
+            format!("redis {}", f.get("redis_version").unwrap_or(&"?"))
+        };
+        Ok(ServerInfo {
+            version: server,
+            uptime_s: n("uptime_in_seconds"),
+            used_memory: n("used_memory"),
+            max_memory: n("maxmemory"),
+            eviction_policy: f.get("maxmemory_policy").unwrap_or(&"").to_string(),
+            keyspace_hits: n("keyspace_hits"),
+            keyspace_misses: n("keyspace_misses"),
+            ops_per_sec: n("instantaneous_ops_per_sec"),
+            connected_clients: n("connected_clients"),
+            aof_enabled: n("aof_enabled") == 1,
+            rdb_last_save: n("rdb_last_save_time"),
+            rdb_changes_since_save: n("rdb_changes_since_last_save"),
+            keys,
+        })
+    }
+
+    fn latency_samples(&self) -> Vec<u32> {
+        self.inner
+            .kv
+            .latencies
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .filter(|&v| v > 0)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_lines_parse() {
+        let f = info_fields("# Server\r\nredis_version:7.2.4\r\nused_memory:1024\r\n\r\n");
+        assert_eq!(f.get("redis_version"), Some(&"7.2.4"));
+        assert_eq!(f.get("used_memory"), Some(&"1024"));
+    }
+}
