@@ -1,4 +1,4 @@
-//! The conformance suite: every queue behaviour, run against both backends. Each test body is an
+//! The conformance suite: every queue and toolkit behaviour, run against both backends. Each test body is an
 //! `async fn(Backend)`; the `conformance!` macro generates a `memory::` and a `redis::` test
 //! for it. Redis tests use a unique key prefix each, so they run in parallel on one Redis.
 
@@ -7,6 +7,7 @@ mod support;
 mod dlq;
 mod processing;
 mod producing;
+mod toolkit;
 
 pub use support::*;
 
@@ -63,4 +64,25 @@ conformance!(
     dlq::reconciler_heals_a_crash,
     dlq::replay_and_replay_all,
     dlq::remove_is_not_resurrected,
+    toolkit::cache_set_get_delete_with_jittered_ttl,
+    toolkit::cache_computes_once_for_fifty_concurrent_callers,
+    toolkit::cache_serves_stale_while_one_recomputes,
+    toolkit::cache_failed_computation_is_not_cached,
+    toolkit::cache_early_refresh_recomputes_before_expiry,
+    toolkit::cache_tags_invalidate_and_survive_tag_key_loss,
+    toolkit::cache_delete_by_pattern_stays_in_namespace,
+    toolkit::cache_skips_values_over_512_kib,
+    toolkit::cache_write_through_follows_the_source,
+    toolkit::ratelimit_parallel_clients_get_exactly_the_limit,
+    toolkit::ratelimit_gcra_refills_at_the_emission_interval,
+    toolkit::ratelimit_windows_expire,
+    toolkit::ratelimit_dark_mode_counts_without_rejecting,
+    toolkit::ratelimit_seed_daily_platform_limits,
+    toolkit::locks_are_exclusive_and_fenced,
+    toolkit::locks_two_holders_never_overlap,
+    toolkit::with_lock_extends_and_detects_a_lost_lease,
+    toolkit::counters_flags_idempotency,
+    toolkit::sessions_live_for_their_kind,
+    toolkit::pubsub_channels_and_patterns,
+    toolkit::health_ping_and_info,
 );

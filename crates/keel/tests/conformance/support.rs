@@ -6,9 +6,14 @@ use std::time::{Duration, Instant};
 use keel::backend::RedisSettings;
 use keel::{Backend, Queue};
 
+/// A key space no other test uses, for the toolkit's keys.
+pub fn unique_keys() -> keel::Keys {
+    keel::Keys::new(&format!("kc-{}", uuid::Uuid::new_v4().simple()), "test").unwrap()
+}
+
 /// A fresh memory backend.
 pub fn memory() -> Backend {
-    Backend::memory()
+    Backend::memory().with_keys(unique_keys())
 }
 
 /// A Redis backend with a prefix no other test uses.
@@ -21,6 +26,7 @@ pub async fn redis() -> Backend {
     })
     .await
     .expect("Redis must be running for the conformance suite (see README)")
+    .with_keys(unique_keys())
 }
 
 /// A queue with a unique name.
