@@ -52,8 +52,9 @@ impl KvState {
         self.latencies[i].store(us.max(1), Ordering::Relaxed);
     }
 
-    /// Logs an outage at most once per 5 minutes, and the recovery once.
-    fn observe<T>(&self, url: &str, result: &Result<T>) {
+    /// Logs an outage at most once per 5 minutes, and the recovery once. Returns whether it
+    /// logged.
+    fn observe<T>(&self, url: &str, result: &Result<T>) -> bool {
         match result {
             Err(Error::BackendUnavailable(msg)) => {
                 self.down.store(true, Ordering::Relaxed);
@@ -66,13 +67,16 @@ impl KvState {
                         .is_ok()
                 {
                     tracing::warn!(redis = %url, error = %msg, "Redis unavailable (logged at most once per 5 minutes)");
+                    return true;
                 }
+                false
             }
             Ok(_) if self.down.swap(false, Ordering::Relaxed) => {
                 self.last_down_log_ms.store(0, Ordering::Relaxed);
                 tracing::info!(redis = %url, "Redis reachable again");
+                true
             }
-            _ => {}
+            _ => false,
         }
     }
 }
@@ -641,6 +645,33 @@ impl KvBackend for RedisBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outage_is_logged_once_per_five_minutes() {
+        let st = KvState::default();
+        let down: Result<()> = Err(Error::BackendUnavailable("refused".into()));
+        assert!(
+            st.observe("redis://x", &down),
+            "the first failure is logged"
+        );
+        for _ in 0..1000 {
+            assert!(
+                !st.observe("redis://x", &down),
+                "repeats within 5 minutes are not"
+            );
+        }
+        // Five minutes later it is logged again.
+        st.last_down_log_ms
+            .store(keel_core::now_ms() - DOWN_LOG_EVERY_MS, Ordering::Relaxed);
+        assert!(st.observe("redis://x", &down));
+        // Recovery is logged once, and the next outage is news again.
+        assert!(st.observe("redis://x", &Ok(())));
+        assert!(!st.observe("redis://x", &Ok(())));
+        assert!(st.observe("redis://x", &down));
+        // Other errors are not outages.
+        let other: Result<()> = Err(Error::Backend("WRONGTYPE".into()));
+        assert!(!st.observe("redis://x", &other));
+    }
 
     #[test]
     fn info_lines_parse() {
