@@ -20,7 +20,24 @@
 //! concurrency = 10
 //! handler = { kind = "http", url = "http://127.0.0.1:9000/hook", timeout_ms = 5000, secret_env = "WEBHOOK_SECRET" }
 //! ```
-//! `REDIS_URL` and `REDIS_KEY_PREFIX` override `[redis]`. Every error names the key at fault.
+//!
+//! The toolkit:
+//! ```toml
+//! [toolkit]
+//! prefix = "keel"                   # toolkit keys are prefix:env:category:...:vN
+//! env = "prod"                      # KEEL_ENV overrides; default "dev"
+//!
+//! [ratelimit.policies.api]          # the seeds' policies are built in; this overrides one
+//! algorithm = "gcra"                # gcra | sliding_window | sliding_log | fixed_window
+//! limit = 1000
+//! window_ms = 3600000               # the period, for gcra
+//! burst = 100                       # gcra only; default: limit
+//! on_failure = "open"               # open | closed
+//! dark = false                      # count would-be rejections without rejecting
+//! ```
+//! `REDIS_URL` and `REDIS_KEY_PREFIX` override `[redis]`; `RATE_LIMIT_MAX` and
+//! `RATE_LIMIT_WINDOW_MS` override the `owner-api` policy (60 per minute by default). Every
+//! error names the key at fault.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +48,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::backend::{Backend, RedisSettings, DEFAULT_COMMAND_TIMEOUT};
+use crate::keys::Keys;
 use crate::queue::Queue;
+use crate::ratelimit::{FailMode, RateLimiter, RatePolicy};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "keel.toml";
@@ -85,6 +104,51 @@ struct RawConfig {
     defaults: RawQueue,
     #[serde(default)]
     queues: BTreeMap<String, RawQueue>,
+    #[serde(default)]
+    toolkit: RawToolkit,
+    #[serde(default)]
+    ratelimit: RawRateLimit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToolkit {
+    prefix: Option<String>,
+    env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    #[serde(default)]
+    policies: BTreeMap<String, RawPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawAlgorithm {
+    Gcra,
+    SlidingWindow,
+    SlidingLog,
+    FixedWindow,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default = "default_algorithm")]
+    algorithm: RawAlgorithm,
+    limit: u64,
+    window_ms: u64,
+    burst: Option<u64>,
+    #[serde(default)]
+    on_failure: FailMode,
+    #[serde(default)]
+    dark: bool,
+}
+
+fn default_algorithm() -> RawAlgorithm {
+    RawAlgorithm::Gcra
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,6 +275,11 @@ pub struct Config {
     pub queues: BTreeMap<String, QueueConfig>,
     /// The file read, if any.
     pub source: Option<PathBuf>,
+    /// The toolkit key space (`[toolkit]`, `KEEL_ENV`).
+    pub keys: Keys,
+    /// Rate-limit policies: the seeds' defaults, overridden and extended by
+    /// `[ratelimit.policies]`, then `RATE_LIMIT_MAX` / `RATE_LIMIT_WINDOW_MS` on `owner-api`.
+    pub rate_policies: Vec<RatePolicy>,
 }
 
 impl std::fmt::Debug for Config {
@@ -311,6 +380,21 @@ impl Config {
             }
             queues.insert(name.clone(), resolve(&key, name, &defaults, q, env)?);
         }
+        let keys = {
+            let prefix = raw.toolkit.prefix.unwrap_or_else(|| "keel".into());
+            let env_name = env("KEEL_ENV")
+                .or(raw.toolkit.env)
+                .unwrap_or_else(|| "dev".into());
+            Keys::new(&prefix, &env_name).map_err(|e| {
+                let field = if e.field() == Some("prefix") {
+                    "toolkit.prefix"
+                } else {
+                    "toolkit.env"
+                };
+                ConfigError::invalid(field, e.to_string())
+            })?
+        };
+        let rate_policies = rate_policies(&raw.ratelimit, env)?;
         Ok(Config {
             redis_url,
             prefix,
@@ -318,21 +402,27 @@ impl Config {
             defaults,
             queues,
             source: None,
+            keys,
+            rate_policies,
         })
+    }
+
+    /// A rate limiter with this configuration's policies.
+    pub fn rate_limiter(&self, backend: &Backend) -> keel_core::Result<RateLimiter> {
+        RateLimiter::new(backend, self.rate_policies.clone())
     }
 
     /// The backend this configuration selects: Redis when a URL is set, else memory.
     pub async fn backend(&self) -> keel_core::Result<Backend> {
         match &self.redis_url {
-            Some(url) => {
-                Backend::redis(RedisSettings {
-                    url: url.clone(),
-                    prefix: self.prefix.clone(),
-                    command_timeout: self.command_timeout,
-                })
-                .await
-            }
-            None => Ok(Backend::memory()),
+            Some(url) => Ok(Backend::redis(RedisSettings {
+                url: url.clone(),
+                prefix: self.prefix.clone(),
+                command_timeout: self.command_timeout,
+            })
+            .await?
+            .with_keys(self.keys.clone())),
+            None => Ok(Backend::memory().with_keys(self.keys.clone())),
         }
     }
 
@@ -351,6 +441,89 @@ impl Config {
     pub fn queue(&self, backend: &Backend, name: &str) -> keel_core::Result<Queue> {
         Queue::new(backend, name)?.with_defaults(self.queue_config(name).job_defaults)
     }
+}
+
+fn rate_policies(
+    raw: &RawRateLimit,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<RatePolicy>, ConfigError> {
+    let mut policies: BTreeMap<String, RatePolicy> = RatePolicy::seed_defaults()
+        .into_iter()
+        .map(|p| (p.name.clone(), p))
+        .collect();
+    for (name, p) in &raw.policies {
+        let key = format!("ratelimit.policies.{name}");
+        let algorithm = match p.algorithm {
+            RawAlgorithm::Gcra => keel_core::RateAlgorithm::Gcra {
+                limit: p.limit,
+                period_ms: p.window_ms,
+                burst: p.burst.unwrap_or(p.limit),
+            },
+            RawAlgorithm::SlidingWindow => keel_core::RateAlgorithm::SlidingWindow {
+                limit: p.limit,
+                window_ms: p.window_ms,
+            },
+            RawAlgorithm::SlidingLog => keel_core::RateAlgorithm::SlidingLog {
+                limit: p.limit,
+                window_ms: p.window_ms,
+            },
+            RawAlgorithm::FixedWindow => keel_core::RateAlgorithm::FixedWindow {
+                limit: p.limit,
+                window_ms: p.window_ms,
+            },
+        };
+        if p.burst.is_some() && !matches!(p.algorithm, RawAlgorithm::Gcra) {
+            return Err(ConfigError::invalid(
+                format!("{key}.burst"),
+                "only the gcra algorithm has a burst",
+            ));
+        }
+        let policy = RatePolicy {
+            name: name.clone(),
+            algorithm,
+            on_failure: p.on_failure,
+            dark: p.dark,
+        };
+        policy.validate().map_err(|e| {
+            let field = e.field().unwrap_or("").to_string();
+            let field = field
+                .strip_prefix(&format!("{name}."))
+                .unwrap_or(&field)
+                .to_string();
+            let k = if field == "policy" {
+                key.clone()
+            } else {
+                format!("{key}.{field}")
+            };
+            ConfigError::invalid(k, e.to_string())
+        })?;
+        policies.insert(name.clone(), policy);
+    }
+    let number = |var: &str| -> Result<Option<u64>, ConfigError> {
+        match env(var) {
+            None => Ok(None),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(ConfigError::invalid(
+                    var,
+                    format!("{v:?} is not a positive integer"),
+                )),
+            },
+        }
+    };
+    let (max, window) = (number("RATE_LIMIT_MAX")?, number("RATE_LIMIT_WINDOW_MS")?);
+    if max.is_some() || window.is_some() {
+        if let Some(p) = policies.get_mut("owner-api") {
+            let limit = max.unwrap_or(p.algorithm.limit());
+            let window_ms = window.unwrap_or(p.algorithm.window_ms());
+            p.algorithm = keel_core::RateAlgorithm::Gcra {
+                limit,
+                period_ms: window_ms,
+                burst: limit,
+            };
+        }
+    }
+    Ok(policies.into_values().collect())
 }
 
 /// SPEC §1 defaults: attempts 3, exponential backoff from 1 s, keep completed 24 h / 1000,
@@ -635,10 +808,85 @@ handler = { kind = "http", url = "http://127.0.0.1:9000/hook", timeout_ms = 5000
             ("[defaults]\nbackoff = { type = \"linear\", delay_ms = 1 }", "defaults.backoff.type"),
             ("[queues.a.schedulers.s]\nname = \"x\"", "queues.a.schedulers.s"),
             ("nonsense = [", "(file)"),
+            ("[ratelimit.policies.api]\nlimit = 0\nwindow_ms = 1000", "ratelimit.policies.api.limit"),
+            ("[ratelimit.policies.api]\nlimit = 5\nwindow_ms = 0", "ratelimit.policies.api.window_ms"),
+            ("[ratelimit.policies.api]\nlimit = 5", "ratelimit.policies.api"),
+            ("[ratelimit.policies.x]\nalgorithm = \"leaky\"\nlimit = 5\nwindow_ms = 9", "ratelimit.policies.x.algorithm"),
+            (
+                "[ratelimit.policies.x]\nalgorithm = \"sliding_log\"\nlimit = 5\nwindow_ms = 9\nburst = 2",
+                "ratelimit.policies.x.burst",
+            ),
+            ("[ratelimit.policies.\"a b\"]\nlimit = 5\nwindow_ms = 9", "ratelimit.policies.a b"),
+            ("[toolkit]\nenv = \"pr od\"", "toolkit.env"),
+            ("[toolkit]\nprefix = \"a:b\"", "toolkit.prefix"),
         ];
         for (text, key) in cases {
             let err = Config::parse(text, &no_env).unwrap_err();
             assert_eq!(err.key(), Some(key), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn rate_policies_start_from_the_seeds_and_env_overrides_owner_api() {
+        let c = Config::parse("", &no_env).unwrap();
+        let names: Vec<&str> = c.rate_policies.iter().map(|p| p.name.as_str()).collect();
+        for n in [
+            "api",
+            "login",
+            "owner-api",
+            "post-twitter",
+            "upload",
+            "message",
+            "export",
+        ] {
+            assert!(names.contains(&n), "{n} missing from {names:?}");
+        }
+        assert_eq!(c.keys, Keys::default());
+        let text = "[toolkit]\nprefix = \"shop\"\n[ratelimit.policies.api]\nalgorithm = \"sliding_window\"\nlimit = 20\nwindow_ms = 1000\n[ratelimit.policies.search]\nlimit = 3\nwindow_ms = 1000\nburst = 1\non_failure = \"closed\"\ndark = true\n";
+        let env = |k: &str| match k {
+            "RATE_LIMIT_MAX" => Some("120".to_string()),
+            "KEEL_ENV" => Some("prod".to_string()),
+            _ => None,
+        };
+        let c = Config::parse(text, &env).unwrap();
+        assert_eq!(c.keys, Keys::new("shop", "prod").unwrap());
+        let get = |n: &str| {
+            c.rate_policies
+                .iter()
+                .find(|p| p.name == n)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            get("api").algorithm,
+            keel_core::RateAlgorithm::SlidingWindow {
+                limit: 20,
+                window_ms: 1000
+            }
+        );
+        let search = get("search");
+        assert_eq!(
+            search.algorithm,
+            keel_core::RateAlgorithm::Gcra {
+                limit: 3,
+                period_ms: 1000,
+                burst: 1
+            }
+        );
+        assert_eq!(search.on_failure, FailMode::Closed);
+        assert!(search.dark);
+        assert_eq!(
+            get("owner-api").algorithm,
+            keel_core::RateAlgorithm::Gcra {
+                limit: 120,
+                period_ms: 60_000,
+                burst: 120
+            }
+        );
+        let bad = |k: &str| (k == "RATE_LIMIT_WINDOW_MS").then(|| "soon".to_string());
+        assert_eq!(
+            Config::parse("", &bad).unwrap_err().key(),
+            Some("RATE_LIMIT_WINDOW_MS")
+        );
     }
 }
