@@ -28,6 +28,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let json_out = cli.json;
     match cli.command {
         Command::Bench(args) => crate::bench::run(args, &config).await,
+        Command::Redis { action } => crate::toolkit::redis(&config, action, json_out).await,
+        Command::Cache { action } => crate::toolkit::cache(&config, action, json_out).await,
+        Command::Ratelimit { action } => crate::toolkit::ratelimit(&config, action, json_out).await,
         Command::Worker {
             queues,
             shutdown_timeout_ms,

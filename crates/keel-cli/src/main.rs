@@ -10,6 +10,7 @@
 
 mod bench;
 mod commands;
+mod toolkit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +23,7 @@ use serde_json::json;
 #[command(
     name = "keel",
     version,
-    after_help = "Exit codes: 0 ok, 1 unexpected failure, 2 bad input or configuration, 3 backend unreachable."
+    after_help = "Exit codes: 0 ok, 1 unexpected failure, 2 bad input or configuration, 3 backend unreachable, 4 rate limit rejected (keel ratelimit check)."
 )]
 pub struct Cli {
     /// Configuration file (default: keel.toml in the working directory, when present).
@@ -123,6 +124,71 @@ pub enum Command {
     },
     /// Measure throughput and latency (JSON lines).
     Bench(bench::BenchArgs),
+    /// Redis health and monitoring.
+    Redis {
+        #[command(subcommand)]
+        action: RedisAction,
+    },
+    /// Read and invalidate the toolkit cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+    /// Check a rate-limit policy.
+    Ratelimit {
+        #[command(subcommand)]
+        action: RateLimitAction,
+    },
+}
+
+/// `keel redis` actions.
+#[derive(Subcommand, Debug)]
+pub enum RedisAction {
+    /// PING with latency; ok / warn / critical.
+    Health,
+    /// Memory, hit rate, ops/sec, clients, version, uptime, persistence, with alerts.
+    Info,
+}
+
+/// `keel cache` actions.
+#[derive(Subcommand, Debug)]
+pub enum CacheAction {
+    /// Print the fresh value of a key.
+    Get {
+        /// The cache namespace.
+        namespace: String,
+        /// The key.
+        key: String,
+    },
+    /// Delete a key.
+    Del {
+        /// The cache namespace.
+        namespace: String,
+        /// The key.
+        key: String,
+    },
+    /// Delete every key of the namespace matching a glob (SCAN + UNLINK).
+    DelPattern {
+        /// The cache namespace.
+        namespace: String,
+        /// A glob such as user:*.
+        pattern: String,
+    },
+}
+
+/// `keel ratelimit` actions.
+#[derive(Subcommand, Debug)]
+pub enum RateLimitAction {
+    /// Count one request against POLICY for KEY and print the decision (exit 4 if rejected).
+    Check {
+        /// The policy (built in or from [ratelimit.policies]).
+        policy: String,
+        /// The subject: a user id, email, IP.
+        key: String,
+        /// Units to count.
+        #[arg(long, default_value = "1", allow_hyphen_values = true)]
+        cost: String,
+    },
 }
 
 /// DLQ actions.
@@ -220,7 +286,9 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            if json_out {
+            if json_out && f.code == "rate-limited" {
+                // The decision itself was printed: it is the answer, not an error.
+            } else if json_out {
                 println!(
                     "{}",
                     json!({"error": {"code": f.code, "message": f.message, "field": f.field}})

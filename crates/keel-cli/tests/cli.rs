@@ -430,3 +430,116 @@ async fn worker_finishes_in_flight_jobs_on_sigterm() {
     assert_eq!(job["state"], json!("completed"));
     assert_eq!(job["returnvalue"], json!("done"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn toolkit_commands_cache_ratelimit_redis() {
+    let cli = Cli::new();
+    // The toolkit key space comes from the configuration: a unique one per test.
+    std::fs::write(
+        cli.dir.path().join("keel.toml"),
+        format!(
+            "[toolkit]\nprefix = \"{}\"\n[ratelimit.policies.tiny]\nalgorithm = \"sliding_log\"\nlimit = 2\nwindow_ms = 3600000\n",
+            cli.prefix
+        ),
+    )
+    .unwrap();
+    let backend = keel::Backend::redis(keel::backend::RedisSettings {
+        url: "redis://127.0.0.1:6379".into(),
+        prefix: cli.prefix.clone(),
+        command_timeout: std::time::Duration::from_secs(5),
+    })
+    .await
+    .unwrap()
+    .with_keys(keel::Keys::new(&cli.prefix, "dev").unwrap());
+    let cache = keel::Cache::new(&backend, "users").unwrap();
+    let w = || keel::Write::default();
+    cache.set("u1", &json!({"name": "Ada"}), w()).await.unwrap();
+    for k in ["u:1", "u:2", "team:1"] {
+        cache.set(k, &1, w()).await.unwrap();
+    }
+
+    let got = cli.ok(&["--json", "cache", "get", "users", "u1"]);
+    assert_eq!(got["hit"], json!(true));
+    assert_eq!(got["value"], json!({"name": "Ada"}));
+    assert_eq!(
+        cli.ok(&["--json", "cache", "del", "users", "u1"])["deleted"],
+        json!(true)
+    );
+    assert_eq!(
+        cli.ok(&["--json", "cache", "get", "users", "u1"])["hit"],
+        json!(false)
+    );
+    assert_eq!(
+        cli.ok(&["--json", "cache", "del-pattern", "users", "u:*"])["deleted"],
+        json!(2)
+    );
+    assert_eq!(cache.get::<u32>("team:1").await.unwrap(), Some(1));
+
+    for remaining in [1, 0] {
+        let d = cli.ok(&["--json", "ratelimit", "check", "tiny", "alice"]);
+        assert_eq!(
+            (d["allowed"].clone(), d["remaining"].clone()),
+            (json!(true), json!(remaining))
+        );
+        assert_eq!(d["headers"]["X-RateLimit-Limit"], json!("2"));
+    }
+    let out = cli.raw(&["--json", "ratelimit", "check", "tiny", "alice"], true);
+    assert_eq!(out.status.code(), Some(4), "a rejection exits 4");
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["allowed"], json!(false));
+    assert!(
+        d["headers"]["Retry-After"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 3000
+    );
+    assert_eq!(
+        d["headers"]["RateLimit-Policy"],
+        json!("\"tiny\";q=2;w=3600")
+    );
+    // A built-in seed policy is there too.
+    assert_eq!(
+        cli.ok(&["--json", "ratelimit", "check", "login", "a@b.c"])["limit"],
+        json!(5)
+    );
+
+    let h = cli.ok(&["--json", "redis", "health"]);
+    assert_ne!(h["status"], json!("critical"));
+    assert!(h["latency_ms"].as_f64().unwrap() >= 0.0);
+    let info = cli.ok(&["--json", "redis", "info"]);
+    assert!(
+        info["version"].as_str().unwrap().starts_with("redis")
+            || info["version"].as_str().unwrap().starts_with("valkey")
+    );
+    assert!(info["used_memory"].as_u64().unwrap() > 0);
+    for f in [
+        "hit_rate_percent",
+        "ops_per_sec",
+        "connected_clients",
+        "uptime_s",
+        "persistence",
+        "alerts",
+        "status",
+    ] {
+        assert!(info.get(f).is_some(), "{f} missing: {info}");
+    }
+
+    cli.bad(&["--json", "cache", "get", "bad ns", "k"], "NAMESPACE");
+    cli.bad(&["--json", "cache", "get", "users", "a{b"], "KEY");
+    cli.bad(&["--json", "cache", "del-pattern", "users", ""], "PATTERN");
+    cli.bad(&["--json", "ratelimit", "check", "nope", "k"], "POLICY");
+    cli.bad(
+        &["--json", "ratelimit", "check", "tiny", "k", "--cost", "0"],
+        "--cost",
+    );
+    // Nothing was counted by the refused calls.
+    let d = cli.ok(&["--json", "ratelimit", "check", "tiny", "k"]);
+    assert_eq!(d["remaining"], json!(1));
+    // Without Redis the toolkit commands refuse: the memory backend lives in one process.
+    let out = cli.raw(&["--json", "cache", "get", "users", "u1"], false);
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], json!("needs-shared-backend"));
+}

@@ -148,6 +148,8 @@ pub struct ServerInfo {
     pub connected_clients: u64,
     /// Whether the append-only file is on.
     pub aof_enabled: bool,
+    /// Whether RDB snapshots are configured (`save` is not empty).
+    pub rdb_enabled: bool,
     /// Unix time of the last RDB save (0: never).
     pub rdb_last_save: u64,
     /// Changes since the last RDB save.

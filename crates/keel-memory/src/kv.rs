@@ -451,6 +451,7 @@ impl KvBackend for MemoryKv {
             ops_per_sec: self.ops.load(Ordering::Relaxed) / uptime.as_secs().max(1),
             connected_clients: 1 + self.bus.receiver_count() as u64,
             aof_enabled: false,
+            rdb_enabled: false,
             rdb_last_save: 0,
             rdb_changes_since_save: 0,
             keys,

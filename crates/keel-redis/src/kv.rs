@@ -603,6 +603,15 @@ impl KvBackend for RedisBackend {
     async fn info(&self) -> Result<ServerInfo> {
         let text: String = self.kv_cmd("INFO", redis::cmd("INFO")).await?;
         let keys: u64 = self.kv_cmd("DBSIZE", redis::cmd("DBSIZE")).await?;
+        // `save` tells whether snapshots are configured; managed Redis may refuse CONFIG, then
+        // whether any snapshot was taken since start is the best sign.
+        let save: Option<Vec<String>> = self
+            .kv_cmd(
+                "CONFIG GET save",
+                redis::cmd("CONFIG").arg("GET").arg("save").to_owned(),
+            )
+            .await
+            .ok();
         let f = info_fields(&text);
         let n = |k: &str| {
             f.get(k)
@@ -625,6 +634,10 @@ impl KvBackend for RedisBackend {
             ops_per_sec: n("instantaneous_ops_per_sec"),
             connected_clients: n("connected_clients"),
             aof_enabled: n("aof_enabled") == 1,
+            rdb_enabled: match save {
+                Some(v) => v.get(1).is_some_and(|s| !s.trim().is_empty()),
+                None => n("rdb_saves") > 0,
+            },
             rdb_last_save: n("rdb_last_save_time"),
             rdb_changes_since_save: n("rdb_changes_since_last_save"),
             keys,

@@ -208,11 +208,7 @@ pub async fn info(backend: &Backend) -> Result<InfoReport> {
     samples.push(ping.as_micros().min(u32::MAX as u128) as u32);
     let p99 = p99_ms(&samples);
     let (status, alerts, memory_percent, hit_rate_percent) = evaluate(&info, p99);
-    let persistence = match (
-        info.aof_enabled,
-        info.rdb_last_save > 0 || info.rdb_changes_since_save > 0,
-    ) {
-        _ if info.version.starts_with("keel-memory") => "none",
+    let persistence = match (info.aof_enabled, info.rdb_enabled) {
         (true, true) => "aof+rdb",
         (true, false) => "aof",
         (false, true) => "rdb",
