@@ -47,7 +47,8 @@ pub struct BenchArgs {
     /// Bytes of each job's payload string.
     #[arg(long, default_value_t = 100)]
     payload: usize,
-    /// Comma list of enqueue_bulk, enqueue_single, process, process_keep, latency.
+    /// Comma list of enqueue_bulk, enqueue_single, process, process_keep, latency, and the
+    /// toolkit's ratelimit_check, cache_hit (not in the default list).
     #[arg(
         long,
         value_delimiter = ',',
@@ -66,6 +67,9 @@ pub struct BenchArgs {
     /// Cap per scenario.
     #[arg(long, default_value_t = 120)]
     scenario_timeout_s: u64,
+    /// Rounds of each toolkit scenario (raw and Keel alternated), summarised by medians.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 /// Runs the benchmark.
@@ -79,11 +83,15 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<(), Failure> {
             "latency",
         ]
         .contains(&s.as_str())
+            && !crate::bench_toolkit::SCENARIOS.contains(&s.as_str())
         {
             return Err(
                 keel::Error::invalid("--scenario", format!("unknown scenario {s:?}")).into(),
             );
         }
+    }
+    if args.rounds == 0 {
+        return Err(keel::Error::invalid("--rounds", "must be at least 1").into());
     }
     if args.jobs < 2 || args.concurrency == 0 {
         return Err(
@@ -123,6 +131,24 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<(), Failure> {
         url: config.redis_url.clone(),
     };
     for scenario in bench.args.scenario.clone() {
+        if crate::bench_toolkit::SCENARIOS.contains(&scenario.as_str()) {
+            let backend = bench
+                .backend
+                .clone()
+                .with_keys(keel::Keys::new(BENCH_PREFIX, "bench").expect("a valid key space"));
+            crate::bench_toolkit::run(
+                &scenario,
+                &backend,
+                bench.redis.as_ref(),
+                bench.url.as_deref(),
+                bench.args.jobs,
+                bench.args.concurrency,
+                bench.args.payload,
+                bench.args.rounds,
+            )
+            .await;
+            continue;
+        }
         for engine in &engines {
             let line = bench.scenario(&scenario, *engine).await;
             println!("{line}");

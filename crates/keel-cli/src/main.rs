@@ -9,6 +9,7 @@
 //! the argument or key), 3 backend unreachable.
 
 mod bench;
+mod bench_toolkit;
 mod commands;
 mod toolkit;
 

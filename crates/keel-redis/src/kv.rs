@@ -54,7 +54,7 @@ impl KvState {
 
     /// Logs an outage at most once per 5 minutes, and the recovery once. Returns whether it
     /// logged.
-    fn observe<T>(&self, url: &str, result: &Result<T>) -> bool {
+    fn observe<T>(&self, url: impl FnOnce() -> String, result: &Result<T>) -> bool {
         match result {
             Err(Error::BackendUnavailable(msg)) => {
                 self.down.store(true, Ordering::Relaxed);
@@ -66,14 +66,14 @@ impl KvState {
                         .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                         .is_ok()
                 {
-                    tracing::warn!(redis = %url, error = %msg, "Redis unavailable (logged at most once per 5 minutes)");
+                    tracing::warn!(redis = %url(), error = %msg, "Redis unavailable (logged at most once per 5 minutes)");
                     return true;
                 }
                 false
             }
             Ok(_) if self.down.swap(false, Ordering::Relaxed) => {
                 self.last_down_log_ms.store(0, Ordering::Relaxed);
-                tracing::info!(redis = %url, "Redis reachable again");
+                tracing::info!(redis = %url(), "Redis reachable again");
                 true
             }
             _ => false,
@@ -254,7 +254,7 @@ impl RedisBackend {
         }
         self.inner
             .kv
-            .observe(&redact_url(&self.inner.settings.url), &result);
+            .observe(|| redact_url(&self.inner.settings.url), &result);
         result
     }
 
@@ -664,26 +664,26 @@ mod tests {
         let st = KvState::default();
         let down: Result<()> = Err(Error::BackendUnavailable("refused".into()));
         assert!(
-            st.observe("redis://x", &down),
+            st.observe(|| "redis://x".into(), &down),
             "the first failure is logged"
         );
         for _ in 0..1000 {
             assert!(
-                !st.observe("redis://x", &down),
+                !st.observe(|| "redis://x".into(), &down),
                 "repeats within 5 minutes are not"
             );
         }
         // Five minutes later it is logged again.
         st.last_down_log_ms
             .store(keel_core::now_ms() - DOWN_LOG_EVERY_MS, Ordering::Relaxed);
-        assert!(st.observe("redis://x", &down));
+        assert!(st.observe(|| "redis://x".into(), &down));
         // Recovery is logged once, and the next outage is news again.
-        assert!(st.observe("redis://x", &Ok(())));
-        assert!(!st.observe("redis://x", &Ok(())));
-        assert!(st.observe("redis://x", &down));
+        assert!(st.observe(|| "redis://x".into(), &Ok(())));
+        assert!(!st.observe(|| "redis://x".into(), &Ok(())));
+        assert!(st.observe(|| "redis://x".into(), &down));
         // Other errors are not outages.
         let other: Result<()> = Err(Error::Backend("WRONGTYPE".into()));
-        assert!(!st.observe("redis://x", &other));
+        assert!(!st.observe(|| "redis://x".into(), &other));
     }
 
     #[test]

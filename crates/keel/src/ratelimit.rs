@@ -380,7 +380,11 @@ impl RateLimiter {
             .inner
             .keys
             .ratelimit(&p.name, p.algorithm.name(), subject);
-        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        // Only the sliding log stores per-request members; the others need no nonce.
+        let nonce = match p.algorithm {
+            RateAlgorithm::SlidingLog { .. } => uuid::Uuid::new_v4().simple().to_string(),
+            _ => String::new(),
+        };
         let limit = p.algorithm.limit();
         let window_s = p.algorithm.window_ms().div_ceil(1000);
         let decision = match self
