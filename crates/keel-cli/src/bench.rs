@@ -141,10 +141,12 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<(), Failure> {
                 &backend,
                 bench.redis.as_ref(),
                 bench.url.as_deref(),
-                bench.args.jobs,
-                bench.args.concurrency,
-                bench.args.payload,
-                bench.args.rounds,
+                crate::bench_toolkit::Sizes {
+                    ops: bench.args.jobs,
+                    concurrency: bench.args.concurrency,
+                    payload: bench.args.payload,
+                    rounds: bench.args.rounds,
+                },
             )
             .await;
             continue;

@@ -75,17 +75,32 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// How much work one toolkit scenario does.
+pub struct Sizes {
+    /// Operations per round and engine.
+    pub ops: usize,
+    /// Concurrent clients.
+    pub concurrency: usize,
+    /// Bytes of the cached value's payload string.
+    pub payload: usize,
+    /// Rounds.
+    pub rounds: usize,
+}
+
 /// Runs one toolkit scenario for `rounds` rounds, printing JSON lines.
 pub async fn run(
     scenario: &str,
     backend: &Backend,
     raw: Option<&redis::aio::MultiplexedConnection>,
     url: Option<&str>,
-    ops: usize,
-    concurrency: usize,
-    payload: usize,
-    rounds: usize,
+    sizes: Sizes,
 ) {
+    let Sizes {
+        ops,
+        concurrency,
+        payload,
+        rounds,
+    } = sizes;
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let backend_name = if backend.kind() == BackendKind::Memory {
         "memory"
