@@ -1,0 +1,471 @@
+//! The records store suite, run against PostgreSQL (a fresh database per test) and SQLite (a
+//! fresh file per test).
+
+use std::sync::Arc;
+
+use keel_server::store::{
+    LogFilter, NewAccess, NewAudit, NewRun, PoolSettings, RecordStore, Role, RunFilter, Scope,
+    SqlStore,
+};
+use serde_json::json;
+
+/// A store on a database no other test uses; dropped (PostgreSQL) or deleted (SQLite) after.
+pub struct TestDb {
+    pub store: Arc<SqlStore>,
+    cleanup: Option<(String, String)>,
+    _dir: Option<tempfile_dir::Dir>,
+}
+
+mod tempfile_dir {
+    /// A directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var("KEEL_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub async fn postgres() -> TestDb {
+    let name = format!("keel_t_{}", uuid::Uuid::new_v4().simple());
+    let admin = SqlStore::connect(&admin_url(), &PoolSettings::default())
+        .await
+        .expect("PostgreSQL must be running (see README)");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    let base = admin_url();
+    let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+    let store = SqlStore::connect(&url, &PoolSettings::default())
+        .await
+        .unwrap();
+    TestDb {
+        store: Arc::new(store),
+        cleanup: Some((base, name)),
+        _dir: None,
+    }
+}
+
+pub async fn sqlite() -> TestDb {
+    let dir = std::env::temp_dir().join(format!("keel-t-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite:{}", dir.join("records.db").display());
+    let store = SqlStore::connect(&url, &PoolSettings::default())
+        .await
+        .unwrap();
+    TestDb {
+        store: Arc::new(store),
+        cleanup: None,
+        _dir: Some(tempfile_dir::Dir(dir)),
+    }
+}
+
+impl TestDb {
+    pub async fn close(self) {
+        self.store.pool().close().await;
+        if let Some((base, name)) = &self.cleanup {
+            if let Ok(admin) = SqlStore::connect(base, &PoolSettings::default()).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(admin.pool())
+                    .await;
+            }
+        }
+    }
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = crate::postgres().await;
+                    crate::$name(&*db.store).await;
+                    db.close().await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = crate::sqlite().await;
+                    crate::$name(&*db.store).await;
+                    db.close().await;
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    migrations_up_down_up,
+    tokens_are_hashed_scoped_and_revocable,
+    tenants_never_read_each_others_rows,
+    logs_filter_and_page_newest_first,
+    runs_are_recorded_with_events,
+    users_have_argon2id_passwords,
+);
+
+async fn migrations_up_down_up(s: &SqlStore) {
+    let applied = s.migrate_up().await.unwrap();
+    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert!(s.migrate_up().await.unwrap().is_empty(), "up is idempotent");
+    s.create_token("t", Role::Owner, None).await.unwrap();
+    let reverted = s.migrate_down(1).await.unwrap();
+    assert_eq!(reverted, applied);
+    assert!(
+        s.list_tokens(&Scope::All).await.is_err(),
+        "tables are gone after down"
+    );
+    assert_eq!(s.migrate_up().await.unwrap(), applied);
+    assert!(
+        s.list_tokens(&Scope::All).await.unwrap().is_empty(),
+        "a fresh schema"
+    );
+    let h = s.health().await.unwrap();
+    assert!(h.size >= 1 && h.max >= 1);
+}
+
+async fn tokens_are_hashed_scoped_and_revocable(s: &SqlStore) {
+    s.migrate_up().await.unwrap();
+    let acme = s.create_tenant("acme").await.unwrap();
+    assert_eq!(
+        s.create_tenant("acme").await.unwrap_err().code(),
+        "conflict"
+    );
+    let (owner, secret) = s.create_token("ops", Role::Owner, None).await.unwrap();
+    let (viewer, vsecret) = s
+        .create_token("acme-ro", Role::Viewer, Some(&acme.id))
+        .await
+        .unwrap();
+    assert!(secret.starts_with("keel_"));
+    assert_eq!(owner.hint, secret[..12]);
+    let found = s.authenticate(&secret).await.unwrap().unwrap();
+    assert_eq!(
+        (found.id.as_str(), found.role),
+        (owner.id.as_str(), Role::Owner)
+    );
+    assert!(found.last_used_at.is_some());
+    assert!(s.authenticate("keel_wrong").await.unwrap().is_none());
+    assert!(s.authenticate("").await.unwrap().is_none());
+    assert_eq!(s.count_owner_tokens().await.unwrap(), 1);
+    // The secret is stored only hashed.
+    let raw: Vec<String> = sqlx::query_scalar("SELECT secret_hash FROM keel_api_tokens")
+        .fetch_all(s.pool())
+        .await
+        .unwrap();
+    assert!(raw
+        .iter()
+        .all(|h| h.len() == 64 && !h.contains(&secret[5..])));
+    // A tenant sees only its own tokens and cannot revoke others'.
+    let mine = s
+        .list_tokens(&Scope::Tenant(acme.id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        mine.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+        vec![viewer.id.clone()]
+    );
+    assert!(!s
+        .revoke_token(&Scope::Tenant(acme.id.clone()), &owner.id)
+        .await
+        .unwrap());
+    assert_eq!(s.list_tokens(&Scope::All).await.unwrap().len(), 2);
+    assert!(s.revoke_token(&Scope::All, &viewer.id).await.unwrap());
+    assert!(
+        !s.revoke_token(&Scope::All, &viewer.id).await.unwrap(),
+        "already revoked"
+    );
+    assert!(s.authenticate(&vsecret).await.unwrap().is_none());
+    let listed = s.list_tokens(&Scope::All).await.unwrap();
+    assert!(listed
+        .iter()
+        .any(|t| t.id == viewer.id && t.revoked_at.is_some()));
+}
+
+fn audit(tenant: Option<&str>, action: &str, resource: &str) -> NewAudit {
+    NewAudit {
+        tenant_id: tenant.map(str::to_string),
+        actor: format!("token:{}", tenant.unwrap_or("root")),
+        action: action.into(),
+        resource: resource.into(),
+        ip: Some("127.0.0.1".into()),
+        user_agent: Some("test".into()),
+        status: 200,
+        payload: Some(json!({"password": "***"})),
+    }
+}
+
+fn run(tenant: Option<&str>, queue: &str, job: &str, status: &str) -> NewRun {
+    NewRun {
+        tenant_id: tenant.map(str::to_string),
+        queue: queue.into(),
+        job_id: job.into(),
+        name: "send".into(),
+        attempt: 1,
+        status: status.into(),
+        started_at: 1_000,
+        finished_at: 1_250,
+        error: (status != "completed").then(|| "boom".to_string()),
+        worker: "w1".into(),
+        trace_id: "t1".into(),
+    }
+}
+
+async fn tenants_never_read_each_others_rows(s: &SqlStore) {
+    s.migrate_up().await.unwrap();
+    let a = s.create_tenant("a").await.unwrap().id;
+    let b = s.create_tenant("b").await.unwrap().id;
+    s.record_audit(audit(Some(&a), "owner.queue.pause", "queue:qa"))
+        .await
+        .unwrap();
+    s.record_audit(audit(Some(&b), "owner.queue.pause", "queue:qb"))
+        .await
+        .unwrap();
+    s.record_audit(audit(None, "owner.token.create", "token:x"))
+        .await
+        .unwrap();
+    s.record_access(NewAccess {
+        tenant_id: Some(b.clone()),
+        actor: "token:b".into(),
+        action: "owner.read.queue_job".into(),
+        resource: "job:qb/1".into(),
+        cached: true,
+        fields: vec!["data".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    s.insert_runs(&[
+        run(Some(&a), "qa", "1", "completed"),
+        run(Some(&b), "qb", "2", "failed"),
+    ])
+    .await
+    .unwrap();
+    let f = LogFilter::default();
+    let ta = Scope::Tenant(a.clone());
+    let seen = s.list_audit(&ta, &f, 1, 50).await.unwrap();
+    assert_eq!(seen.total, 1);
+    assert_eq!(seen.items[0].resource, "queue:qa");
+    assert_eq!(s.list_audit(&Scope::All, &f, 1, 50).await.unwrap().total, 3);
+    assert_eq!(s.list_access(&ta, &f, 1, 50).await.unwrap().total, 0);
+    let access = s
+        .list_access(&Scope::Tenant(b.clone()), &f, 1, 50)
+        .await
+        .unwrap();
+    assert_eq!(access.items.len(), 1);
+    assert!(access.items[0].cached);
+    assert_eq!(access.items[0].fields, vec!["data".to_string()]);
+    let runs = s
+        .list_runs(&ta, &RunFilter::default(), 1, 50)
+        .await
+        .unwrap();
+    assert_eq!(
+        runs.items
+            .iter()
+            .map(|r| r.queue.as_str())
+            .collect::<Vec<_>>(),
+        vec!["qa"]
+    );
+    let b_run = s
+        .list_runs(&Scope::Tenant(b.clone()), &RunFilter::default(), 1, 50)
+        .await
+        .unwrap()
+        .items[0]
+        .id;
+    assert!(
+        s.get_run(&ta, b_run).await.unwrap().is_none(),
+        "another tenant's run is invisible"
+    );
+    assert!(s.get_run(&Scope::All, b_run).await.unwrap().is_some());
+}
+
+async fn logs_filter_and_page_newest_first(s: &SqlStore) {
+    s.migrate_up().await.unwrap();
+    for i in 0..25 {
+        let action = if i % 5 == 0 {
+            "owner.dlq.replay"
+        } else {
+            "owner.queue.pause"
+        };
+        s.record_audit(audit(None, action, &format!("queue:q{}/job{i}", i % 2)))
+            .await
+            .unwrap();
+    }
+    let all = LogFilter::default();
+    let p1 = s.list_audit(&Scope::All, &all, 1, 10).await.unwrap();
+    assert_eq!(
+        (p1.total, p1.items.len(), p1.page, p1.limit),
+        (25, 10, 1, 10)
+    );
+    assert!(
+        p1.items.windows(2).all(|w| w[0].id > w[1].id),
+        "newest first"
+    );
+    let p3 = s.list_audit(&Scope::All, &all, 3, 10).await.unwrap();
+    assert_eq!(p3.items.len(), 5);
+    assert!(p3.items[0].id < p1.items[9].id);
+    let by_action = LogFilter {
+        action: Some("owner.dlq.replay".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_audit(&Scope::All, &by_action, 1, 50)
+            .await
+            .unwrap()
+            .total,
+        5
+    );
+    let by_resource = LogFilter {
+        resource: Some("queue:q1".into()),
+        ..Default::default()
+    };
+    let r = s
+        .list_audit(&Scope::All, &by_resource, 1, 50)
+        .await
+        .unwrap();
+    assert_eq!(r.total, 12);
+    assert!(r.items.iter().all(|e| e.resource.starts_with("queue:q1/")));
+    // `%` and `_` in a filter are not wildcards.
+    let wild = LogFilter {
+        resource: Some("queue:q%".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_audit(&Scope::All, &wild, 1, 50).await.unwrap().total,
+        0
+    );
+    let at = p1.items[0].at;
+    let window = LogFilter {
+        from: Some(at + 1),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_audit(&Scope::All, &window, 1, 50)
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+    let until = LogFilter {
+        to: Some(at),
+        actor: Some("token:root".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_audit(&Scope::All, &until, 1, 50)
+            .await
+            .unwrap()
+            .total,
+        25
+    );
+    assert_eq!(p1.items[0].payload, Some(json!({"password": "***"})));
+    let e = s.list_audit(&Scope::All, &all, 0, 10).await.unwrap_err();
+    assert_eq!(e.field(), Some("page"));
+    let e = s.list_audit(&Scope::All, &all, 1, 1001).await.unwrap_err();
+    assert_eq!(e.field(), Some("limit"));
+}
+
+async fn runs_are_recorded_with_events(s: &SqlStore) {
+    s.migrate_up().await.unwrap();
+    let batch: Vec<NewRun> = (0..50)
+        .map(|i| {
+            run(
+                None,
+                if i % 2 == 0 { "mail" } else { "hooks" },
+                &i.to_string(),
+                if i % 10 == 0 { "dead" } else { "completed" },
+            )
+        })
+        .collect();
+    s.insert_runs(&batch).await.unwrap();
+    let mail = RunFilter {
+        queue: Some("mail".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_runs(&Scope::All, &mail, 1, 100).await.unwrap().total,
+        25
+    );
+    let dead = RunFilter {
+        status: Some("dead".into()),
+        ..Default::default()
+    };
+    let d = s.list_runs(&Scope::All, &dead, 1, 100).await.unwrap();
+    assert_eq!(d.total, 5);
+    let (r, events) = s
+        .get_run(&Scope::All, d.items[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.duration_ms, r.error.as_deref()),
+        (Some(250), Some("boom"))
+    );
+    assert_eq!(
+        events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        vec!["started", "dead"]
+    );
+    let job = RunFilter {
+        job_id: Some("7".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_runs(&Scope::All, &job, 1, 10).await.unwrap().total,
+        1
+    );
+    assert!(s.get_run(&Scope::All, 999_999).await.unwrap().is_none());
+}
+
+async fn users_have_argon2id_passwords(s: &SqlStore) {
+    s.migrate_up().await.unwrap();
+    let u = s
+        .create_user(
+            "Ada@Example.com",
+            "correct horse battery",
+            Role::Admin,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(u.email, "ada@example.com");
+    let ok = s
+        .verify_user("ada@example.com", "correct horse battery")
+        .await
+        .unwrap();
+    assert_eq!(ok.map(|u| u.role), Some(Role::Admin));
+    assert!(s
+        .verify_user("ada@example.com", "wrong password!!")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .verify_user("nobody@example.com", "correct horse battery")
+        .await
+        .unwrap()
+        .is_none());
+    let e = s
+        .create_user("ada@example.com", "another long one", Role::Viewer, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "conflict");
+    assert_eq!(
+        s.create_user("b@example.com", "short", Role::Viewer, None)
+            .await
+            .unwrap_err()
+            .field(),
+        Some("password")
+    );
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM keel_users")
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$"));
+}
