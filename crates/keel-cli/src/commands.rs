@@ -28,6 +28,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let json_out = cli.json;
     match cli.command {
         Command::Bench(args) => crate::bench::run(args, &config).await,
+        Command::Serve {
+            shutdown_timeout_ms,
+        } => Ok(keel_server::serve::run(config, Duration::from_millis(shutdown_timeout_ms)).await?),
+        Command::Migrate { action } => crate::server::migrate(&config, action, json_out).await,
+        Command::Token { action } => crate::server::token(&config, action, json_out).await,
         Command::Redis { action } => crate::toolkit::redis(&config, action, json_out).await,
         Command::Cache { action } => crate::toolkit::cache(&config, action, json_out).await,
         Command::Ratelimit { action } => crate::toolkit::ratelimit(&config, action, json_out).await,
@@ -369,20 +374,7 @@ fn job_json(j: &Job, state: Option<JobState>, logs: Option<Vec<String>>) -> Valu
 /// `keel worker`: the configured queues' workers, the heartbeat and the DLQ reconciler, until
 /// SIGTERM/SIGINT; then a graceful close.
 async fn worker(config: &Config, only: Vec<String>, deadline: Duration) -> Result<(), Failure> {
-    let selected: Vec<String> = if only.is_empty() {
-        config.queues.keys().cloned().collect()
-    } else {
-        for q in &only {
-            if !config.queues.contains_key(q) {
-                return Err(Error::invalid(
-                    "--queues",
-                    format!("queue {q:?} is not in the configuration"),
-                )
-                .into());
-            }
-        }
-        only
-    };
+    let selected = keel::runner::select(config, &only, "--queues")?;
     if selected.is_empty() {
         return Err(Error::invalid(
             "queues",
@@ -390,56 +382,11 @@ async fn worker(config: &Config, only: Vec<String>, deadline: Duration) -> Resul
         )
         .into());
     }
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let mut plans = Vec::new();
-    for name in &selected {
-        let qc = config.queue_config(name);
-        let handler = qc.handler.as_ref().ok_or_else(|| {
-            Error::invalid(
-                format!("queues.{name}.handler"),
-                "this queue has no handler to run",
-            )
-        })?;
-        plans.push((
-            qc.clone(),
-            keel::handlers::processor_for(handler, name, &env)?,
-        ));
-    }
     let backend = config.backend().await?;
     if backend.kind() == BackendKind::Memory {
         warn!("MEMORY BACKEND: no Redis configured (REDIS_URL or [redis] url). Jobs live only in this process and are lost when it exits; other processes cannot see them.");
     }
-    let mut workers = Vec::new();
-    for (qc, processor) in plans {
-        let q = config.queue(&backend, &qc.name)?;
-        if let Some(r) = qc.rate_limit {
-            q.set_rate_limit(Some((r.max, Duration::from_millis(r.duration_ms))))
-                .await?;
-        }
-        for (id, (schedule, name, data)) in &qc.schedulers {
-            q.upsert_scheduler(
-                id,
-                schedule.clone(),
-                name,
-                data.clone(),
-                JobOptions::default(),
-            )
-            .await
-            .map_err(|e| rename(e, &format!("queues.{}.schedulers.{id}", qc.name)))?;
-        }
-        let w = q
-            .worker()
-            .fallback(processor)
-            .concurrency(qc.concurrency)
-            .lock_duration(qc.lock_duration)
-            .stalled_interval(qc.stalled_interval)
-            .max_stalled_count(qc.max_stalled_count)
-            .timeout(qc.timeout)
-            .dead_letter(qc.dlq)
-            .start()
-            .await?;
-        workers.push(w);
-    }
+    let workers = keel::runner::start_workers(config, &backend, &selected, None).await?;
     let heartbeat = keel::Heartbeat::start(
         &backend,
         json!({"queues": selected}),
@@ -451,10 +398,7 @@ async fn worker(config: &Config, only: Vec<String>, deadline: Duration) -> Resul
         deadline_ms = deadline.as_millis() as u64,
         "shutting down: finishing in-flight jobs"
     );
-    let closing = workers.into_iter().map(|w| w.close(deadline));
-    for r in futures::future::join_all(closing).await {
-        r?;
-    }
+    keel::runner::close_all(workers, deadline).await?;
     heartbeat.stop().await;
     info!("keel worker stopped");
     Ok(())

@@ -11,6 +11,7 @@
 mod bench;
 mod bench_toolkit;
 mod commands;
+mod server;
 mod toolkit;
 
 use std::path::PathBuf;
@@ -46,6 +47,22 @@ pub struct Cli {
 /// The commands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the owner HTTP API and the configured queues' workers until SIGTERM/SIGINT.
+    Serve {
+        /// How long in-flight jobs may take to finish at shutdown.
+        #[arg(long, default_value_t = 30_000, value_name = "MS")]
+        shutdown_timeout_ms: u64,
+    },
+    /// Apply (up) or revert (down) the records database migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Run the configured queues' workers until SIGTERM/SIGINT.
     Worker {
         /// Only these queues (comma-separated).
@@ -139,6 +156,43 @@ pub enum Command {
     Ratelimit {
         #[command(subcommand)]
         action: RateLimitAction,
+    },
+}
+
+/// `keel migrate` actions.
+#[derive(Subcommand, Debug)]
+pub enum MigrateAction {
+    /// Apply pending migrations.
+    Up,
+    /// Revert the latest migrations.
+    Down {
+        /// How many.
+        #[arg(long, default_value = "1", allow_hyphen_values = true)]
+        steps: String,
+    },
+}
+
+/// `keel token` actions.
+#[derive(Subcommand, Debug)]
+pub enum TokenAction {
+    /// Create a token; prints its secret once.
+    Create {
+        /// owner, admin or viewer.
+        #[arg(long)]
+        role: String,
+        /// Bind it to a tenant (by name; created if missing).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// A label.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token.
+    Revoke {
+        /// The token id.
+        id: String,
     },
 }
 

@@ -1,11 +1,24 @@
 //! `keel serve`: the owner HTTP API over Keel's queues and toolkit, with auth, tenants, audit
-//! and data-access logs and job-run records in PostgreSQL or SQLite.
+//! and data-access logs, job-run records in PostgreSQL or SQLite, realtime events and metrics.
 //!
 //! # Layout
+//! - [`serve`]: start-up and shutdown (workers, records, first owner token, HTTP server).
+//! - [`app`]: state, extractors, rate-limit and metrics middleware, the router.
+//! - [`owner`]: the owner API handlers; [`health`]: health routes; [`realtime`]: WebSocket.
 //! - [`store`]: [`store::RecordStore`] and its PostgreSQL/SQLite implementation, migrations.
-//! - [`auth`]: token secrets, argon2id passwords.
-//! - [`mask`]: secrets masked out of audited payloads.
+//! - [`runs`]: job-run records off the hot path; [`metrics`]: Prometheus; [`openapi`]: the document.
+//! - [`auth`]: token secrets, argon2id passwords; [`mask`]: secrets masked out of audit payloads.
+//! - [`error`]: the one error shape.
 
+pub mod app;
 pub mod auth;
+pub mod error;
+pub mod health;
 pub mod mask;
+pub mod metrics;
+pub mod openapi;
+pub mod owner;
+pub mod realtime;
+pub mod runs;
+pub mod serve;
 pub mod store;

@@ -108,6 +108,59 @@ struct RawConfig {
     toolkit: RawToolkit,
     #[serde(default)]
     ratelimit: RawRateLimit,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    runs: RawRuns,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    host: Option<String>,
+    port: Option<u16>,
+    body_limit_bytes: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    trust_proxy: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<String>,
+    max_connections: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuns {
+    record: Option<bool>,
+    buffer: Option<usize>,
+}
+
+/// `[server]`: the HTTP server of `keel serve`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Address to bind (default 127.0.0.1).
+    pub host: String,
+    /// Port (default 8080; `PORT` overrides).
+    pub port: u16,
+    /// Largest request body (default 1 MiB).
+    pub body_limit_bytes: usize,
+    /// Per-request time limit (default 30 s).
+    pub request_timeout: Duration,
+    /// Take the client IP from `X-Forwarded-For` (only behind a proxy you control).
+    pub trust_proxy: bool,
+    /// Database URL (`DATABASE_URL` overrides; default a SQLite file under `./data/`).
+    pub database_url: Option<String>,
+    /// Pool size (default 10).
+    pub db_max_connections: u32,
+    /// Record every job run (default true).
+    pub record_runs: bool,
+    /// Run records waiting to be written before new ones are dropped (default 10000).
+    pub run_buffer: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +229,7 @@ struct RawQueue {
     rate_limit: Option<RateLimitConfig>,
     #[serde(default)]
     schedulers: BTreeMap<String, RawScheduler>,
+    tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,6 +312,8 @@ pub struct QueueConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// Repeatable jobs: id → (schedule, job name, data).
     pub schedulers: BTreeMap<String, (Schedule, String, Value)>,
+    /// The tenant (by name) this queue belongs to: tenant tokens see only their queues.
+    pub tenant: Option<String>,
 }
 
 /// The whole configuration.
@@ -280,6 +336,8 @@ pub struct Config {
     /// Rate-limit policies: the seeds' defaults, overridden and extended by
     /// `[ratelimit.policies]`, then `RATE_LIMIT_MAX` / `RATE_LIMIT_WINDOW_MS` on `owner-api`.
     pub rate_policies: Vec<RatePolicy>,
+    /// `[server]`, `[database]`, `[runs]` and their environment variables.
+    pub server: ServerConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -339,6 +397,7 @@ impl Config {
             };
             ConfigError::invalid(key, e.inner().message().to_string())
         })?;
+        let server = server_config(&raw, env)?;
         let redis_url = env("REDIS_URL").or(raw.redis.url);
         if let Some(url) = &redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
@@ -404,6 +463,7 @@ impl Config {
             source: None,
             keys,
             rate_policies,
+            server,
         })
     }
 
@@ -441,6 +501,98 @@ impl Config {
     pub fn queue(&self, backend: &Backend, name: &str) -> keel_core::Result<Queue> {
         Queue::new(backend, name)?.with_defaults(self.queue_config(name).job_defaults)
     }
+}
+
+fn server_config(
+    raw: &RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServerConfig, ConfigError> {
+    let port = match env("PORT") {
+        Some(p) => p
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                ConfigError::invalid("PORT", format!("{p:?} is not a port (1-65535)"))
+            })?,
+        None => match raw.server.port {
+            Some(0) => return Err(ConfigError::invalid("server.port", "must be 1-65535")),
+            Some(p) => p,
+            None => 8080,
+        },
+    };
+    let host = raw
+        .server
+        .host
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1".into());
+    if host.parse::<std::net::IpAddr>().is_err() {
+        return Err(ConfigError::invalid(
+            "server.host",
+            format!("{host:?} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"),
+        ));
+    }
+    let body_limit_bytes = raw.server.body_limit_bytes.unwrap_or(1024 * 1024);
+    if body_limit_bytes < 1024 {
+        return Err(ConfigError::invalid(
+            "server.body_limit_bytes",
+            "must be at least 1024",
+        ));
+    }
+    let request_timeout = match raw.server.request_timeout_ms {
+        Some(0) => {
+            return Err(ConfigError::invalid(
+                "server.request_timeout_ms",
+                "must be at least 1",
+            ))
+        }
+        Some(ms) => Duration::from_millis(ms),
+        None => Duration::from_secs(30),
+    };
+    let database_url = env("DATABASE_URL").or(raw.database.url.clone());
+    if let Some(url) = &database_url {
+        let ok = ["postgres://", "postgresql://", "sqlite:"]
+            .iter()
+            .any(|p| url.starts_with(p));
+        if !ok {
+            let key = if env("DATABASE_URL").is_some() {
+                "DATABASE_URL"
+            } else {
+                "database.url"
+            };
+            return Err(ConfigError::invalid(
+                key,
+                "must start with postgres://, postgresql:// or sqlite:",
+            ));
+        }
+    }
+    let db_max_connections = match raw.database.max_connections {
+        Some(0) => {
+            return Err(ConfigError::invalid(
+                "database.max_connections",
+                "must be at least 1",
+            ))
+        }
+        Some(n) => n,
+        None => 10,
+    };
+    let run_buffer = match raw.runs.buffer {
+        Some(0) => return Err(ConfigError::invalid("runs.buffer", "must be at least 1")),
+        Some(n) => n,
+        None => 10_000,
+    };
+    Ok(ServerConfig {
+        host,
+        port,
+        body_limit_bytes,
+        request_timeout,
+        trust_proxy: raw.server.trust_proxy.unwrap_or(false),
+        database_url,
+        db_max_connections,
+        record_runs: raw.runs.record.unwrap_or(true),
+        run_buffer,
+    })
 }
 
 fn rate_policies(
@@ -552,6 +704,7 @@ fn builtin_defaults() -> QueueConfig {
         dlq: true,
         handler: None,
         rate_limit: None,
+        tenant: None,
         schedulers: BTreeMap::new(),
     }
 }
@@ -641,6 +794,11 @@ fn resolve(
             ));
         }
         q.rate_limit = Some(r);
+    }
+    if let Some(t) = &raw.tenant {
+        crate::keys::validate_name("tenant", t)
+            .map_err(|e| ConfigError::invalid(k("tenant"), e.to_string()))?;
+        q.tenant = Some(t.clone());
     }
     if let Some(h) = &raw.handler {
         if let HandlerConfig::Http {

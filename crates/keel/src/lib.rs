@@ -42,6 +42,7 @@ pub mod lock;
 pub mod pubsub;
 pub mod queue;
 pub mod ratelimit;
+pub mod runner;
 pub mod store;
 pub mod worker;
 

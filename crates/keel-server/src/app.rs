@@ -1,0 +1,420 @@
+//! The application: shared state, extractors (caller, request facts, JSON bodies), the rate
+//! limit and metrics middleware, and the router with its tower-http layers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use keel::config::Config;
+use keel::{Backend, Cache, CachePolicy, RateLimiter};
+use serde::de::DeserializeOwned;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+use crate::realtime::Realtime;
+use crate::runs::RunRecorder;
+use crate::store::{ApiToken, RecordStore, Role, Scope};
+
+/// Everything a request handler reaches. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+/// The parts of [`AppState`].
+pub struct Inner {
+    /// The queue and toolkit backend.
+    pub backend: Backend,
+    /// The configuration.
+    pub config: Config,
+    /// The records.
+    pub store: Arc<dyn RecordStore>,
+    /// The owner API rate limit (`owner-api` policy).
+    pub limiter: RateLimiter,
+    /// Response cache of owner GETs.
+    pub cache: Cache,
+    /// Queue → tenant id, for queues bound to a tenant.
+    pub queue_tenants: HashMap<String, String>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Job-run recorder.
+    pub runs: RunRecorder,
+    /// Live events.
+    pub realtime: Realtime,
+    /// Start time.
+    pub started: Instant,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(inner: Inner) -> AppState {
+        AppState {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Whether `scope` may see `queue`: every queue for an unbound token, only its own for a
+    /// tenant's.
+    pub fn can_see_queue(&self, scope: &Scope, queue: &str) -> bool {
+        match scope {
+            Scope::All => true,
+            Scope::Tenant(t) => self.queue_tenants.get(queue) == Some(t),
+        }
+    }
+
+    /// The response cache for owner GETs (namespace `owner-api`).
+    pub fn owner_cache(backend: &Backend) -> keel::Result<Cache> {
+        Ok(Cache::new(backend, "owner-api")?.with_policy(CachePolicy {
+            ttl: Duration::from_secs(10),
+            jitter: 0.0,
+            stale_for: Duration::from_secs(1),
+            ..CachePolicy::default()
+        }))
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token.
+    pub token: ApiToken,
+    /// What it may read.
+    pub scope: Scope,
+}
+
+impl Caller {
+    /// `token:<id>`.
+    pub fn actor(&self) -> String {
+        format!("token:{}", self.token.id)
+    }
+
+    /// Fails 403 unless the caller has at least `role`.
+    pub fn require(&self, role: Role) -> ApiResult<()> {
+        if self.token.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this needs the {} role; the token has {}",
+                role.as_str(),
+                self.token.role.as_str()
+            )))
+        }
+    }
+
+    /// The tenant id, if bound.
+    pub fn tenant(&self) -> Option<String> {
+        self.token.tenant_id.clone()
+    }
+}
+
+/// Reads `Authorization: Bearer <secret>`.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, secret) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
+        if let Some(c) = parts.extensions.get::<Caller>() {
+            return Ok(c.clone());
+        }
+        let secret = bearer(parts).ok_or_else(|| {
+            ApiError::unauthorized("send Authorization: Bearer <token> (keel token create)")
+        })?;
+        let token = state
+            .store
+            .authenticate(secret)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the token is unknown or revoked"))?;
+        let scope = match &token.tenant_id {
+            Some(t) => Scope::Tenant(t.clone()),
+            None => Scope::All,
+        };
+        let caller = Caller { token, scope };
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
+    }
+}
+
+/// Facts about the request for the logs.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// Client IP.
+    pub ip: String,
+    /// User agent.
+    pub user_agent: Option<String>,
+}
+
+/// The client IP: the socket peer, or the first `X-Forwarded-For` hop when trusted.
+pub fn client_ip(parts: &Parts, trust_proxy: bool) -> String {
+    if trust_proxy {
+        if let Some(ip) = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            return ip.to_string();
+        }
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl FromRequestParts<AppState> for Meta {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Meta> {
+        Ok(Meta {
+            ip: client_ip(parts, state.config.server.trust_proxy),
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(512).collect()),
+        })
+    }
+}
+
+/// A JSON body, with errors in the API's shape: 400 `malformed-json` naming the field path, 413
+/// when over the body limit, 415 without a JSON content type.
+pub struct JsonBody<T>(pub T, pub serde_json::Value);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> ApiResult<JsonBody<T>> {
+        let json_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    format!(
+                        "the body is over the limit of {} bytes",
+                        state.config.server.body_limit_bytes
+                    ),
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed-body", e.body_text())
+            }
+        })?;
+        if !json_type {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "send the body as Content-Type: application/json",
+            ));
+        }
+        let raw: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| ApiError {
+            field: None,
+            ..ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                format!("the body is not valid JSON: {e}"),
+            )
+        })?;
+        let value = serde_path_to_error::deserialize(raw.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            ApiError {
+                field: Some(if path == "." { "body".into() } else { path }),
+                ..ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-input",
+                    e.inner().to_string(),
+                )
+            }
+        })?;
+        Ok(JsonBody(value, raw))
+    }
+}
+
+/// Rate limit of `/api/owner/*`: the `owner-api` policy per client IP, headers on every
+/// response, 429 with `Retry-After`; fails open when Redis is down (the policy's setting).
+async fn owner_rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let ip = client_ip(&parts, state.config.server.trust_proxy);
+    let req = Request::from_parts(parts, body);
+    let decision = match state.limiter.check("owner-api", &ip).await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(error = %e, "owner-api rate limit check failed; admitting");
+            None
+        }
+    };
+    let mut resp = match &decision {
+        Some(d) if !d.allowed => {
+            state.metrics.rate_limited("owner-api");
+            ApiError {
+                retry_after: d.retry_after.map(|r| r.as_millis().div_ceil(1000) as u64),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate-limited",
+                    format!(
+                        "over {} requests per {} s from this address",
+                        d.limit, d.window_s
+                    ),
+                )
+            }
+            .into_response()
+        }
+        _ => next.run(req).await,
+    };
+    if let Some(d) = decision {
+        for (name, value) in d.headers().into_iter().chain(d.ietf_headers()) {
+            if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::from_str(&value)) {
+                resp.headers_mut().insert(n, v);
+            }
+        }
+    }
+    resp
+}
+
+/// Counts requests by matched route, method and status.
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .http_request(&route, method.as_str(), resp.status().as_u16());
+    resp
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        format!("no route {method} {}", uri.path()),
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the server failed on this request; it was logged",
+    )
+    .into_response()
+}
+
+/// The whole router with its layers.
+pub fn router(state: AppState) -> Router {
+    use crate::{health, owner};
+    let owner_routes = Router::new()
+        .route("/api/owner/queues", get(owner::list_queues))
+        .route("/api/owner/queues/{queue}/stats", get(owner::queue_stats))
+        .route(
+            "/api/owner/queues/{queue}/jobs",
+            get(owner::list_jobs).post(owner::enqueue),
+        )
+        .route(
+            "/api/owner/queues/{queue}/jobs/{id}",
+            get(owner::get_job).delete(owner::remove_job),
+        )
+        .route(
+            "/api/owner/queues/{queue}/jobs/{id}/retry",
+            post(owner::retry_job),
+        )
+        .route("/api/owner/queues/{queue}/pause", post(owner::pause))
+        .route("/api/owner/queues/{queue}/resume", post(owner::resume))
+        .route("/api/owner/queues/{queue}/dlq", get(owner::list_dlq))
+        .route(
+            "/api/owner/queues/{queue}/dlq/replay",
+            post(owner::replay_all),
+        )
+        .route(
+            "/api/owner/queues/{queue}/dlq/{id}/replay",
+            post(owner::replay_one),
+        )
+        .route(
+            "/api/owner/queues/{queue}/dlq/{id}",
+            delete(owner::remove_dlq),
+        )
+        .route("/api/owner/logs/audit", get(owner::audit_log))
+        .route("/api/owner/logs/access", get(owner::access_log))
+        .route("/api/owner/runs", get(owner::list_runs))
+        .route("/api/owner/runs/{id}", get(owner::get_run))
+        .route(
+            "/api/owner/tokens",
+            get(owner::list_tokens).post(owner::create_token),
+        )
+        .route("/api/owner/tokens/{id}", delete(owner::revoke_token))
+        .route("/api/owner/realtime", get(crate::realtime::socket))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            owner_rate_limit,
+        ));
+    let body_limit = state.config.server.body_limit_bytes;
+    let timeout = state.config.server.request_timeout;
+    Router::new()
+        .route("/api/health", get(health::health))
+        .route("/api/health/live", get(health::live))
+        .route("/api/health/ready", get(health::ready))
+        .route("/api/health/redis", get(health::redis))
+        .route("/api/admin/redis/metrics", get(health::redis_metrics))
+        .route("/metrics", get(crate::metrics::scrape))
+        .route("/api/openapi.json", get(crate::openapi::document))
+        .merge(owner_routes)
+        .fallback(not_found)
+        .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                format!("{method} is not allowed on {}", uri.path()),
+            )
+        })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(CompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}

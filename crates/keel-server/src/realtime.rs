@@ -1,0 +1,205 @@
+//! Realtime: `GET /api/owner/realtime` (WebSocket, token in `Authorization` or `?token=`).
+//!
+//! On connect the client gets `{"type":"snapshot","queues":[…]}`; then events:
+//! `job_status` (each attempt finished by any `keel serve` worker), `queue_stats` and
+//! `dlq_stats` (at most once per second per queue, after anything changed it). Events travel
+//! through pub/sub on the backend (Redis, or the memory bus), so every instance sees every
+//! instance's events. Each connection reads from a bounded buffer: a client that falls 256
+//! events behind is disconnected (close code 1008) instead of growing memory.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use keel::config::Config;
+use keel::{Backend, Events};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::store::{NewRun, Role, Scope};
+
+const CONNECTION_BUFFER: usize = 256;
+
+/// The realtime hub of this instance. Cheap to clone.
+#[derive(Clone)]
+pub struct Realtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    out: mpsc::Sender<Value>,
+    local: broadcast::Sender<Arc<Value>>,
+    pending: Mutex<BTreeSet<String>>,
+}
+
+impl Realtime {
+    /// Starts the publisher, the subscriber and the once-a-second stats task.
+    pub async fn start(
+        backend: &Backend,
+        config: &Config,
+    ) -> keel::Result<(Realtime, Vec<JoinHandle<()>>)> {
+        let events = Events::new(backend);
+        let channel = format!(
+            "{}:{}:realtime",
+            backend.keys().prefix(),
+            backend.keys().env()
+        );
+        let (out, mut out_rx) = mpsc::channel::<Value>(10_000);
+        let (local, _) = broadcast::channel(CONNECTION_BUFFER);
+        let rt = Realtime {
+            inner: Arc::new(Inner {
+                out,
+                local: local.clone(),
+                pending: Mutex::new(BTreeSet::new()),
+            }),
+        };
+        let mut tasks = Vec::new();
+        let mut sub = events.subscribe(&[&channel], &[]).await?;
+        tasks.push(tokio::spawn(async move {
+            while let Some(e) = sub.next().await {
+                let _ = local.send(Arc::new(e.data));
+            }
+        }));
+        let (ev, ch) = (events.clone(), channel.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(v) = out_rx.recv().await {
+                if let Err(e) = ev.publish(&ch, &v).await {
+                    tracing::debug!(error = %e, "realtime event not published");
+                }
+            }
+        }));
+        let (rt2, backend, config) = (rt.clone(), backend.clone(), config.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let queues: Vec<String> = {
+                    let mut p = rt2.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    std::mem::take(&mut *p).into_iter().collect()
+                };
+                for name in queues {
+                    let Ok(q) = config.queue(&backend, &name) else {
+                        continue;
+                    };
+                    if let Ok(c) = q.counts().await {
+                        rt2.send(json!({"type": "queue_stats", "queue": name, "stats": c}));
+                    }
+                    if let Ok(n) = q.dlq().count().await {
+                        rt2.send(json!({"type": "dlq_stats", "queue": name, "count": n}));
+                    }
+                }
+            }
+        }));
+        Ok((rt, tasks))
+    }
+
+    fn send(&self, v: Value) {
+        let _ = self.inner.out.try_send(v);
+    }
+
+    /// Something changed in `queue`: its stats go out within a second.
+    pub fn queue_changed(&self, queue: &str) {
+        let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.insert(queue.to_string());
+    }
+
+    /// An attempt finished.
+    pub fn job_status(&self, run: &NewRun) {
+        self.send(json!({
+            "type": "job_status", "queue": run.queue, "job_id": run.job_id, "name": run.name,
+            "status": run.status, "attempt": run.attempt, "error": run.error,
+        }));
+        self.queue_changed(&run.queue);
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Value>> {
+        self.inner.local.subscribe()
+    }
+}
+
+/// `GET /api/owner/realtime`.
+pub async fn socket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let secret = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_string())
+        .or_else(|| q.get("token").cloned());
+    let Some(secret) = secret else {
+        return ApiError::unauthorized("send Authorization: Bearer <token> or ?token=")
+            .into_response();
+    };
+    let token = match state.store.authenticate(&secret).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return ApiError::unauthorized("the token is unknown or revoked").into_response()
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if token.role < Role::Viewer {
+        return ApiError::forbidden("needs the viewer role").into_response();
+    }
+    let scope = match token.tenant_id {
+        Some(t) => Scope::Tenant(t),
+        None => Scope::All,
+    };
+    ws.on_upgrade(move |socket| serve_socket(state, scope, socket))
+}
+
+async fn serve_socket(state: AppState, scope: Scope, mut socket: WebSocket) {
+    let mut rx = state.realtime.subscribe();
+    let snapshot = match crate::owner::all_stats(&state, &scope).await {
+        Ok(v) => json!({"type": "snapshot", "queues": v}),
+        Err(e) => json!({"type": "error", "message": e.message}),
+    };
+    if socket
+        .send(Message::Text(snapshot.to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Ok(v) => {
+                    let visible = v.get("queue").and_then(|q| q.as_str()).is_none_or(|q| state.can_see_queue(&scope, q));
+                    if !visible {
+                        continue;
+                    }
+                    let send = socket.send(Message::Text(v.to_string().into()));
+                    match tokio::time::timeout(Duration::from_secs(5), send).await {
+                        Ok(Ok(())) => {}
+                        _ => return,
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::info!(skipped = n, "realtime client too slow; disconnecting");
+                    let _ = socket
+                        .send(Message::Close(Some(CloseFrame { code: 1008, reason: "too slow: reconnect".into() })))
+                        .await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

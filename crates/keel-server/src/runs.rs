@@ -1,0 +1,236 @@
+//! Job-run records off the hot path: each finished attempt is handed to a bounded buffer
+//! (`try_send`, never waiting), and one task writes batches (up to 500 rows or every 200 ms) in
+//! one transaction. When the buffer is full the record is dropped and counted
+//! (`keel_run_records_dropped_total`), so a slow database never slows the queue.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel::config::QueueConfig;
+use keel::{JobContext, Processor};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::metrics::Metrics;
+use crate::realtime::Realtime;
+use crate::store::{NewRun, RecordStore};
+
+const BATCH: usize = 500;
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// Counts of the recorder.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RunStats {
+    /// Whether runs are recorded.
+    pub enabled: bool,
+    /// Waiting in the buffer.
+    pub buffered: usize,
+    /// Dropped because the buffer was full.
+    pub dropped: u64,
+    /// Written.
+    pub written: u64,
+    /// Lost to database errors.
+    pub failed_writes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    dropped: AtomicU64,
+    written: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Hands run records to the writer task. Cheap to clone.
+#[derive(Clone)]
+pub struct RunRecorder {
+    tx: Option<mpsc::Sender<NewRun>>,
+    capacity: usize,
+    counters: Arc<Counters>,
+}
+
+impl RunRecorder {
+    /// Records nothing.
+    pub fn disabled() -> RunRecorder {
+        RunRecorder {
+            tx: None,
+            capacity: 0,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Starts the writer with a buffer of `capacity` records.
+    pub fn start(store: Arc<dyn RecordStore>, capacity: usize) -> (RunRecorder, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<NewRun>(capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let task = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            loop {
+                let first = rx.recv().await;
+                let Some(first) = first else { break };
+                batch.push(first);
+                let deadline = Instant::now() + FLUSH_EVERY;
+                while batch.len() < BATCH {
+                    match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+                        Ok(Some(r)) => batch.push(r),
+                        _ => break,
+                    }
+                }
+                write(&*store, &mut batch, &c).await;
+            }
+            // The sender is gone: write what is left.
+            write(&*store, &mut batch, &c).await;
+        });
+        (
+            RunRecorder {
+                tx: Some(tx),
+                capacity,
+                counters,
+            },
+            task,
+        )
+    }
+
+    /// Hands one record over; drops it (counted) when the buffer is full.
+    pub fn record(&self, run: NewRun) {
+        if let Some(tx) = &self.tx {
+            if tx.try_send(run).is_err() {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Figures for health and metrics.
+    pub fn stats(&self) -> RunStats {
+        RunStats {
+            enabled: self.tx.is_some(),
+            buffered: self
+                .tx
+                .as_ref()
+                .map(|t| self.capacity - t.capacity())
+                .unwrap_or(0),
+            dropped: self.counters.dropped.load(Ordering::Relaxed),
+            written: self.counters.written.load(Ordering::Relaxed),
+            failed_writes: self.counters.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Wraps a queue's processor: each attempt becomes a run record, a metric and a
+    /// `job_status` event.
+    pub fn wrap(
+        &self,
+        qc: &QueueConfig,
+        tenant_id: Option<String>,
+        worker: String,
+        metrics: Metrics,
+        realtime: Realtime,
+        inner: Processor,
+    ) -> Processor {
+        let recorder = self.clone();
+        let queue = qc.name.clone();
+        Arc::new(move |ctx: JobContext| {
+            let job = ctx.job.clone();
+            let started_ms = keel::now_ms() as i64;
+            let started = Instant::now();
+            let fut = inner(ctx);
+            let guard = Finish {
+                recorder: recorder.clone(),
+                metrics: metrics.clone(),
+                realtime: realtime.clone(),
+                run: Some(NewRun {
+                    tenant_id: tenant_id.clone(),
+                    queue: queue.clone(),
+                    job_id: job.id.clone(),
+                    name: job.name.clone(),
+                    attempt: job.attempts_made as i64 + 1,
+                    status: String::new(),
+                    started_at: started_ms,
+                    finished_at: started_ms,
+                    error: None,
+                    worker: worker.clone(),
+                    trace_id: job
+                        .data
+                        .get("traceId")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string)
+                        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+                }),
+                started,
+            };
+            Box::pin(async move {
+                let mut guard = guard;
+                let result = fut.await;
+                match &result {
+                    Ok(_) => guard.finish("completed", None),
+                    Err(e) => {
+                        let status = if e.is_final_for(&job) {
+                            "dead"
+                        } else {
+                            "failed"
+                        };
+                        guard.finish(status, Some(e.to_string()));
+                    }
+                }
+                result
+            })
+        })
+    }
+}
+
+/// Records the run when the attempt ends — also when its future is dropped (timeout, shutdown).
+struct Finish {
+    recorder: RunRecorder,
+    metrics: Metrics,
+    realtime: Realtime,
+    run: Option<NewRun>,
+    started: Instant,
+}
+
+impl Finish {
+    fn finish(&mut self, status: &str, error: Option<String>) {
+        let Some(mut run) = self.run.take() else {
+            return;
+        };
+        run.status = status.to_string();
+        run.error = error;
+        run.finished_at = keel::now_ms() as i64;
+        self.metrics.job_finished(
+            &run.queue,
+            status == "completed",
+            self.started.elapsed().as_secs_f64(),
+        );
+        self.realtime.job_status(&run);
+        self.recorder.record(run);
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if self.run.is_some() {
+            self.finish("failed", Some("cancelled: timed out or shut down".into()));
+        }
+    }
+}
+
+async fn write(store: &dyn RecordStore, batch: &mut Vec<NewRun>, c: &Counters) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut result = store.insert_runs(batch).await;
+    if result.is_err() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        result = store.insert_runs(batch).await;
+    }
+    match result {
+        Ok(()) => {
+            c.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, rows = batch.len(), "job run records lost");
+            c.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+    }
+    batch.clear();
+}

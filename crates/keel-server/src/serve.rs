@@ -1,0 +1,218 @@
+//! Start-up and shutdown of `keel serve`.
+//!
+//! Order: backend (Redis or memory, said loudly) → records store (DATABASE_URL or a SQLite file
+//! under `./data/`) and its migrations → tenants of the configured queues → first owner token
+//! (printed once, stored hashed) → realtime hub → run recorder → workers of every configured
+//! queue with a handler → HTTP. On SIGTERM/SIGINT: stop taking requests, let in-flight requests
+//! finish, close the workers (in-flight jobs finish within the deadline), flush run records.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel::config::Config;
+use keel::{Backend, BackendKind, Error, Heartbeat, Result, Worker};
+use tokio::task::JoinHandle;
+
+use crate::app::{AppState, Inner};
+use crate::metrics::Metrics;
+use crate::realtime::Realtime;
+use crate::runs::RunRecorder;
+use crate::store::{PoolSettings, RecordStore, Role, SqlStore};
+
+/// The default records database when `DATABASE_URL` is unset.
+pub const DEFAULT_DATABASE: &str = "sqlite:./data/keel.db";
+
+/// A prepared server: state plus what must be shut down.
+pub struct Server {
+    /// The application state.
+    pub state: AppState,
+    workers: Vec<Worker>,
+    tasks: Vec<JoinHandle<()>>,
+    runs_task: Option<JoinHandle<()>>,
+    heartbeat: Option<Heartbeat>,
+}
+
+/// Opens the records database of `config` (creating `./data/` for the default SQLite file).
+pub async fn open_store(config: &Config) -> Result<Arc<SqlStore>> {
+    let url = config
+        .server
+        .database_url
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let path = path
+            .split('?')
+            .next()
+            .unwrap_or(path)
+            .trim_start_matches("//");
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::invalid(
+                        "DATABASE_URL",
+                        format!("cannot create {}: {e}", dir.display()),
+                    )
+                })?;
+            }
+        }
+    }
+    let settings = PoolSettings {
+        max_connections: config.server.db_max_connections,
+        ..PoolSettings::default()
+    };
+    Ok(Arc::new(SqlStore::connect(&url, &settings).await?))
+}
+
+/// Creates the first owner token if there is no live one; returns its secret.
+pub async fn first_owner_token(store: &dyn RecordStore) -> Result<Option<String>> {
+    if store.count_owner_tokens().await? > 0 {
+        return Ok(None);
+    }
+    let (_, secret) = store.create_token("first owner", Role::Owner, None).await?;
+    Ok(Some(secret))
+}
+
+/// Builds the state and starts workers (when `workers`), realtime and the run recorder.
+pub async fn prepare(
+    config: &Config,
+    backend: Backend,
+    store: Arc<dyn RecordStore>,
+    workers: bool,
+) -> Result<Server> {
+    store.migrate_up().await?;
+    let mut queue_tenants = HashMap::new();
+    for (name, qc) in &config.queues {
+        if let Some(t) = &qc.tenant {
+            let tenant = match store.tenant_by_name(t).await? {
+                Some(t) => t,
+                None => match store.create_tenant(t).await {
+                    Ok(t) => t,
+                    // Another instance created it meanwhile.
+                    Err(Error::Conflict(_)) => store
+                        .tenant_by_name(t)
+                        .await?
+                        .ok_or_else(|| Error::Backend(format!("tenant {t} vanished")))?,
+                    Err(e) => return Err(e),
+                },
+            };
+            queue_tenants.insert(name.clone(), tenant.id);
+        }
+    }
+    let limiter = config.rate_limiter(&backend)?;
+    let cache = AppState::owner_cache(&backend)?;
+    let metrics = Metrics::new();
+    let (realtime, mut tasks) = Realtime::start(&backend, config).await?;
+    let (runs, runs_task) = if config.server.record_runs {
+        let (r, t) = RunRecorder::start(store.clone(), config.server.run_buffer);
+        (r, Some(t))
+    } else {
+        (RunRecorder::disabled(), None)
+    };
+    let mut started = Vec::new();
+    let mut heartbeat = None;
+    if workers {
+        let names = keel::runner::select(config, &[], "queues")?;
+        let worker_id = format!(
+            "keel-serve-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let wrap = |qc: &keel::config::QueueConfig, p: keel::Processor| {
+            runs.wrap(
+                qc,
+                queue_tenants.get(&qc.name).cloned(),
+                worker_id.clone(),
+                metrics.clone(),
+                realtime.clone(),
+                p,
+            )
+        };
+        started = keel::runner::start_workers(config, &backend, &names, Some(&wrap)).await?;
+        heartbeat = Some(Heartbeat::start(
+            &backend,
+            serde_json::json!({"queues": names, "server": true}),
+            Duration::from_secs(10),
+        ));
+    }
+    tasks.shrink_to_fit();
+    let state = AppState::new(Inner {
+        backend,
+        config: config.clone(),
+        store,
+        limiter,
+        cache,
+        queue_tenants,
+        metrics,
+        runs,
+        realtime,
+        started: Instant::now(),
+    });
+    Ok(Server {
+        state,
+        workers: started,
+        tasks,
+        runs_task,
+        heartbeat,
+    })
+}
+
+impl Server {
+    /// Closes workers (in-flight jobs finish within `deadline`), flushes run records, stops
+    /// background tasks.
+    pub async fn shutdown(self, deadline: Duration) -> Result<()> {
+        let Server {
+            state,
+            workers,
+            tasks,
+            runs_task,
+            heartbeat,
+        } = self;
+        keel::runner::close_all(workers, deadline).await?;
+        if let Some(h) = heartbeat {
+            h.stop().await;
+        }
+        for t in tasks {
+            t.abort();
+        }
+        drop(state);
+        if let Some(t) = runs_task {
+            // The recorder's senders live in the state and the worker wrappers, both gone now.
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        Ok(())
+    }
+}
+
+/// `keel serve`: runs until SIGTERM/SIGINT.
+pub async fn run(config: Config, shutdown_deadline: Duration) -> Result<()> {
+    let backend = config.backend().await?;
+    if backend.kind() == BackendKind::Memory {
+        tracing::warn!("MEMORY BACKEND: no Redis configured (REDIS_URL or [redis] url). Queues and toolkit state live only in this process and are lost when it exits.");
+    }
+    let store = open_store(&config).await?;
+    store.migrate_up().await?;
+    if let Some(secret) = first_owner_token(&*store).await? {
+        println!("Owner token (shown once; stored only as a hash):\n\n    {secret}\n\nUse it as: Authorization: Bearer <token>");
+    }
+    let addr: SocketAddr = format!("{}:{}", config.server.host, config.server.port)
+        .parse()
+        .map_err(|_| Error::invalid("server.host", "not an address"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::invalid("PORT", format!("cannot listen on {addr}: {e}")))?;
+    let server = prepare(&config, backend, store, true).await?;
+    let app = crate::app::router(server.state.clone());
+    tracing::info!(%addr, database = server.state.store.database(), "keel serve listening");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(keel::shutdown_signal())
+    .await
+    .map_err(|e| Error::Backend(format!("HTTP server: {e}")))?;
+    tracing::info!("shutting down: finishing in-flight jobs");
+    server.shutdown(shutdown_deadline).await?;
+    tracing::info!("keel serve stopped");
+    Ok(())
+}
