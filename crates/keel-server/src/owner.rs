@@ -179,14 +179,24 @@ fn serde_urlencoded_de<T: DeserializeOwned>(q: &str) -> ApiResult<T> {
     .map(|Query(v)| v)
     .map_err(|e| {
         let text = e.body_text();
-        // serde_urlencoded names the field in its message ("... field `limit`").
-        let field = text
-            .split('`')
-            .nth(1)
-            .map(str::to_string)
-            .unwrap_or_else(|| "query".into());
-        ApiError::invalid(&field, text)
+        ApiError::invalid(&query_field(&text), text)
     })
+}
+
+/// The parameter a query-string error is about: `…query string: limit: invalid digit…` or
+/// `…unknown field `bogus`…`.
+fn query_field(text: &str) -> String {
+    if let Some(rest) = text.split("query string: ").nth(1) {
+        if let Some((head, _)) = rest.split_once(':') {
+            if !head.is_empty() && head.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return head.to_string();
+            }
+        }
+    }
+    text.split('`')
+        .nth(1)
+        .map(str::to_string)
+        .unwrap_or_else(|| "query".into())
 }
 
 /// The queue `name`, if the caller may see it and it exists (configured or on the backend).

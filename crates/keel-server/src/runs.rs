@@ -48,6 +48,7 @@ pub struct RunRecorder {
     tx: Option<mpsc::Sender<NewRun>>,
     capacity: usize,
     counters: Arc<Counters>,
+    stop: Arc<tokio::sync::Notify>,
 }
 
 impl RunRecorder {
@@ -57,6 +58,7 @@ impl RunRecorder {
             tx: None,
             capacity: 0,
             counters: Arc::default(),
+            stop: Arc::default(),
         }
     }
 
@@ -65,10 +67,24 @@ impl RunRecorder {
         let (tx, mut rx) = mpsc::channel::<NewRun>(capacity.max(1));
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = stop.clone();
         let task = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             loop {
-                let first = rx.recv().await;
+                let first = tokio::select! {
+                    r = rx.recv() => r,
+                    _ = stopped.notified() => {
+                        // Shutdown: write everything already handed over, then end.
+                        while let Ok(r) = rx.try_recv() {
+                            batch.push(r);
+                            if batch.len() == BATCH {
+                                write(&*store, &mut batch, &c).await;
+                            }
+                        }
+                        break;
+                    }
+                };
                 let Some(first) = first else { break };
                 batch.push(first);
                 let deadline = Instant::now() + FLUSH_EVERY;
@@ -88,6 +104,7 @@ impl RunRecorder {
                 tx: Some(tx),
                 capacity,
                 counters,
+                stop,
             },
             task,
         )
@@ -100,6 +117,11 @@ impl RunRecorder {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Asks the writer to write what it holds and end (at shutdown, after the workers closed).
+    pub fn stop(&self) {
+        self.stop.notify_one();
     }
 
     /// Figures for health and metrics.

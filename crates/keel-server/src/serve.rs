@@ -175,9 +175,8 @@ impl Server {
         for t in tasks {
             t.abort();
         }
-        drop(state);
+        state.runs.stop();
         if let Some(t) = runs_task {
-            // The recorder's senders live in the state and the worker wrappers, both gone now.
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
         Ok(())

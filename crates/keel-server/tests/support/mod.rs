@@ -1,0 +1,314 @@
+//! Shared by the server's test binaries: fresh databases, a running app, HTTP helpers.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use keel::config::Config;
+use keel::Backend;
+use keel_server::app::AppState;
+use keel_server::serve::Server;
+use keel_server::store::{PoolSettings, RecordStore, Role, SqlStore};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// A store on a database no other test uses; dropped (PostgreSQL) or deleted (SQLite) after.
+pub struct TestDb {
+    pub store: Arc<SqlStore>,
+    cleanup: Option<(String, String)>,
+    _dir: Option<tempfile_dir::Dir>,
+}
+
+mod tempfile_dir {
+    /// A directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var("KEEL_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub async fn postgres() -> TestDb {
+    let name = format!("keel_t_{}", uuid::Uuid::new_v4().simple());
+    let admin = SqlStore::connect(&admin_url(), &PoolSettings::default())
+        .await
+        .expect("PostgreSQL must be running (see README)");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    let base = admin_url();
+    let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+    let store = SqlStore::connect(&url, &PoolSettings::default())
+        .await
+        .unwrap();
+    TestDb {
+        store: Arc::new(store),
+        cleanup: Some((base, name)),
+        _dir: None,
+    }
+}
+
+pub async fn sqlite() -> TestDb {
+    let dir = std::env::temp_dir().join(format!("keel-t-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite:{}", dir.join("records.db").display());
+    let store = SqlStore::connect(&url, &PoolSettings::default())
+        .await
+        .unwrap();
+    TestDb {
+        store: Arc::new(store),
+        cleanup: None,
+        _dir: Some(tempfile_dir::Dir(dir)),
+    }
+}
+
+impl TestDb {
+    pub async fn close(self) {
+        self.store.pool().close().await;
+        if let Some((base, name)) = &self.cleanup {
+            if let Ok(admin) = SqlStore::connect(base, &PoolSettings::default()).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(admin.pool())
+                    .await;
+            }
+        }
+    }
+}
+
+/// Which records database an app uses.
+pub enum Db {
+    /// A fresh SQLite file.
+    Sqlite,
+    /// A fresh PostgreSQL database.
+    Postgres,
+}
+
+/// A toolkit key space no other test uses.
+pub fn unique_keys() -> keel::Keys {
+    keel::Keys::new(&format!("ks-{}", uuid::Uuid::new_v4().simple()), "test").unwrap()
+}
+
+/// A Redis backend with unique queue and toolkit prefixes.
+pub async fn redis() -> Backend {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    Backend::redis(keel::backend::RedisSettings {
+        url,
+        prefix: format!("ks-{}", uuid::Uuid::new_v4().simple()),
+        command_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("Redis must be running (see README)")
+    .with_keys(unique_keys())
+}
+
+/// Polls until `check` gives a value (10 s at most).
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A prepared server (no workers of its own) with tokens of every role.
+pub struct App {
+    server: Option<Server>,
+    router: Router,
+    db: Option<TestDb>,
+    /// Owner token.
+    pub owner: String,
+    /// Admin token.
+    pub admin: String,
+    /// Viewer token.
+    pub viewer: String,
+    /// Admin token of tenant `acme`.
+    pub acme: String,
+}
+
+impl App {
+    /// Starts an app on `config` (TOML), `backend` and a fresh database.
+    pub async fn start(config: &str, backend: Backend, db: Db) -> App {
+        let config = Config::parse(config, &|_| None).unwrap();
+        let test_db = match db {
+            Db::Sqlite => sqlite().await,
+            Db::Postgres => postgres().await,
+        };
+        let store: Arc<dyn RecordStore> = test_db.store.clone();
+        let server = keel_server::serve::prepare(&config, backend, store.clone(), false)
+            .await
+            .unwrap();
+        let token = |role| {
+            let store = store.clone();
+            async move { store.create_token("test", role, None).await.unwrap().1 }
+        };
+        let (owner, admin, viewer) = (
+            token(Role::Owner).await,
+            token(Role::Admin).await,
+            token(Role::Viewer).await,
+        );
+        let acme_id = store.tenant_by_name("acme").await.unwrap().map(|t| t.id);
+        let acme = store
+            .create_token("acme", Role::Admin, acme_id.as_deref())
+            .await
+            .unwrap()
+            .1;
+        let router = keel_server::app::router(server.state.clone());
+        App {
+            server: Some(server),
+            router,
+            db: Some(test_db),
+            owner,
+            admin,
+            viewer,
+            acme,
+        }
+    }
+
+    /// The state.
+    pub fn state(&self) -> &AppState {
+        &self.server.as_ref().unwrap().state
+    }
+
+    /// One request: status, headers, body bytes.
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, HashMap<String, String>, Vec<u8>) {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        (status, headers, body)
+    }
+
+    /// A request with an optional JSON body.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, HashMap<String, String>, Value) {
+        let mut b = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(v) => b
+                .header("content-type", "application/json")
+                .body(Body::from(v.to_string())),
+            None => b.body(Body::empty()),
+        }
+        .unwrap();
+        let (s, h, bytes) = self.send(req).await;
+        (s, h, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// A request: status and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (s, _, v) = self.raw(method, path, token, body).await;
+        (s, v)
+    }
+
+    /// A request with a literal body and content type.
+    pub async fn raw_body(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: &str,
+        content_type: &str,
+    ) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", content_type)
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let (s, _, bytes) = self.send(req).await;
+        (s, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// GET as JSON.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    /// GET with its headers.
+    pub async fn get_with_headers(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> (HashMap<String, String>, Value) {
+        let (_, h, v) = self.raw(Method::GET, path, Some(token), None).await;
+        (h, v)
+    }
+
+    /// GET as text.
+    pub async fn raw_text(&self, path: &str) -> (StatusCode, HashMap<String, String>, String) {
+        let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let (s, h, b) = self.send(req).await;
+        (s, h, String::from_utf8(b).unwrap())
+    }
+
+    /// Serves the app on a loopback socket; returns its address.
+    pub async fn serve_socket(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = self.router.clone();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .ok();
+        });
+        addr
+    }
+
+    /// Shuts the server down and drops the database.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown(Duration::from_secs(5)).await.unwrap();
+        }
+        if let Some(db) = self.db.take() {
+            db.close().await;
+        }
+    }
+}
