@@ -12,6 +12,9 @@ use keel_server::openapi::ROUTES;
 use serde_json::{json, Value};
 use support::{App, Db};
 
+/// A bad-input case: body, path, status, code, field.
+type Case<'a> = (&'a str, &'a str, StatusCode, &'a str, Option<&'a str>);
+
 const CONFIG: &str = r#"
 [ratelimit.policies.owner-api]
 limit = 100000
@@ -635,7 +638,7 @@ async fn owner_routes_are_rate_limited_per_ip_with_headers() {
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let app = memory_app().await;
     let jobs = "/api/owner/queues/mail/jobs";
-    let cases: Vec<(Option<&str>, &str, StatusCode, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Some("{not json"),
             jobs,
