@@ -712,13 +712,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     ];
     for (body, path, status, code, field) in cases {
         let (s, v) = app
-            .raw_body(
-                Method::POST,
-                path,
-                &app.admin,
-                body.unwrap(),
-                "application/json",
-            )
+            .raw_body(Method::POST, path, &app.admin, body, "application/json")
             .await;
         assert_eq!(
             (s, v["error"]["code"].as_str()),
