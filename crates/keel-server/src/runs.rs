@@ -62,8 +62,13 @@ impl RunRecorder {
         }
     }
 
-    /// Starts the writer with a buffer of `capacity` records.
-    pub fn start(store: Arc<dyn RecordStore>, capacity: usize) -> (RunRecorder, JoinHandle<()>) {
+    /// Starts the writer with a buffer of `capacity` records; after each batch it invalidates
+    /// the `runs` tag of `cache` (the owner API's cached run lists).
+    pub fn start(
+        store: Arc<dyn RecordStore>,
+        capacity: usize,
+        cache: Option<keel::Cache>,
+    ) -> (RunRecorder, JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<NewRun>(capacity.max(1));
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
@@ -79,7 +84,7 @@ impl RunRecorder {
                         while let Ok(r) = rx.try_recv() {
                             batch.push(r);
                             if batch.len() == BATCH {
-                                write(&*store, &mut batch, &c).await;
+                                write(&*store, &mut batch, &c, cache.as_ref()).await;
                             }
                         }
                         break;
@@ -94,10 +99,10 @@ impl RunRecorder {
                         _ => break,
                     }
                 }
-                write(&*store, &mut batch, &c).await;
+                write(&*store, &mut batch, &c, cache.as_ref()).await;
             }
-            // The sender is gone: write what is left.
-            write(&*store, &mut batch, &c).await;
+            // Stopped or the senders are gone: write what is left.
+            write(&*store, &mut batch, &c, cache.as_ref()).await;
         });
         (
             RunRecorder {
@@ -236,7 +241,12 @@ impl Drop for Finish {
     }
 }
 
-async fn write(store: &dyn RecordStore, batch: &mut Vec<NewRun>, c: &Counters) {
+async fn write(
+    store: &dyn RecordStore,
+    batch: &mut Vec<NewRun>,
+    c: &Counters,
+    cache: Option<&keel::Cache>,
+) {
     if batch.is_empty() {
         return;
     }
@@ -248,6 +258,9 @@ async fn write(store: &dyn RecordStore, batch: &mut Vec<NewRun>, c: &Counters) {
     match result {
         Ok(()) => {
             c.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            if let Some(cache) = cache {
+                let _ = cache.invalidate_tags(&["runs"]).await;
+            }
         }
         Err(e) => {
             tracing::error!(error = %e, rows = batch.len(), "job run records lost");

@@ -105,7 +105,8 @@ pub async fn prepare(
     let metrics = Metrics::new();
     let (realtime, mut tasks) = Realtime::start(&backend, config).await?;
     let (runs, runs_task) = if config.server.record_runs {
-        let (r, t) = RunRecorder::start(store.clone(), config.server.run_buffer);
+        let (r, t) =
+            RunRecorder::start(store.clone(), config.server.run_buffer, Some(cache.clone()));
         (r, Some(t))
     } else {
         (RunRecorder::disabled(), None)

@@ -912,3 +912,65 @@ where
         .expect("a frame");
     serde_json::from_str(m.to_text().unwrap()).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_workers_record_runs_and_count_them() {
+    let config = format!("{CONFIG}\n[queues.logs]\nattempts = 1\nhandler = {{ kind = \"log\" }}\n");
+    let app = App::start_with(
+        &config,
+        Backend::memory().with_keys(support::unique_keys()),
+        Db::Sqlite,
+        true,
+    )
+    .await;
+    let (s, v) = app
+        .call(Method::POST, "/api/owner/queues/logs/jobs", Some(&app.admin), Some(json!([{"name": "a"}, {"name": "b"}, {"name": "c", "data": {"traceId": "trace-42"}}])))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let runs = support::eventually("three runs recorded", || async {
+        let (_, v) = app
+            .get_json("/api/owner/runs?queue=logs&limit=10", Some(&app.viewer))
+            .await;
+        (v["total"] == 3).then_some(v)
+    })
+    .await;
+    let items = runs["items"].as_array().unwrap();
+    assert!(items
+        .iter()
+        .all(|r| r["status"] == "completed" && r["attempt"] == 1));
+    assert!(items
+        .iter()
+        .all(|r| r["worker"].as_str().unwrap().starts_with("keel-serve-")));
+    let traced = items.iter().find(|r| r["name"] == "c").unwrap();
+    assert_eq!(traced["trace_id"], "trace-42");
+    let id = traced["id"].as_i64().unwrap();
+    let (_, one) = app
+        .get_json(&format!("/api/owner/runs/{id}"), Some(&app.viewer))
+        .await;
+    let kinds: Vec<&str> = one["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["started", "completed"]);
+    let job_id = traced["job_id"].as_str().unwrap();
+    let (_, job) = app
+        .get_json(
+            &format!("/api/owner/queues/logs/jobs/{job_id}"),
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(
+        job["runs"].as_array().unwrap().len(),
+        1,
+        "the job shows its runs"
+    );
+    let (_, _, text) = app.raw_text("/metrics").await;
+    assert!(
+        text.contains("keel_jobs_completed_total{queue=\"logs\"} 3"),
+        "{text}"
+    );
+    assert!(text.contains("keel_run_records_written_total 3"), "{text}");
+    app.stop().await;
+}

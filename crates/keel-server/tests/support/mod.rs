@@ -147,15 +147,20 @@ pub struct App {
 }
 
 impl App {
-    /// Starts an app on `config` (TOML), `backend` and a fresh database.
+    /// Starts an app on `config` (TOML), `backend` and a fresh database, without workers.
     pub async fn start(config: &str, backend: Backend, db: Db) -> App {
+        App::start_with(config, backend, db, false).await
+    }
+
+    /// Starts an app; with `workers`, the configured queues' workers run (recording runs).
+    pub async fn start_with(config: &str, backend: Backend, db: Db, workers: bool) -> App {
         let config = Config::parse(config, &|_| None).unwrap();
         let test_db = match db {
             Db::Sqlite => sqlite().await,
             Db::Postgres => postgres().await,
         };
         let store: Arc<dyn RecordStore> = test_db.store.clone();
-        let server = keel_server::serve::prepare(&config, backend, store.clone(), false)
+        let server = keel_server::serve::prepare(&config, backend, store.clone(), workers)
             .await
             .unwrap();
         let token = |role| {
