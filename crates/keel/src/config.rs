@@ -114,6 +114,25 @@ struct RawConfig {
     database: RawDatabase,
     #[serde(default)]
     runs: RawRuns,
+    #[serde(default)]
+    locks: BTreeMap<String, RawLock>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLock {
+    ttl_ms: u64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// A named lock policy (`[locks.NAME]`): the lease and how long to wait for the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockPolicy {
+    /// Lease length; `with_lock` extends it while the work runs.
+    pub ttl: Duration,
+    /// How long to wait for a held lock before failing `locked`.
+    pub wait: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -338,6 +357,8 @@ pub struct Config {
     pub rate_policies: Vec<RatePolicy>,
     /// `[server]`, `[database]`, `[runs]` and their environment variables.
     pub server: ServerConfig,
+    /// `[locks.NAME]` policies.
+    pub locks: BTreeMap<String, LockPolicy>,
 }
 
 impl std::fmt::Debug for Config {
@@ -398,6 +419,25 @@ impl Config {
             ConfigError::invalid(key, e.inner().message().to_string())
         })?;
         let server = server_config(&raw, env)?;
+        let mut locks = BTreeMap::new();
+        for (name, l) in &raw.locks {
+            let key = format!("locks.{name}");
+            crate::keys::validate_name("lock", name)
+                .map_err(|e| ConfigError::invalid(&key, e.to_string()))?;
+            if l.ttl_ms < 10 {
+                return Err(ConfigError::invalid(
+                    format!("{key}.ttl_ms"),
+                    "must be at least 10",
+                ));
+            }
+            locks.insert(
+                name.clone(),
+                LockPolicy {
+                    ttl: Duration::from_millis(l.ttl_ms),
+                    wait: Duration::from_millis(l.wait_ms),
+                },
+            );
+        }
         let redis_url = env("REDIS_URL").or(raw.redis.url);
         if let Some(url) = &redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
@@ -464,7 +504,13 @@ impl Config {
             keys,
             rate_policies,
             server,
+            locks,
         })
+    }
+
+    /// The lock policy `name` (`[locks.NAME]`).
+    pub fn lock_policy(&self, name: &str) -> Option<LockPolicy> {
+        self.locks.get(name).copied()
     }
 
     /// A rate limiter with this configuration's policies.
@@ -977,6 +1023,11 @@ handler = { kind = "http", url = "http://127.0.0.1:9000/hook", timeout_ms = 5000
             ("[ratelimit.policies.\"a b\"]\nlimit = 5\nwindow_ms = 9", "ratelimit.policies.a b"),
             ("[toolkit]\nenv = \"pr od\"", "toolkit.env"),
             ("[toolkit]\nprefix = \"a:b\"", "toolkit.prefix"),
+            ("[locks.payout]\nttl_ms = 5", "locks.payout.ttl_ms"),
+            ("[locks.payout]\nwait_ms = 5", "locks.payout"),
+            ("[server]\nhost = \"localhost:80\"", "server.host"),
+            ("[database]\nurl = \"mysql://x\"", "database.url"),
+            ("[queues.a]\ntenant = \"a b\"", "queues.a.tenant"),
         ];
         for (text, key) in cases {
             let err = Config::parse(text, &no_env).unwrap_err();

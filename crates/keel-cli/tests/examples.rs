@@ -1,0 +1,152 @@
+//! Each `examples/*.toml` (one per seed project) starts `keel serve`: it becomes ready, lists
+//! the example's queues through the owner API with the printed owner token, and stops cleanly
+//! on SIGTERM. Memory backend, a SQLite file in a temporary directory, a spare port.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, Value)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status: u16 = raw.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n")?.1;
+    // Small bodies are sent whole or as one chunk; take the JSON between the outer braces.
+    let json = &body[body.find('{')?..=body.rfind('}')?];
+    Some((status, serde_json::from_str(json).ok()?))
+}
+
+fn serve_example(name: &str, expected: &[&str]) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let config = root.join("examples").join(name);
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "serve",
+            "--shutdown-timeout-ms",
+            "5000",
+        ])
+        .current_dir(dir.path())
+        .env_remove("REDIS_URL")
+        .env_remove("DATABASE_URL")
+        .env("PORT", port.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut token = None;
+    let mut line = String::new();
+    while token.is_none() && out.read_line(&mut line).unwrap() > 0 {
+        token = line
+            .split_whitespace()
+            .find(|w| w.starts_with("keel_"))
+            .map(str::to_string);
+        line.clear();
+    }
+    let token = token.unwrap_or_else(|| panic!("{name}: no owner token printed"));
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((200, _)) = get(port, "/api/health/ready", None) {
+            break;
+        }
+        assert!(Instant::now() < until, "{name}: not ready in 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, v) = get(port, "/api/owner/queues", Some(&token)).expect("queues answer");
+    assert_eq!(status, 200, "{name}: {v}");
+    let mut names: Vec<&str> = v["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    let mut expected = expected.to_vec();
+    expected.sort();
+    assert_eq!(names, expected, "{name}");
+    assert!(
+        dir.path().join("data/keel.db").exists(),
+        "{name}: SQLite file under ./data"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{name}: exit {status}");
+            break;
+        }
+        assert!(Instant::now() < until, "{name}: did not stop in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn teknav_example_serves() {
+    serve_example(
+        "teknav.toml",
+        &[
+            "ai-content",
+            "ai-seo",
+            "analytics",
+            "email-otp",
+            "plugin",
+            "workflow",
+        ],
+    );
+}
+
+#[test]
+fn rabbit_example_serves() {
+    serve_example(
+        "24rabbit.toml",
+        &[
+            "analytics",
+            "content-analyze",
+            "embedding-generate",
+            "publish",
+            "schedule",
+            "token-refresh",
+        ],
+    );
+}
+
+#[test]
+fn yesgoddess_example_serves() {
+    serve_example(
+        "yesgoddess.toml",
+        &["email", "file-processing", "royalty-calculation"],
+    );
+}
+
+#[test]
+fn haystack_example_serves() {
+    serve_example(
+        "haystack.toml",
+        &["acme-ingest", "globex-ingest", "search-index"],
+    );
+}
