@@ -48,7 +48,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100)]
     payload: usize,
     /// Comma list of enqueue_bulk, enqueue_single, process, process_keep, latency, and the
-    /// toolkit's ratelimit_check, cache_hit (not in the default list).
+    /// toolkit's ratelimit_check, cache_hit and the server's http_enqueue, process_runs (not in
+    /// the default list).
     #[arg(
         long,
         value_delimiter = ',',
@@ -84,6 +85,7 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<(), Failure> {
         ]
         .contains(&s.as_str())
             && !crate::bench_toolkit::SCENARIOS.contains(&s.as_str())
+            && !crate::bench_server::SCENARIOS.contains(&s.as_str())
         {
             return Err(
                 keel::Error::invalid("--scenario", format!("unknown scenario {s:?}")).into(),
@@ -131,6 +133,22 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<(), Failure> {
         url: config.redis_url.clone(),
     };
     for scenario in bench.args.scenario.clone() {
+        if crate::bench_server::SCENARIOS.contains(&scenario.as_str()) {
+            crate::bench_server::run(
+                &scenario,
+                crate::bench_server::Setup {
+                    config,
+                    backend: bench.backend.clone().with_keys(
+                        keel::Keys::new(BENCH_PREFIX, "bench").expect("a valid key space"),
+                    ),
+                    jobs: bench.args.jobs,
+                    concurrency: bench.args.concurrency,
+                    rounds: bench.args.rounds,
+                },
+            )
+            .await;
+            continue;
+        }
         if crate::bench_toolkit::SCENARIOS.contains(&scenario.as_str()) {
             let backend = bench
                 .backend

@@ -9,6 +9,7 @@
 //! the argument or key), 3 backend unreachable.
 
 mod bench;
+mod bench_server;
 mod bench_toolkit;
 mod commands;
 mod server;
@@ -18,6 +19,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use serde_json::json;
 
 /// Keel: background jobs with dead-letter queues, on Redis (BullMQ-compatible) or in memory.

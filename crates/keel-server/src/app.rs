@@ -53,6 +53,13 @@ pub struct Inner {
     pub metrics: Metrics,
     /// Job-run recorder.
     pub runs: RunRecorder,
+    /// Audit and access log writer (group commit).
+    pub logs: crate::logs::LogWriter,
+    /// Authenticated tokens by secret hash, for 10 s (revocations through this instance
+    /// clear it; other instances see a revocation within 10 s).
+    pub token_cache: std::sync::Mutex<HashMap<String, (ApiToken, Instant)>>,
+    /// Queue names found on the backend, and when they were last read.
+    pub known_queues: std::sync::Mutex<(std::collections::HashSet<String>, Option<Instant>)>,
     /// Live events.
     pub realtime: Realtime,
     /// Start time.
@@ -81,6 +88,57 @@ impl AppState {
             Scope::All => true,
             Scope::Tenant(t) => self.queue_tenants.get(queue) == Some(t),
         }
+    }
+
+    /// The token whose secret this is, from the 10 s cache or the store.
+    pub async fn authenticate(&self, secret: &str) -> ApiResult<ApiToken> {
+        use sha2::Digest;
+        let key = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
+        {
+            let cache = self.token_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((t, at)) = cache.get(&key) {
+                if at.elapsed() < Duration::from_secs(10) {
+                    return Ok(t.clone());
+                }
+            }
+        }
+        let token = self
+            .store
+            .authenticate(secret)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the token is unknown or revoked"))?;
+        let mut cache = self.token_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(key, (token.clone(), Instant::now()));
+        Ok(token)
+    }
+
+    /// Forgets cached tokens (after a revocation).
+    pub fn forget_tokens(&self) {
+        self.token_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Whether `name` is a queue on the backend (names are re-read at most every 500 ms when
+    /// an unknown one is asked for, and kept 5 s).
+    pub async fn queue_exists(&self, name: &str) -> ApiResult<bool> {
+        {
+            let k = self.known_queues.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = k.1.is_some_and(|t| t.elapsed() < Duration::from_secs(5));
+            let recent =
+                k.1.is_some_and(|t| t.elapsed() < Duration::from_millis(500));
+            if (fresh && k.0.contains(name)) || (recent && !k.0.contains(name)) {
+                return Ok(k.0.contains(name));
+            }
+        }
+        let names = self.backend.queue_names().await?;
+        let mut k = self.known_queues.lock().unwrap_or_else(|p| p.into_inner());
+        *k = (names.into_iter().collect(), Some(Instant::now()));
+        Ok(k.0.contains(name))
     }
 
     /// The response cache for owner GETs (namespace `owner-api`).
@@ -145,11 +203,7 @@ impl FromRequestParts<AppState> for Caller {
         let secret = bearer(parts).ok_or_else(|| {
             ApiError::unauthorized("send Authorization: Bearer <token> (keel token create)")
         })?;
-        let token = state
-            .store
-            .authenticate(secret)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("the token is unknown or revoked"))?;
+        let token = state.authenticate(secret).await?;
         let scope = match &token.tenant_id {
             Some(t) => Scope::Tenant(t.clone()),
             None => Scope::All,

@@ -14,6 +14,7 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod logs;
 pub mod mask;
 pub mod metrics;
 pub mod openapi;

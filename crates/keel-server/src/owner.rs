@@ -116,10 +116,9 @@ where
         status: status as i64,
         payload: payload.map(|p| crate::mask::mask(&p)),
     };
-    if let Err(e) = state.store.record_audit(entry).await {
+    if let Err(e) = state.logs.write(crate::logs::LogEntry::Audit(entry)).await {
         tracing::error!(error = %e, action, resource, "audit entry not written");
     }
-    invalidate(state, &["audit"]).await;
     match result {
         Ok((s, body)) => (s, Json(body)).into_response(),
         Err(e) => e.into_response(),
@@ -149,10 +148,9 @@ async fn accessed(
         cached,
         fields,
     };
-    if let Err(e) = state.store.record_access(entry).await {
+    if let Err(e) = state.logs.write(crate::logs::LogEntry::Access(entry)).await {
         tracing::error!(error = %e, action, resource, "access entry not written");
     }
-    invalidate(state, &["access"]).await;
 }
 
 /// Parses a query string into `T`, errors naming the parameter.
@@ -205,8 +203,7 @@ async fn visible_queue(state: &AppState, caller: &Caller, name: &str) -> ApiResu
     if !state.can_see_queue(&caller.scope, name) {
         return Err(ApiError::not_found(format!("queue {name}")));
     }
-    let known = state.config.queues.contains_key(name)
-        || state.backend.queue_names().await?.iter().any(|n| n == name);
+    let known = state.config.queues.contains_key(name) || state.queue_exists(name).await?;
     if !known {
         return Err(ApiError::not_found(format!("queue {name}")));
     }
@@ -1149,6 +1146,7 @@ pub async fn revoke_token(
             if !state.store.revoke_token(&caller.scope, &id).await? {
                 return Err(ApiError::not_found(format!("live token {id}")));
             }
+            state.forget_tokens();
             Ok((StatusCode::OK, json!({"revoked": id})))
         },
     )

@@ -111,6 +111,8 @@ pub async fn prepare(
     } else {
         (RunRecorder::disabled(), None)
     };
+    let (logs, logs_task) = crate::logs::LogWriter::start(store.clone(), Some(cache.clone()));
+    tasks.push(logs_task);
     let mut started = Vec::new();
     let mut heartbeat = None;
     if workers {
@@ -146,6 +148,9 @@ pub async fn prepare(
         queue_tenants,
         metrics,
         runs,
+        logs,
+        token_cache: Default::default(),
+        known_queues: Default::default(),
         realtime,
         started: Instant::now(),
     });

@@ -387,6 +387,8 @@ pub trait RecordStore: Send + Sync + 'static {
 
     /// Appends to the audit log.
     async fn record_audit(&self, entry: NewAudit) -> Result<i64>;
+    /// Appends audit and access entries in one transaction (the server's group commit).
+    async fn record_logs(&self, audit: &[NewAudit], access: &[NewAccess]) -> Result<()>;
     /// Audit entries, newest first.
     async fn list_audit(
         &self,
@@ -643,6 +645,60 @@ fn run_from(row: &AnyRow) -> std::result::Result<JobRun, sqlx::Error> {
         worker: row.try_get("worker")?,
         trace_id: row.try_get("trace_id")?,
     })
+}
+
+/// `INSERT INTO <table> VALUES ($1..$n), (...), ...` for `rows` rows of `cols` columns.
+fn multi_insert(table: &str, cols: usize, rows: usize) -> String {
+    let mut sql = format!("INSERT INTO {table} VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * cols + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+const INSERT_AUDIT: &str = "INSERT INTO keel_audit_log (tenant_id, at, actor, action, resource, ip, user_agent, status, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+const INSERT_ACCESS: &str = "INSERT INTO keel_access_log (tenant_id, at, actor, action, resource, ip, user_agent, cached, fields) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+
+fn bind_audit<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    e: &'q NewAudit,
+    payload: Option<String>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(e.tenant_id.as_deref())
+        .bind(keel::now_ms() as i64)
+        .bind(e.actor.as_str())
+        .bind(e.action.as_str())
+        .bind(e.resource.as_str())
+        .bind(e.ip.as_deref())
+        .bind(e.user_agent.as_deref())
+        .bind(e.status)
+        .bind(payload)
+}
+
+fn bind_access<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    e: &'q NewAccess,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let fields = serde_json::to_string(&e.fields).unwrap_or_else(|_| "[]".into());
+    q.bind(e.tenant_id.as_deref())
+        .bind(keel::now_ms() as i64)
+        .bind(e.actor.as_str())
+        .bind(e.action.as_str())
+        .bind(e.resource.as_str())
+        .bind(e.ip.as_deref())
+        .bind(e.user_agent.as_deref())
+        .bind(e.cached as i64)
+        .bind(fields)
 }
 
 const TOKEN_COLUMNS: &str =
@@ -1029,20 +1085,75 @@ impl RecordStore for SqlStore {
 
     async fn record_audit(&self, e: NewAudit) -> Result<i64> {
         let payload = e.payload.as_ref().map(|p| p.to_string());
-        sqlx::query("INSERT INTO keel_audit_log (tenant_id, at, actor, action, resource, ip, user_agent, status, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id")
-            .bind(e.tenant_id.as_deref())
-            .bind(keel::now_ms() as i64)
-            .bind(&e.actor)
-            .bind(&e.action)
-            .bind(&e.resource)
-            .bind(e.ip.as_deref())
-            .bind(e.user_agent.as_deref())
-            .bind(e.status)
-            .bind(payload.as_deref())
+        bind_audit(sqlx::query(INSERT_AUDIT), &e, payload)
             .fetch_one(&self.pool)
             .await
             .and_then(|r| r.try_get("id"))
             .map_err(|err| db_err("audit log", err))
+    }
+
+    async fn record_logs(&self, audit: &[NewAudit], access: &[NewAccess]) -> Result<()> {
+        if audit.is_empty() && access.is_empty() {
+            return Ok(());
+        }
+        // One multi-row INSERT per table: a batch costs two round trips, not one per entry.
+        let mut tx = self.pool.begin().await.map_err(|e| db_err("logs", e))?;
+        let now = keel::now_ms() as i64;
+        if !audit.is_empty() {
+            let sql = multi_insert(
+                "keel_audit_log (tenant_id, at, actor, action, resource, ip, user_agent, status, payload)",
+                9,
+                audit.len(),
+            );
+            let payloads: Vec<Option<String>> = audit
+                .iter()
+                .map(|e| e.payload.as_ref().map(|p| p.to_string()))
+                .collect();
+            let mut q = sqlx::query(&sql);
+            for (e, payload) in audit.iter().zip(&payloads) {
+                q = q
+                    .bind(e.tenant_id.as_deref())
+                    .bind(now)
+                    .bind(e.actor.as_str())
+                    .bind(e.action.as_str())
+                    .bind(e.resource.as_str())
+                    .bind(e.ip.as_deref())
+                    .bind(e.user_agent.as_deref())
+                    .bind(e.status)
+                    .bind(payload.as_deref());
+            }
+            q.execute(&mut *tx)
+                .await
+                .map_err(|err| db_err("audit log", err))?;
+        }
+        if !access.is_empty() {
+            let sql = multi_insert(
+                "keel_access_log (tenant_id, at, actor, action, resource, ip, user_agent, cached, fields)",
+                9,
+                access.len(),
+            );
+            let fields: Vec<String> = access
+                .iter()
+                .map(|e| serde_json::to_string(&e.fields).unwrap_or_else(|_| "[]".into()))
+                .collect();
+            let mut q = sqlx::query(&sql);
+            for (e, f) in access.iter().zip(&fields) {
+                q = q
+                    .bind(e.tenant_id.as_deref())
+                    .bind(now)
+                    .bind(e.actor.as_str())
+                    .bind(e.action.as_str())
+                    .bind(e.resource.as_str())
+                    .bind(e.ip.as_deref())
+                    .bind(e.user_agent.as_deref())
+                    .bind(e.cached as i64)
+                    .bind(f.as_str());
+            }
+            q.execute(&mut *tx)
+                .await
+                .map_err(|err| db_err("access log", err))?;
+        }
+        tx.commit().await.map_err(|e| db_err("logs", e))
     }
 
     async fn list_audit(
@@ -1066,17 +1177,7 @@ impl RecordStore for SqlStore {
     }
 
     async fn record_access(&self, e: NewAccess) -> Result<i64> {
-        let fields = serde_json::to_string(&e.fields).unwrap_or_else(|_| "[]".into());
-        sqlx::query("INSERT INTO keel_access_log (tenant_id, at, actor, action, resource, ip, user_agent, cached, fields) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id")
-            .bind(e.tenant_id.as_deref())
-            .bind(keel::now_ms() as i64)
-            .bind(&e.actor)
-            .bind(&e.action)
-            .bind(&e.resource)
-            .bind(e.ip.as_deref())
-            .bind(e.user_agent.as_deref())
-            .bind(e.cached as i64)
-            .bind(&fields)
+        bind_access(sqlx::query(INSERT_ACCESS), &e)
             .fetch_one(&self.pool)
             .await
             .and_then(|r| r.try_get("id"))

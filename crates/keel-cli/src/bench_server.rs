@@ -1,0 +1,328 @@
+//! `keel bench --scenario http_enqueue,process_runs`: the server's costs, in one run.
+//!
+//! - `http_enqueue`: `concurrency` clients (keep-alive) POST one job each to an in-process
+//!   `keel serve` (owner API with auth, rate limit, audit entry per call) — against
+//!   `Queue::add` from the library at the same concurrency, alternated per round.
+//!   `ratio` = HTTP / library. `http-noop` (GET /api/health/live by the same clients) is the
+//!   HTTP floor of this machine: client and server sharing its cores with Redis and the database.
+//! - `process_runs`: a worker processes `jobs` preloaded jobs with run records on (every attempt
+//!   through the recorder into the database) and off, alternated per round. `cost` =
+//!   1 − on / off.
+//!
+//! Records go to `DATABASE_URL` (else a SQLite file in a temporary directory).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel::config::Config;
+use keel::{handler_fn, Backend, JobOptions, KeepJobs, NewJob, Queue, RatePolicy};
+use keel_server::store::{RecordStore, Role};
+use serde_json::{json, Value};
+
+/// Server scenario names.
+pub const SCENARIOS: &[&str] = &["http_enqueue", "process_runs"];
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let x = v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
+    (x * 1000.0).round() / 1000.0
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// What the server scenarios need.
+pub struct Setup<'a> {
+    /// The configuration (Redis URL, database URL).
+    pub config: &'a Config,
+    /// The backend.
+    pub backend: Backend,
+    /// Jobs per round.
+    pub jobs: usize,
+    /// Clients / worker concurrency.
+    pub concurrency: usize,
+    /// Rounds.
+    pub rounds: usize,
+}
+
+async fn store(config: &Config, dir: &std::path::Path) -> Result<Arc<dyn RecordStore>, String> {
+    let mut c = config.clone();
+    if c.server.database_url.is_none() {
+        c.server.database_url = Some(format!("sqlite:{}", dir.join("bench.db").display()));
+    }
+    let s = keel_server::serve::open_store(&c)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.migrate_up().await.map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// Runs one scenario, printing JSON lines (per round and a summary).
+pub async fn run(scenario: &str, setup: Setup<'_>) {
+    let dir = std::env::temp_dir().join(format!("keel-bench-{}", uuid::Uuid::new_v4().simple()));
+    let _ = std::fs::create_dir_all(&dir);
+    let result = match scenario {
+        "http_enqueue" => http_enqueue(&setup, &dir).await,
+        _ => process_runs(&setup, &dir).await,
+    };
+    if let Err(e) = result {
+        println!("{}", json!({"scenario": scenario, "error": e}));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn http_enqueue(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), String> {
+    let mut config = setup.config.clone();
+    // The benchmark measures the API, not its per-IP limit.
+    config.rate_policies.push(RatePolicy::gcra(
+        "owner-api",
+        1_000_000_000,
+        Duration::from_secs(60),
+    ));
+    let store = store(&config, dir).await?;
+    let db = store.database();
+    let server = keel_server::serve::prepare(&config, setup.backend.clone(), store.clone(), false)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, token) = store
+        .create_token("bench", Role::Owner, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = keel_server::app::router(server.state.clone());
+    let http = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .ok();
+    });
+    let queue_name = format!(
+        "bench-http-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let queue = Queue::new(&setup.backend, &queue_name)
+        .map_err(|e| e.to_string())?
+        .with_defaults(JobOptions {
+            remove_on_complete: Some(KeepJobs::remove_all()),
+            ..Default::default()
+        })
+        .map_err(|e| e.to_string())?;
+    // Make the queue known to the API (it lists configured queues and queues on the backend).
+    queue
+        .add("warm", json!({}), JobOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(setup.concurrency)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("http://{addr}/api/owner/queues/{queue_name}/jobs");
+    let n = setup.jobs;
+    let (mut http_rates, mut lib_rates, mut http_p99s, mut lib_p99s) =
+        (vec![], vec![], vec![], vec![]);
+    let mut noop_rates = vec![];
+    for round in 1..=setup.rounds {
+        for engine in ["library", "http", "http-noop"] {
+            let next = Arc::new(AtomicUsize::new(0));
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..setup.concurrency {
+                let (next, client, url, token, queue) = (
+                    next.clone(),
+                    client.clone(),
+                    url.clone(),
+                    token.clone(),
+                    queue.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    while next.fetch_add(1, Ordering::Relaxed) < n {
+                        let t = Instant::now();
+                        let data = json!({"to": "user@example.com", "n": 1});
+                        if engine == "http-noop" {
+                            let r = client
+                                .get(format!("http://{addr}/api/health/live"))
+                                .send()
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            if r.status().as_u16() != 200 {
+                                return Err(format!("HTTP {}", r.status()));
+                            }
+                        } else if engine == "http" {
+                            let r = client
+                                .post(&url)
+                                .bearer_auth(&token)
+                                .json(&json!({"name": "send", "data": data}))
+                                .send()
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            if r.status().as_u16() != 201 {
+                                return Err(format!("HTTP {}", r.status()));
+                            }
+                        } else {
+                            queue
+                                .add("send", data, JobOptions::default())
+                                .await
+                                .map_err(|e| e.to_string())?;
+                        }
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    Ok::<_, String>(lat)
+                }));
+            }
+            let mut lat = Vec::new();
+            for t in tasks {
+                lat.extend(t.await.map_err(|e| e.to_string())??);
+            }
+            let rate = (n as f64 / started.elapsed().as_secs_f64()).round();
+            let p99 = pct(&mut lat, 0.99);
+            println!(
+                "{}",
+                json!({"scenario": "http_enqueue", "engine": engine, "round": round, "n": n,
+                       "concurrency": setup.concurrency, "database": db, "jobs_per_s": rate,
+                       "p50_ms": pct(&mut lat, 0.5), "p99_ms": p99})
+            );
+            match engine {
+                "http" => {
+                    http_rates.push(rate);
+                    http_p99s.push(p99);
+                }
+                "library" => {
+                    lib_rates.push(rate);
+                    lib_p99s.push(p99);
+                }
+                _ => noop_rates.push(rate),
+            }
+            queue.drain(true).await.map_err(|e| e.to_string())?;
+        }
+    }
+    let (h, l) = (median(http_rates), median(lib_rates));
+    println!(
+        "{}",
+        json!({"scenario": "http_enqueue", "summary": true, "database": db, "concurrency": setup.concurrency,
+               "http_jobs_per_s": h, "library_jobs_per_s": l, "http_p99_ms": median(http_p99s),
+               "library_p99_ms": median(lib_p99s), "ratio": ((h / l) * 100.0).round() / 100.0,
+               "http_noop_per_s": median(noop_rates)})
+    );
+    http.abort();
+    let _ = queue.obliterate(true).await;
+    server
+        .shutdown(Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn process_runs(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), String> {
+    let store = store(setup.config, dir).await?;
+    let db = store.database();
+    let n = setup.jobs;
+    let (mut on, mut off) = (vec![], vec![]);
+    for round in 1..=setup.rounds {
+        for records in [false, true] {
+            let name = format!(
+                "bench-runs-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            );
+            let q = Queue::new(&setup.backend, &name).map_err(|e| e.to_string())?;
+            let jobs: Vec<NewJob> = (0..n)
+                .map(|i| NewJob {
+                    name: "work".into(),
+                    data: json!({"i": i}),
+                    opts: JobOptions {
+                        remove_on_complete: Some(KeepJobs::remove_all()),
+                        ..Default::default()
+                    },
+                })
+                .collect();
+            for chunk in jobs.chunks(1000) {
+                q.add_bulk(chunk.to_vec())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            let done = Arc::new(AtomicUsize::new(0));
+            let d = done.clone();
+            let handler = handler_fn(move |_| {
+                let d = d.clone();
+                async move {
+                    d.fetch_add(1, Ordering::Relaxed);
+                    Ok(Value::Null)
+                }
+            });
+            let (recorder, task) = if records {
+                let (r, t) = keel_server::runs::RunRecorder::start(store.clone(), 10_000, None);
+                (Some(r), Some(t))
+            } else {
+                (None, None)
+            };
+            let processor = match &recorder {
+                Some(r) => {
+                    let qc = setup.config.queue_config(&name);
+                    let (rt, _) =
+                        keel_server::realtime::Realtime::start(&setup.backend, setup.config)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    r.wrap(
+                        &qc,
+                        None,
+                        "bench".into(),
+                        keel_server::metrics::Metrics::new(),
+                        rt,
+                        handler,
+                    )
+                }
+                None => handler,
+            };
+            let started = Instant::now();
+            let worker = q
+                .worker()
+                .fallback(processor)
+                .concurrency(setup.concurrency)
+                .start()
+                .await
+                .map_err(|e| e.to_string())?;
+            while done.load(Ordering::Relaxed) < n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let elapsed = started.elapsed();
+            worker
+                .close(Duration::from_secs(10))
+                .await
+                .map_err(|e| e.to_string())?;
+            let rate = (n as f64 / elapsed.as_secs_f64()).round();
+            let mut line = json!({"scenario": "process_runs", "run_records": records, "round": round, "n": n,
+                                  "concurrency": setup.concurrency, "database": db, "jobs_per_s": rate});
+            if let (Some(r), Some(t)) = (recorder, task) {
+                r.stop();
+                let _ = tokio::time::timeout(Duration::from_secs(60), t).await;
+                let s = r.stats();
+                line["records_written"] = json!(s.written);
+                line["records_dropped"] = json!(s.dropped);
+                on.push(rate);
+            } else {
+                off.push(rate);
+            }
+            println!("{line}");
+            let _ = q.obliterate(true).await;
+        }
+    }
+    let (on_m, off_m) = (median(on), median(off));
+    println!(
+        "{}",
+        json!({"scenario": "process_runs", "summary": true, "database": db, "concurrency": setup.concurrency,
+               "records_on_jobs_per_s": on_m, "records_off_jobs_per_s": off_m,
+               "cost": (((1.0 - on_m / off_m) * 1000.0).round() / 1000.0)})
+    );
+    Ok(())
+}
