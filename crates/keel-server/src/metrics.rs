@@ -180,15 +180,22 @@ impl Metrics {
             .inc();
     }
 
+    /// The label set of a queue, built once by the caller for hot paths.
+    pub fn queue_labels(queue: &str) -> Vec<(String, String)> {
+        labels(&[("queue", queue)])
+    }
+
     /// One finished attempt of this process's workers.
-    pub fn job_finished(&self, queue: &str, ok: bool, seconds: f64) {
-        let l = labels(&[("queue", queue)]);
+    pub fn job_finished(&self, queue_labels: &Vec<(String, String)>, ok: bool, seconds: f64) {
         if ok {
-            self.inner.completed.get_or_create(&l).inc();
+            self.inner.completed.get_or_create(queue_labels).inc();
         } else {
-            self.inner.failed.get_or_create(&l).inc();
+            self.inner.failed.get_or_create(queue_labels).inc();
         }
-        self.inner.duration.get_or_create(&l).observe(seconds);
+        self.inner
+            .duration
+            .get_or_create(queue_labels)
+            .observe(seconds);
     }
 
     /// Run-record buffer figures.

@@ -65,14 +65,37 @@ impl Realtime {
         let mut sub = events.subscribe(&[&channel], &[]).await?;
         tasks.push(tokio::spawn(async move {
             while let Some(e) = sub.next().await {
-                let _ = local.send(Arc::new(e.data));
+                // Publishers batch events into arrays (see below).
+                match e.data {
+                    Value::Array(items) => {
+                        for v in items {
+                            let _ = local.send(Arc::new(v));
+                        }
+                    }
+                    v => {
+                        let _ = local.send(Arc::new(v));
+                    }
+                }
             }
         }));
         let (ev, ch) = (events.clone(), channel.clone());
         tasks.push(tokio::spawn(async move {
-            while let Some(v) = out_rx.recv().await {
-                if let Err(e) = ev.publish(&ch, &v).await {
-                    tracing::debug!(error = %e, "realtime event not published");
+            // One PUBLISH per burst: what is queued is sent as one array (up to 256 events).
+            while let Some(first) = out_rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < 256 {
+                    match out_rx.try_recv() {
+                        Ok(v) => batch.push(v),
+                        Err(_) => break,
+                    }
+                }
+                let msg = if batch.len() == 1 {
+                    batch.pop().unwrap_or(Value::Null)
+                } else {
+                    Value::Array(batch)
+                };
+                if let Err(e) = ev.publish(&ch, &msg).await {
+                    tracing::debug!(error = %e, "realtime events not published");
                 }
             }
         }));

@@ -157,12 +157,14 @@ impl RunRecorder {
     ) -> Processor {
         let recorder = self.clone();
         let queue = qc.name.clone();
+        let labels = Arc::new(Metrics::queue_labels(&queue));
         Arc::new(move |ctx: JobContext| {
             let job = ctx.job.clone();
             let started_ms = keel::now_ms() as i64;
             let started = Instant::now();
             let fut = inner(ctx);
             let guard = Finish {
+                labels: labels.clone(),
                 recorder: recorder.clone(),
                 metrics: metrics.clone(),
                 realtime: realtime.clone(),
@@ -182,7 +184,7 @@ impl RunRecorder {
                         .get("traceId")
                         .and_then(|v| v.as_str())
                         .map(str::to_string)
-                        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+                        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>())),
                 }),
                 started,
             };
@@ -208,6 +210,7 @@ impl RunRecorder {
 
 /// Records the run when the attempt ends — also when its future is dropped (timeout, shutdown).
 struct Finish {
+    labels: Arc<Vec<(String, String)>>,
     recorder: RunRecorder,
     metrics: Metrics,
     realtime: Realtime,
@@ -224,7 +227,7 @@ impl Finish {
         run.error = error;
         run.finished_at = keel::now_ms() as i64;
         self.metrics.job_finished(
-            &run.queue,
+            &self.labels,
             status == "completed",
             self.started.elapsed().as_secs_f64(),
         );

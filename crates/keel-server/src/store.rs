@@ -1208,34 +1208,74 @@ impl RecordStore for SqlStore {
         if runs.is_empty() {
             return Ok(());
         }
+        // One multi-row INSERT for the runs and one for their events, per chunk of 500 (well
+        // inside both databases' parameter limits).
         let mut tx = self.pool.begin().await.map_err(|e| db_err("job runs", e))?;
-        for r in runs {
-            let id: i64 = sqlx::query("INSERT INTO keel_job_runs (tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id")
-                .bind(r.tenant_id.as_deref())
-                .bind(&r.queue)
-                .bind(&r.job_id)
-                .bind(&r.name)
-                .bind(r.attempt)
-                .bind(&r.status)
-                .bind(r.started_at)
-                .bind(r.finished_at)
-                .bind(r.finished_at - r.started_at)
-                .bind(r.error.as_deref())
-                .bind(&r.worker)
-                .bind(&r.trace_id)
-                .fetch_one(&mut *tx)
+        for chunk in runs.chunks(500) {
+            let sql = format!(
+                "{} RETURNING id, queue, job_id, attempt",
+                multi_insert(
+                    "keel_job_runs (tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id)",
+                    12,
+                    chunk.len(),
+                )
+            );
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(r.tenant_id.as_deref())
+                    .bind(r.queue.as_str())
+                    .bind(r.job_id.as_str())
+                    .bind(r.name.as_str())
+                    .bind(r.attempt)
+                    .bind(r.status.as_str())
+                    .bind(r.started_at)
+                    .bind(r.finished_at)
+                    .bind(r.finished_at - r.started_at)
+                    .bind(r.error.as_deref())
+                    .bind(r.worker.as_str())
+                    .bind(r.trace_id.as_str());
+            }
+            let rows = q
+                .fetch_all(&mut *tx)
                 .await
-                .and_then(|row| row.try_get("id"))
                 .map_err(|e| db_err("job runs", e))?;
-            sqlx::query("INSERT INTO keel_job_run_events (run_id, at, kind, detail) VALUES ($1, $2, 'started', NULL), ($1, $3, $4, $5)")
-                .bind(id)
-                .bind(r.started_at)
-                .bind(r.finished_at)
-                .bind(&r.status)
-                .bind(r.error.as_deref())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| db_err("job run events", e))?;
+            // Match ids back by (queue, job, attempt): RETURNING order is not promised.
+            let mut ids = std::collections::HashMap::new();
+            for row in &rows {
+                let key: (String, String, i64) = (
+                    row.try_get("queue").map_err(|e| db_err("job runs", e))?,
+                    row.try_get("job_id").map_err(|e| db_err("job runs", e))?,
+                    row.try_get("attempt").map_err(|e| db_err("job runs", e))?,
+                );
+                let id: i64 = row.try_get("id").map_err(|e| db_err("job runs", e))?;
+                ids.entry(key).or_insert_with(Vec::new).push(id);
+            }
+            // The start and the end are the run row itself (`get_run` shows them as events);
+            // the events table holds what the row cannot: a failure's detail.
+            let failed: Vec<&NewRun> = chunk.iter().filter(|r| r.error.is_some()).collect();
+            if !failed.is_empty() {
+                let sql = multi_insert(
+                    "keel_job_run_events (run_id, at, kind, detail)",
+                    4,
+                    failed.len(),
+                );
+                let mut q = sqlx::query(&sql);
+                for r in failed {
+                    let id = ids
+                        .get_mut(&(r.queue.clone(), r.job_id.clone(), r.attempt))
+                        .and_then(|v| v.pop())
+                        .ok_or_else(|| Error::Backend("a run id was not returned".into()))?;
+                    q = q
+                        .bind(id)
+                        .bind(r.finished_at)
+                        .bind("error")
+                        .bind(r.error.as_deref());
+                }
+                q.execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_err("job run events", e))?;
+            }
         }
         tx.commit().await.map_err(|e| db_err("job runs", e))
     }
@@ -1287,7 +1327,7 @@ impl RecordStore for SqlStore {
             .map_err(|e| db_err("job run", e))?;
         let Some(row) = row else { return Ok(None) };
         let run = run_from(&row).map_err(|e| db_err("job run", e))?;
-        let events = sqlx::query(
+        let stored = sqlx::query(
             "SELECT at, kind, detail FROM keel_job_run_events WHERE run_id = $1 ORDER BY id",
         )
         .bind(id)
@@ -1304,6 +1344,19 @@ impl RecordStore for SqlStore {
         })
         .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
         .map_err(|e| db_err("job run events", e))?;
+        let mut events = vec![RunEvent {
+            at: run.started_at,
+            kind: "started".into(),
+            detail: None,
+        }];
+        events.extend(stored);
+        if let Some(at) = run.finished_at {
+            events.push(RunEvent {
+                at,
+                kind: run.status.clone(),
+                detail: run.error.clone(),
+            });
+        }
         Ok(Some((run, events)))
     }
 }

@@ -342,7 +342,7 @@ async fn runs_are_recorded_with_events(s: &SqlStore) {
     );
     assert_eq!(
         events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
-        vec!["started", "dead"]
+        vec!["started", "error", "dead"]
     );
     let job = RunFilter {
         job_id: Some("7".into()),
