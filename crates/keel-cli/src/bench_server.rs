@@ -4,7 +4,9 @@
 //!   `keel serve` (owner API with auth, rate limit, audit entry per call) — against
 //!   `Queue::add` from the library at the same concurrency, alternated per round.
 //!   `ratio` = HTTP / library. `http-noop` (GET /api/health/live by the same clients) is the
-//!   HTTP floor of this machine: client and server sharing its cores with Redis and the database.
+//!   HTTP floor of this machine: client and server sharing its cores with Redis and the database;
+//!   `http-owner-get` (GET …/stats: token, rate limit, cached read — two Redis round trips) is
+//!   the floor of an owner route.
 //! - `process_runs`: a worker processes `jobs` preloaded jobs with run records on (every attempt
 //!   through the recorder into the database) and off, alternated per round. `cost` =
 //!   1 − on / off.
@@ -132,8 +134,9 @@ async fn http_enqueue(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
     let (mut http_rates, mut lib_rates, mut http_p99s, mut lib_p99s) =
         (vec![], vec![], vec![], vec![]);
     let mut noop_rates = vec![];
+    let mut owner_get_rates = vec![];
     for round in 1..=setup.rounds {
-        for engine in ["library", "http", "http-noop"] {
+        for engine in ["library", "http", "http-noop", "http-owner-get"] {
             let next = Arc::new(AtomicUsize::new(0));
             let started = Instant::now();
             let mut tasks = Vec::new();
@@ -150,7 +153,20 @@ async fn http_enqueue(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
                     while next.fetch_add(1, Ordering::Relaxed) < n {
                         let t = Instant::now();
                         let data = json!({"to": "user@example.com", "n": 1});
-                        if engine == "http-noop" {
+                        if engine == "http-owner-get" {
+                            let r = client
+                                .get(format!(
+                                    "http://{addr}/api/owner/queues/{qn}/stats",
+                                    qn = queue.name()
+                                ))
+                                .bearer_auth(&token)
+                                .send()
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            if r.status().as_u16() != 200 {
+                                return Err(format!("HTTP {}", r.status()));
+                            }
+                        } else if engine == "http-noop" {
                             let r = client
                                 .get(format!("http://{addr}/api/health/live"))
                                 .send()
@@ -202,7 +218,8 @@ async fn http_enqueue(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
                     lib_rates.push(rate);
                     lib_p99s.push(p99);
                 }
-                _ => noop_rates.push(rate),
+                "http-noop" => noop_rates.push(rate),
+                _ => owner_get_rates.push(rate),
             }
             queue.drain(true).await.map_err(|e| e.to_string())?;
         }
@@ -213,7 +230,7 @@ async fn http_enqueue(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
         json!({"scenario": "http_enqueue", "summary": true, "database": db, "concurrency": setup.concurrency,
                "http_jobs_per_s": h, "library_jobs_per_s": l, "http_p99_ms": median(http_p99s),
                "library_p99_ms": median(lib_p99s), "ratio": ((h / l) * 100.0).round() / 100.0,
-               "http_noop_per_s": median(noop_rates)})
+               "http_noop_per_s": median(noop_rates), "http_owner_get_per_s": median(owner_get_rates)})
     );
     http.abort();
     let _ = queue.obliterate(true).await;
