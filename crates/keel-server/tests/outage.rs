@@ -1,0 +1,191 @@
+//! The server with Redis going away and coming back (a private `redis-server` on a spare
+//! port, never the shared one), and a realtime client too slow to keep up.
+
+mod support;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+use futures::StreamExt;
+use keel::backend::RedisSettings;
+use keel::{Backend, Events};
+use serde_json::json;
+use support::{App, Db};
+
+const CONFIG: &str = "[queues.mail]\nattempts = 1\n";
+
+fn start_redis(port: u16) -> Child {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (see README)");
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "private redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_gives_503_fails_open_and_recovers() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = start_redis(port);
+    let backend = Backend::redis(RedisSettings {
+        url: format!("redis://127.0.0.1:{port}"),
+        prefix: "ko".into(),
+        command_timeout: Duration::from_secs(1),
+    })
+    .await
+    .unwrap()
+    .with_keys(support::unique_keys());
+    let app = App::start(CONFIG, backend, Db::Sqlite).await;
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/api/owner/queues/mail/jobs",
+            Some(&app.admin),
+            Some(json!({"name": "a"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    // The owner API limit fails open: the request reaches the handler, which answers 503.
+    let (s, headers, body) = app
+        .raw(
+            Method::GET,
+            "/api/owner/queues/mail/stats",
+            Some(&app.viewer),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "backend-unavailable");
+    assert!(headers.contains_key("retry-after"));
+    let (s, body) = app
+        .call(
+            Method::POST,
+            "/api/owner/queues/mail/jobs",
+            Some(&app.admin),
+            Some(json!({"name": "b"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // The refused enqueue is audited with its status; the database is fine.
+    let (s, audit) = app
+        .get_json(
+            "/api/owner/logs/audit?action=owner.job.enqueue",
+            Some(&app.admin),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{audit}");
+    assert_eq!(audit["items"][0]["status"], 503);
+    let (s, ready) = app.get_json("/api/health/ready", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(ready["checks"]["database"]["status"], "ok");
+    assert_eq!(
+        app.call(Method::GET, "/api/health/live", None, None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    let mut redis = start_redis(port);
+    support::eventually("the API answers again", || async {
+        let (s, _) = app
+            .call(
+                Method::GET,
+                "/api/owner/queues/mail/stats",
+                Some(&app.viewer),
+                None,
+            )
+            .await;
+        (s == StatusCode::OK).then_some(())
+    })
+    .await;
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/api/owner/queues/mail/jobs",
+            Some(&app.admin),
+            Some(json!({"name": "c"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(
+        app.get_json("/api/health/ready", None).await.0,
+        StatusCode::OK
+    );
+    app.stop().await;
+    redis.kill().ok();
+    redis.wait().ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_realtime_client_that_does_not_read_is_disconnected() {
+    let backend = Backend::memory().with_keys(support::unique_keys());
+    let app = App::start(CONFIG, backend.clone(), Db::Sqlite).await;
+    let addr = app.serve_socket().await;
+    let url = format!("ws://{addr}/api/owner/realtime?token={}", app.viewer);
+    let (mut slow, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    // Flood the hub: far more than the connection's buffer, far more than socket buffers hold.
+    let events = Events::new(&backend);
+    let channel = format!(
+        "{}:{}:realtime",
+        backend.keys().prefix(),
+        backend.keys().env()
+    );
+    let big = "x".repeat(16 * 1024);
+    for i in 0..2000 {
+        events
+            .publish(
+                &channel,
+                &json!({"type": "job_status", "queue": "mail", "i": i, "pad": big}),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    // The server gave up on it: the stream ends (after whatever was already in flight).
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut n = 0;
+        while let Some(Ok(m)) = slow.next().await {
+            if m.is_close() {
+                break;
+            }
+            n += 1;
+        }
+        n
+    })
+    .await
+    .expect("the server closed the slow connection");
+    assert!(drained < 2000, "it did not get every event: {drained}");
+    // A new client still gets its snapshot: the hub is fine.
+    let (mut fresh, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), fresh.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(first.to_text().unwrap().contains("snapshot"));
+    app.stop().await;
+}
