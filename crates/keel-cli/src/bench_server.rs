@@ -3,7 +3,7 @@
 //! - `http_enqueue`: `concurrency` clients (keep-alive) POST one job each to an in-process
 //!   `keel serve` (owner API with auth, rate limit, audit entry per call) — against
 //!   `Queue::add` from the library at the same concurrency, alternated per round.
-//!   `ratio` = HTTP / library. `http-noop` (GET /api/health/live by the same clients) is the
+//!   `ratio` = HTTP / library. `http-bulk100` posts arrays of 100 jobs (jobs/s). `http-noop` (GET /api/health/live by the same clients) is the
 //!   HTTP floor of this machine: client and server sharing its cores with Redis and the database;
 //!   `http-owner-get` (GET …/stats: token, rate limit, cached read — two Redis round trips) is
 //!   the floor of an owner route.
@@ -135,8 +135,15 @@ async fn http_enqueue(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
         (vec![], vec![], vec![], vec![]);
     let mut noop_rates = vec![];
     let mut owner_get_rates = vec![];
+    let mut bulk_rates = vec![];
     for round in 1..=setup.rounds {
-        for engine in ["library", "http", "http-noop", "http-owner-get"] {
+        for engine in [
+            "library",
+            "http",
+            "http-bulk100",
+            "http-noop",
+            "http-owner-get",
+        ] {
             let next = Arc::new(AtomicUsize::new(0));
             let started = Instant::now();
             let mut tasks = Vec::new();
@@ -175,6 +182,22 @@ async fn http_enqueue(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
                             if r.status().as_u16() != 200 {
                                 return Err(format!("HTTP {}", r.status()));
                             }
+                        } else if engine == "http-bulk100" {
+                            // One request carries 100 jobs; count them all.
+                            let batch: Vec<Value> = (0..100)
+                                .map(|_| json!({"name": "send", "data": data.clone()}))
+                                .collect();
+                            let r = client
+                                .post(&url)
+                                .bearer_auth(&token)
+                                .json(&batch)
+                                .send()
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            if r.status().as_u16() != 201 {
+                                return Err(format!("HTTP {}", r.status()));
+                            }
+                            next.fetch_add(99, Ordering::Relaxed);
                         } else if engine == "http" {
                             let r = client
                                 .post(&url)
@@ -201,7 +224,12 @@ async fn http_enqueue(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
             for t in tasks {
                 lat.extend(t.await.map_err(|e| e.to_string())??);
             }
-            let rate = (n as f64 / started.elapsed().as_secs_f64()).round();
+            let done = if engine == "http-bulk100" {
+                lat.len() * 100
+            } else {
+                lat.len()
+            };
+            let rate = (done as f64 / started.elapsed().as_secs_f64()).round();
             let p99 = pct(&mut lat, 0.99);
             println!(
                 "{}",
@@ -219,6 +247,7 @@ async fn http_enqueue(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
                     lib_p99s.push(p99);
                 }
                 "http-noop" => noop_rates.push(rate),
+                "http-bulk100" => bulk_rates.push(rate),
                 _ => owner_get_rates.push(rate),
             }
             queue.drain(true).await.map_err(|e| e.to_string())?;
@@ -230,7 +259,8 @@ async fn http_enqueue(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
         json!({"scenario": "http_enqueue", "summary": true, "database": db, "concurrency": setup.concurrency,
                "http_jobs_per_s": h, "library_jobs_per_s": l, "http_p99_ms": median(http_p99s),
                "library_p99_ms": median(lib_p99s), "ratio": ((h / l) * 100.0).round() / 100.0,
-               "http_noop_per_s": median(noop_rates), "http_owner_get_per_s": median(owner_get_rates)})
+               "http_noop_per_s": median(noop_rates), "http_owner_get_per_s": median(owner_get_rates),
+               "http_bulk100_jobs_per_s": median(bulk_rates)})
     );
     http.abort();
     let _ = queue.obliterate(true).await;
