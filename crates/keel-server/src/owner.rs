@@ -883,6 +883,41 @@ fn log_filter(q: &LogQuery) -> ApiResult<LogFilter> {
     })
 }
 
+/// A cached, access-logged listing.
+struct Listing<'a> {
+    tag: &'a str,
+    ttl: Duration,
+    action: &'a str,
+    resource: &'a str,
+}
+
+async fn cached_listing<T, F, Fut>(
+    state: &AppState,
+    caller: &Caller,
+    meta: &Meta,
+    listing: Listing<'_>,
+    key: &str,
+    compute: F,
+) -> ApiResult<Response>
+where
+    T: Serialize,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ApiResult<T>>,
+{
+    let (body, hit) = cached(state, caller, key, &[listing.tag], listing.ttl, compute).await?;
+    accessed(
+        state,
+        caller,
+        meta,
+        listing.action,
+        listing.resource,
+        hit,
+        &body,
+    )
+    .await;
+    Ok(with_cache_header(Json(body).into_response(), hit))
+}
+
 /// `GET /api/owner/logs/audit`.
 pub async fn audit_log(
     State(state): State<AppState>,
@@ -893,36 +928,23 @@ pub async fn audit_log(
     caller.require(Role::Admin)?;
     let filter = log_filter(&q)?;
     let (page, limit) = page_limit(q.page, q.limit, 50)?;
-    let what = format!(
-        "audit|{}",
+    let key = format!(
+        "audit|{}|{page}|{limit}",
         serde_json::to_string(&filter).unwrap_or_default()
     );
-    let what = format!("{what}|{page}|{limit}");
-    let (body, hit) = cached(
-        &state,
-        &caller,
-        &what,
-        &["audit"],
-        Duration::from_secs(15),
-        || async {
-            Ok(state
-                .store
-                .list_audit(&caller.scope, &filter, page as i64, limit as i64)
-                .await?)
-        },
-    )
-    .await?;
-    accessed(
-        &state,
-        &caller,
-        &meta,
-        "owner.read.audit_log",
-        "logs:audit",
-        hit,
-        &body,
-    )
-    .await;
-    Ok(with_cache_header(Json(body).into_response(), hit))
+    let listing = Listing {
+        tag: "audit",
+        ttl: Duration::from_secs(15),
+        action: "owner.read.audit_log",
+        resource: "logs:audit",
+    };
+    cached_listing(&state, &caller, &meta, listing, &key, || async {
+        Ok(state
+            .store
+            .list_audit(&caller.scope, &filter, page as i64, limit as i64)
+            .await?)
+    })
+    .await
 }
 
 /// `GET /api/owner/logs/access`.
@@ -997,35 +1019,23 @@ pub async fn list_runs(
         to: parse_time("to", q.to.as_deref())?,
     };
     let (page, limit) = page_limit(q.page, q.limit, 50)?;
-    let what = format!(
+    let key = format!(
         "runs|{}|{page}|{limit}",
         serde_json::to_string(&filter).unwrap_or_default()
     );
-    let (body, hit) = cached(
-        &state,
-        &caller,
-        &what,
-        &["runs"],
-        Duration::from_secs(30),
-        || async {
-            Ok(state
-                .store
-                .list_runs(&caller.scope, &filter, page as i64, limit as i64)
-                .await?)
-        },
-    )
-    .await?;
-    accessed(
-        &state,
-        &caller,
-        &meta,
-        "owner.read.runs",
-        "runs",
-        hit,
-        &body,
-    )
-    .await;
-    Ok(with_cache_header(Json(body).into_response(), hit))
+    let listing = Listing {
+        tag: "runs",
+        ttl: Duration::from_secs(30),
+        action: "owner.read.runs",
+        resource: "runs",
+    };
+    cached_listing(&state, &caller, &meta, listing, &key, || async {
+        Ok(state
+            .store
+            .list_runs(&caller.scope, &filter, page as i64, limit as i64)
+            .await?)
+    })
+    .await
 }
 
 /// `GET /api/owner/runs/{id}`.
