@@ -1,7 +1,8 @@
 //! Realtime: `GET /api/owner/realtime` (WebSocket, token in `Authorization` or `?token=`).
 //!
 //! On connect the client gets `{"type":"snapshot","queues":[…]}`; then events:
-//! `job_status` (each attempt finished by any `keel serve` worker), `queue_stats` and
+//! `job_status` (attempts finished by any `keel serve` worker, at most 200 per second per
+//! instance), `queue_stats` and
 //! `dlq_stats` (at most once per second per queue, after anything changed it). Events travel
 //! through pub/sub on the backend (Redis, or the memory bus), so every instance sees every
 //! instance's events. Each connection reads from a bounded buffer: a client that falls 256
@@ -28,6 +29,9 @@ use crate::store::{NewRun, Role, Scope};
 
 const CONNECTION_BUFFER: usize = 256;
 
+/// `job_status` events per second and instance, at most.
+pub const JOB_EVENTS_PER_SECOND: u32 = 200;
+
 /// The realtime hub of this instance. Cheap to clone.
 #[derive(Clone)]
 pub struct Realtime {
@@ -35,6 +39,8 @@ pub struct Realtime {
 }
 
 struct Inner {
+    /// `job_status` events sent in the current second, and which second.
+    job_events: Mutex<(u64, u32)>,
     out: mpsc::Sender<Value>,
     local: broadcast::Sender<Arc<Value>>,
     pending: Mutex<BTreeSet<String>>,
@@ -56,6 +62,7 @@ impl Realtime {
         let (local, _) = broadcast::channel(CONNECTION_BUFFER);
         let rt = Realtime {
             inner: Arc::new(Inner {
+                job_events: Mutex::new((0, 0)),
                 out,
                 local: local.clone(),
                 pending: Mutex::new(BTreeSet::new()),
@@ -134,13 +141,29 @@ impl Realtime {
         p.insert(queue.to_string());
     }
 
-    /// An attempt finished.
+    /// An attempt finished. At most [`JOB_EVENTS_PER_SECOND`] of these go out per second and
+    /// instance; past that only the queue's stats do (a UI cannot show more anyway).
     pub fn job_status(&self, run: &NewRun) {
+        self.queue_changed(&run.queue);
+        {
+            let second = keel::now_ms() / 1000;
+            let mut n = self
+                .inner
+                .job_events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if n.0 != second {
+                *n = (second, 0);
+            }
+            if n.1 >= JOB_EVENTS_PER_SECOND {
+                return;
+            }
+            n.1 += 1;
+        }
         self.send(json!({
             "type": "job_status", "queue": run.queue, "job_id": run.job_id, "name": run.name,
             "status": run.status, "attempt": run.attempt, "error": run.error,
         }));
-        self.queue_changed(&run.queue);
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<Value>> {

@@ -75,7 +75,6 @@ CREATE TABLE keel_job_runs (
 );
 CREATE INDEX keel_job_runs_queue ON keel_job_runs (queue, id);
 CREATE INDEX keel_job_runs_job ON keel_job_runs (queue, job_id);
-CREATE INDEX keel_job_runs_started ON keel_job_runs (started_at);
 
 CREATE TABLE keel_job_run_events (
     id      BIGSERIAL PRIMARY KEY,
