@@ -1,5 +1,5 @@
 //! Job-run records off the hot path: each finished attempt is handed to a bounded buffer
-//! (`try_send`, never waiting), and one task writes batches (up to 500 rows or every 200 ms) in
+//! (`try_send`, never waiting), and one task writes batches (up to 2000 rows or every 200 ms) in
 //! one transaction. When the buffer is full the record is dropped and counted
 //! (`keel_run_records_dropped_total`), so a slow database never slows the queue.
 
@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::realtime::Realtime;
 use crate::store::{NewRun, RecordStore};
 
-const BATCH: usize = 500;
+const BATCH: usize = 2000;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 /// Counts of the recorder.
