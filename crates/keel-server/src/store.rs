@@ -668,6 +668,86 @@ fn copy_field(out: &mut String, v: Option<&str>) {
     }
 }
 
+/// Appends one row of COPY text.
+fn copy_row(data: &mut String, fields: &[Option<&str>]) {
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            data.push('\t');
+        }
+        copy_field(data, *f);
+    }
+    data.push('\n');
+}
+
+/// Sends `data` with `COPY <target> FROM STDIN` on `conn`.
+async fn copy_in(
+    conn: &mut sqlx::PgConnection,
+    what: &str,
+    target: &str,
+    data: String,
+) -> Result<()> {
+    let mut copy = conn
+        .copy_in_raw(&format!("COPY {target} FROM STDIN"))
+        .await
+        .map_err(|e| db_err(what, e))?;
+    copy.send(data.into_bytes())
+        .await
+        .map_err(|e| db_err(what, e))?;
+    copy.finish().await.map_err(|e| db_err(what, e))?;
+    Ok(())
+}
+
+/// Writes audit and access entries with `COPY` (PostgreSQL), in one transaction.
+async fn copy_logs(pg: &sqlx::PgPool, audit: &[NewAudit], access: &[NewAccess]) -> Result<()> {
+    let now = (keel::now_ms() as i64).to_string();
+    let mut tx = pg.begin().await.map_err(|e| db_err("logs", e))?;
+    if !audit.is_empty() {
+        let mut data = String::with_capacity(audit.len() * 200);
+        for e in audit {
+            let status = e.status.to_string();
+            let payload = e.payload.as_ref().map(|p| p.to_string());
+            copy_row(
+                &mut data,
+                &[
+                    e.tenant_id.as_deref(),
+                    Some(&now),
+                    Some(&e.actor),
+                    Some(&e.action),
+                    Some(&e.resource),
+                    e.ip.as_deref(),
+                    e.user_agent.as_deref(),
+                    Some(&status),
+                    payload.as_deref(),
+                ],
+            );
+        }
+        copy_in(&mut tx, "audit log", "keel_audit_log (tenant_id, at, actor, action, resource, ip, user_agent, status, payload)", data).await?;
+    }
+    if !access.is_empty() {
+        let mut data = String::with_capacity(access.len() * 200);
+        for e in access {
+            let cached = (e.cached as i64).to_string();
+            let fields = serde_json::to_string(&e.fields).unwrap_or_else(|_| "[]".into());
+            copy_row(
+                &mut data,
+                &[
+                    e.tenant_id.as_deref(),
+                    Some(&now),
+                    Some(&e.actor),
+                    Some(&e.action),
+                    Some(&e.resource),
+                    e.ip.as_deref(),
+                    e.user_agent.as_deref(),
+                    Some(&cached),
+                    Some(&fields),
+                ],
+            );
+        }
+        copy_in(&mut tx, "access log", "keel_access_log (tenant_id, at, actor, action, resource, ip, user_agent, cached, fields)", data).await?;
+    }
+    tx.commit().await.map_err(|e| db_err("logs", e))
+}
+
 /// Writes runs with `COPY … FROM STDIN` (PostgreSQL).
 async fn copy_runs(pg: &sqlx::PgPool, runs: &[&NewRun]) -> Result<()> {
     let mut data = String::with_capacity(runs.len() * 160);
@@ -690,24 +770,10 @@ async fn copy_runs(pg: &sqlx::PgPool, runs: &[&NewRun]) -> Result<()> {
             Some(&r.worker),
             Some(&r.trace_id),
         ];
-        for (i, f) in fields.iter().enumerate() {
-            if i > 0 {
-                data.push('\t');
-            }
-            copy_field(&mut data, *f);
-        }
-        data.push('\n');
+        copy_row(&mut data, &fields);
     }
     let mut conn = pg.acquire().await.map_err(|e| db_err("job runs", e))?;
-    let mut copy = conn
-        .copy_in_raw("COPY keel_job_runs (tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id) FROM STDIN")
-        .await
-        .map_err(|e| db_err("job runs", e))?;
-    copy.send(data.into_bytes())
-        .await
-        .map_err(|e| db_err("job runs", e))?;
-    copy.finish().await.map_err(|e| db_err("job runs", e))?;
-    Ok(())
+    copy_in(&mut conn, "job runs", "keel_job_runs (tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id)", data).await
 }
 
 /// `INSERT INTO <table> VALUES ($1..$n), (...), ...` for `rows` rows of `cols` columns.
@@ -807,6 +873,11 @@ impl SqlStore {
                         // WAL lets readers run beside the run-record writer; wait, not fail,
                         // when another connection holds the write lock.
                         sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        // With WAL, NORMAL syncs at checkpoints, not at every commit: a power
+                        // loss can lose the last transactions, never corrupt the file.
+                        sqlx::query("PRAGMA synchronous = NORMAL")
                             .execute(&mut *conn)
                             .await?;
                         sqlx::query("PRAGMA busy_timeout = 5000")
@@ -1245,6 +1316,9 @@ impl RecordStore for SqlStore {
     async fn record_logs(&self, audit: &[NewAudit], access: &[NewAccess]) -> Result<()> {
         if audit.is_empty() && access.is_empty() {
             return Ok(());
+        }
+        if let Some(pg) = &self.copy {
+            return copy_logs(pg, audit, access).await;
         }
         // One multi-row INSERT per table: a batch costs two round trips, not one per entry.
         let mut tx = self.pool.begin().await.map_err(|e| db_err("logs", e))?;
