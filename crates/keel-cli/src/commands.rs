@@ -378,7 +378,7 @@ async fn worker(config: &Config, only: Vec<String>, deadline: Duration) -> Resul
     if selected.is_empty() {
         return Err(Error::invalid(
             "queues",
-            "no queues configured: add a [queues.<name>] section with a handler to keel.toml",
+            "no configured queue has a handler: add [queues.<name>] with handler = { kind = ... } to keel.toml",
         )
         .into());
     }
