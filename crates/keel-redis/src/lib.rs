@@ -181,27 +181,13 @@ impl RedisBackend {
 
     /// Every key matching `pattern`, by `SCAN` (never `KEYS`, which blocks Redis).
     async fn scan_keys(&self, what: &str, pattern: &str) -> Result<Vec<String>> {
-        let mut keys = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, found): (u64, Vec<String>) = self
-                .cmd(
-                    what,
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .to_owned(),
-                )
-                .await?;
-            keys.extend(found);
-            if next == 0 {
-                return Ok(keys);
-            }
-            cursor = next;
-        }
+        keel_core::KvBackend::scan(self, pattern, usize::MAX)
+            .await
+            .map_err(|e| match e {
+                Error::BackendUnavailable(m) => Error::BackendUnavailable(format!("{what}: {m}")),
+                Error::Backend(m) => Error::Backend(format!("{what}: {m}")),
+                other => other,
+            })
     }
 
     /// The bullmq handle of `name`, created (and its meta `version` written) on first use.
