@@ -45,6 +45,61 @@ async fn every_route_is_listed_and_answers() {
     let spec = app.get_json("/api/openapi.json", None).await.1;
     assert_eq!(spec["openapi"], "3.0.3");
     let paths = spec["paths"].as_object().unwrap();
+    // Structurally valid OpenAPI 3: every templated segment is a required path parameter,
+    // every operation answers something in 2xx and references only defined components.
+    let schemes = spec["components"]["securitySchemes"].as_object().unwrap();
+    for (path, item) in paths {
+        assert!(path.starts_with('/'), "{path}");
+        for (method, op) in item.as_object().unwrap() {
+            assert!(
+                ["get", "post", "put", "patch", "delete"].contains(&method.as_str()),
+                "{method} {path}"
+            );
+            let params = op["parameters"].as_array().unwrap();
+            for seg in path.split('/').filter(|s| s.starts_with('{')) {
+                let name = &seg[1..seg.len() - 1];
+                assert!(
+                    params
+                        .iter()
+                        .any(|p| p["name"] == name && p["in"] == "path" && p["required"] == true),
+                    "{method} {path}: path parameter {name}"
+                );
+            }
+            assert!(params
+                .iter()
+                .all(|p| ["path", "query"].contains(&p["in"].as_str().unwrap())));
+            let responses = op["responses"].as_object().unwrap();
+            assert!(
+                responses.keys().any(|k| k.starts_with('2')),
+                "{method} {path}: no 2xx"
+            );
+            for r in responses.values() {
+                if let Some(reference) = r.get("$ref").and_then(|v| v.as_str()) {
+                    let name = reference.rsplit('/').next().unwrap();
+                    assert!(
+                        spec["components"]["responses"].get(name).is_some(),
+                        "{reference}"
+                    );
+                }
+            }
+            if let Some(sec) = op.get("security") {
+                for req in sec.as_array().unwrap() {
+                    for k in req.as_object().unwrap().keys() {
+                        assert!(schemes.contains_key(k), "{k}");
+                    }
+                }
+            }
+            assert!(op["operationId"].is_string());
+        }
+    }
+    assert_eq!(
+        paths
+            .values()
+            .map(|i| i.as_object().unwrap().len())
+            .sum::<usize>(),
+        ROUTES.len(),
+        "one operation per route"
+    );
     for r in ROUTES {
         assert!(
             paths[r.path].get(r.method).is_some(),
