@@ -378,6 +378,32 @@ fn parse_items(raw: &Value) -> ApiResult<(Vec<EnqueueItem>, bool)> {
     }
 }
 
+/// An audited change to one queue: it needs the admin role and a queue the caller can see;
+/// when it succeeds, the queue's cached lists and stats are invalidated and realtime is told.
+async fn queue_change<F, Fut>(
+    state: &AppState,
+    caller: &Caller,
+    meta: &Meta,
+    (action, resource): (&str, String),
+    queue: &str,
+    payload: Option<Value>,
+    change: F,
+) -> Response
+where
+    F: FnOnce(Queue) -> Fut,
+    Fut: Future<Output = ApiResult<(StatusCode, Value)>>,
+{
+    audited(state, caller, meta, action, &resource, payload, || async {
+        caller.require(Role::Admin)?;
+        let q = visible_queue(state, caller, queue).await?;
+        let out = change(q).await?;
+        invalidate(state, &["queues", &queue_tag(queue)]).await;
+        state.realtime.queue_changed(queue);
+        Ok(out)
+    })
+    .await
+}
+
 /// `POST /api/owner/queues/{queue}/jobs`: one job object or an array (≤ 1000), all validated
 /// before any is added.
 pub async fn enqueue(
@@ -389,40 +415,36 @@ pub async fn enqueue(
 ) -> Response {
     let resource = format!("queue:{queue}");
     let payload = Some(raw.clone());
-    let run = || async {
-        caller.require(Role::Admin)?;
-        let q = visible_queue(&state, &caller, &queue).await?;
-        let (items, bulk) = parse_items(&raw)?;
-        let jobs: Vec<NewJob> = items
-            .into_iter()
-            .map(|i| NewJob {
-                name: i.name,
-                data: i.data,
-                opts: i.opts,
-            })
-            .collect();
-        let added = if bulk {
-            q.add_bulk(jobs).await?
-        } else {
-            let j = jobs.into_iter().next().expect("one job");
-            vec![q.add(&j.name, j.data, j.opts).await?]
-        };
-        invalidate(&state, &["queues", &queue_tag(&queue)]).await;
-        state.realtime.queue_changed(&queue);
-        let out: Vec<Value> = added
-            .iter()
-            .map(|j| json!({"id": j.id, "name": j.name}))
-            .collect();
-        Ok((StatusCode::CREATED, json!({ "jobs": out })))
-    };
-    audited(
+    let action = ("owner.job.enqueue", resource);
+    queue_change(
         &state,
         &caller,
         &meta,
-        "owner.job.enqueue",
-        &resource,
+        action,
+        &queue,
         payload,
-        run,
+        |q| async move {
+            let (items, bulk) = parse_items(&raw)?;
+            let jobs: Vec<NewJob> = items
+                .into_iter()
+                .map(|i| NewJob {
+                    name: i.name,
+                    data: i.data,
+                    opts: i.opts,
+                })
+                .collect();
+            let added = if bulk {
+                q.add_bulk(jobs).await?
+            } else {
+                let j = jobs.into_iter().next().expect("one job");
+                vec![q.add(&j.name, j.data, j.opts).await?]
+            };
+            let out: Vec<Value> = added
+                .iter()
+                .map(|j| json!({"id": j.id, "name": j.name}))
+                .collect();
+            Ok((StatusCode::CREATED, json!({ "jobs": out })))
+        },
     )
     .await
 }
@@ -592,23 +614,22 @@ pub async fn retry_job(
     meta: Meta,
     Path((queue, id)): Path<(String, String)>,
 ) -> Response {
-    let resource = format!("job:{queue}/{id}");
-    audited(
+    let action = ("owner.job.retry", format!("job:{queue}/{id}"));
+    queue_change(
         &state,
         &caller,
         &meta,
-        "owner.job.retry",
-        &resource,
+        action,
+        &queue,
         None,
-        || async {
-            caller.require(Role::Admin)?;
-            let q = visible_queue(&state, &caller, &queue).await?;
+        |q| async move {
             if q.get_job(&id).await?.is_none() {
-                return Err(ApiError::not_found(format!("job {id} in queue {queue}")));
+                return Err(ApiError::not_found(format!(
+                    "job {id} in queue {}",
+                    q.name()
+                )));
             }
             q.retry(&id).await?;
-            invalidate(&state, &["queues", &queue_tag(&queue)]).await;
-            state.realtime.queue_changed(&queue);
             Ok((StatusCode::OK, json!({"retried": id})))
         },
     )
@@ -622,22 +643,21 @@ pub async fn remove_job(
     meta: Meta,
     Path((queue, id)): Path<(String, String)>,
 ) -> Response {
-    let resource = format!("job:{queue}/{id}");
-    audited(
+    let action = ("owner.job.remove", format!("job:{queue}/{id}"));
+    queue_change(
         &state,
         &caller,
         &meta,
-        "owner.job.remove",
-        &resource,
+        action,
+        &queue,
         None,
-        || async {
-            caller.require(Role::Admin)?;
-            let q = visible_queue(&state, &caller, &queue).await?;
+        |q| async move {
             if !q.remove(&id).await? {
-                return Err(ApiError::not_found(format!("job {id} in queue {queue}")));
+                return Err(ApiError::not_found(format!(
+                    "job {id} in queue {}",
+                    q.name()
+                )));
             }
-            invalidate(&state, &["queues", &queue_tag(&queue)]).await;
-            state.realtime.queue_changed(&queue);
             Ok((StatusCode::OK, json!({"removed": id})))
         },
     )
@@ -656,19 +676,23 @@ async fn pause_resume(
     } else {
         "owner.queue.resume"
     };
-    let resource = format!("queue:{queue}");
-    audited(&state, &caller, &meta, action, &resource, None, || async {
-        caller.require(Role::Admin)?;
-        let q = visible_queue(&state, &caller, &queue).await?;
-        if pause {
-            q.pause().await?;
-        } else {
-            q.resume().await?;
-        }
-        invalidate(&state, &["queues", &queue_tag(&queue)]).await;
-        state.realtime.queue_changed(&queue);
-        Ok((StatusCode::OK, json!({"queue": queue, "paused": pause})))
-    })
+    let action = (action, format!("queue:{queue}"));
+    queue_change(
+        &state,
+        &caller,
+        &meta,
+        action,
+        &queue,
+        None,
+        |q| async move {
+            if pause {
+                q.pause().await?;
+            } else {
+                q.resume().await?;
+            }
+            Ok((StatusCode::OK, json!({"queue": q.name(), "paused": pause})))
+        },
+    )
     .await
 }
 
@@ -760,24 +784,21 @@ pub async fn replay_all(
     Params(p): Params<ReplayQuery>,
 ) -> Response {
     let dry = p.dry_run.unwrap_or(false);
-    let resource = format!("dlq:{queue}");
-    audited(
+    let action = ("owner.dlq.replay_all", format!("dlq:{queue}"));
+    let payload = Some(json!({"dry_run": dry}));
+    queue_change(
         &state,
         &caller,
         &meta,
-        "owner.dlq.replay_all",
-        &resource,
-        Some(json!({"dry_run": dry})),
-        || async {
-            caller.require(Role::Admin)?;
-            let q = visible_queue(&state, &caller, &queue).await?;
+        action,
+        &queue,
+        payload,
+        |q| async move {
             if dry {
                 let n = q.dlq().replay_all_dry_run().await?;
                 return Ok((StatusCode::OK, json!({"dry_run": true, "would_replay": n})));
             }
             let n = q.dlq().replay_all().await?;
-            invalidate(&state, &["queues", &queue_tag(&queue)]).await;
-            state.realtime.queue_changed(&queue);
             Ok((StatusCode::OK, json!({"dry_run": false, "replayed": n})))
         },
     )
@@ -791,20 +812,16 @@ pub async fn replay_one(
     meta: Meta,
     Path((queue, id)): Path<(String, String)>,
 ) -> Response {
-    let resource = format!("dlq:{queue}/{id}");
-    audited(
+    let action = ("owner.dlq.replay", format!("dlq:{queue}/{id}"));
+    queue_change(
         &state,
         &caller,
         &meta,
-        "owner.dlq.replay",
-        &resource,
+        action,
+        &queue,
         None,
-        || async {
-            caller.require(Role::Admin)?;
-            let q = visible_queue(&state, &caller, &queue).await?;
+        |q| async move {
             let job = q.dlq().replay(&id).await?;
-            invalidate(&state, &["queues", &queue_tag(&queue)]).await;
-            state.realtime.queue_changed(&queue);
             Ok((
                 StatusCode::OK,
                 json!({"replayed": id, "job": {"id": job.id, "name": job.name}}),
@@ -821,24 +838,21 @@ pub async fn remove_dlq(
     meta: Meta,
     Path((queue, id)): Path<(String, String)>,
 ) -> Response {
-    let resource = format!("dlq:{queue}/{id}");
-    audited(
+    let action = ("owner.dlq.remove", format!("dlq:{queue}/{id}"));
+    queue_change(
         &state,
         &caller,
         &meta,
-        "owner.dlq.remove",
-        &resource,
+        action,
+        &queue,
         None,
-        || async {
-            caller.require(Role::Admin)?;
-            let q = visible_queue(&state, &caller, &queue).await?;
+        |q| async move {
             if !q.dlq().remove(&id).await? {
                 return Err(ApiError::not_found(format!(
-                    "dead letter {id} of queue {queue}"
+                    "dead letter {id} of queue {}",
+                    q.name()
                 )));
             }
-            invalidate(&state, &["queues", &queue_tag(&queue)]).await;
-            state.realtime.queue_changed(&queue);
             Ok((StatusCode::OK, json!({"removed": id})))
         },
     )
