@@ -81,11 +81,25 @@ impl KvState {
     }
 }
 
-static GCRA: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+/// Redis's clock in µs as `now`: the first lines of every rate-limit script.
+macro_rules! redis_now {
+    () => {
+        "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    };
+}
+
+/// A script, hashed once on first use.
+macro_rules! script {
+    ($(#[$doc:meta])* $name:ident = $body:expr) => {
+        $(#[$doc])*
+        static $name: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new($body));
+    };
+}
+
+script!(
+    GCRA = concat!(
+        redis_now!(),
         r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit, period, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local interval = math.max(math.floor(period * 1000 / math.max(limit, 1)), 1)
 local tolerance = interval * math.max(burst, 1)
@@ -101,15 +115,14 @@ local rem = math.floor((now - (new_tat - tolerance)) / interval)
 local keep = math.max(math.ceil((new_tat - now) / 1000), 1)
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', keep)
 return {1, math.min(rem, burst), keep, 0}
-"#,
+"#
     )
-});
+);
 
-static SLIDING_WINDOW: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+script!(
+    SLIDING_WINDOW = concat!(
+        redis_now!(),
         r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit, w, cost = tonumber(ARGV[1]), math.max(tonumber(ARGV[2]) * 1000, 1), tonumber(ARGV[3])
 local idx = math.floor(now / w)
 local elapsed = now - idx * w
@@ -133,15 +146,14 @@ end
 redis.call('HSET', KEYS[1], 'w', string.format('%.0f', idx), 'c', cur + cost, 'p', prev)
 redis.call('PEXPIRE', KEYS[1], math.ceil((w - elapsed + w) / 1000))
 return {1, limit - est - cost, until_end, 0}
-"#,
+"#
     )
-});
+);
 
-static FIXED_WINDOW: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+script!(
+    FIXED_WINDOW = concat!(
+        redis_now!(),
         r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit, w, cost = tonumber(ARGV[1]), math.max(tonumber(ARGV[2]) * 1000, 1), tonumber(ARGV[3])
 local idx = math.floor(now / w)
 local until_end = math.max(math.ceil((w - (now - idx * w)) / 1000), 1)
@@ -154,15 +166,14 @@ end
 redis.call('HSET', KEYS[1], 'w', string.format('%.0f', idx), 'c', count + cost)
 redis.call('PEXPIRE', KEYS[1], until_end)
 return {1, limit - count - cost, until_end, 0}
-"#,
+"#
     )
-});
+);
 
-static SLIDING_LOG: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+script!(
+    SLIDING_LOG = concat!(
+        redis_now!(),
         r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit, window_ms, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local w = window_ms * 1000
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - w))
@@ -183,49 +194,41 @@ local score = string.format('%.0f', now)
 for i = 1, cost do redis.call('ZADD', KEYS[1], score, ARGV[4] .. ':' .. i) end
 redis.call('PEXPIRE', KEYS[1], math.max(window_ms, 1))
 return {1, limit - count - cost, math.max(window_ms, 1), 0}
-"#,
+"#
     )
-});
+);
 
-static LOCK_ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r#"
+script!(
+    LOCK_ACQUIRE = r#"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return redis.call('INCR', KEYS[2])
 end
 return false
-"#,
-    )
-});
+"#
+);
 
-static LOCK_RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r#"
+script!(
+    LOCK_RELEASE = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
-"#,
-    )
-});
+"#
+);
 
-static LOCK_EXTEND: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r#"
+script!(
+    LOCK_EXTEND = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
-"#,
-    )
-});
+"#
+);
 
-static INCR_TTL: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r#"
+script!(
+    INCR_TTL = r#"
 local existed = redis.call('EXISTS', KEYS[1])
 local v = redis.call('INCRBY', KEYS[1], ARGV[1])
 if existed == 0 and ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return v
-"#,
-    )
-});
+"#
+);
 
 /// A trivial script, for benchmarking `EVALSHA` round trips against the toolkit's own.
 pub static TRIVIAL_SCRIPT: LazyLock<redis::Script> =
