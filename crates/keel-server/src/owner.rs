@@ -910,7 +910,7 @@ async fn cached_listing<T, F, Fut>(
     caller: &Caller,
     meta: &Meta,
     listing: Listing<'_>,
-    key: &str,
+    (filter, page, limit): (&impl Serialize, usize, usize),
     compute: F,
 ) -> ApiResult<Response>
 where
@@ -918,7 +918,9 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = ApiResult<T>>,
 {
-    let (body, hit) = cached(state, caller, key, &[listing.tag], listing.ttl, compute).await?;
+    let filter = serde_json::to_string(filter).unwrap_or_default();
+    let key = format!("{}|{filter}|{page}|{limit}", listing.tag);
+    let (body, hit) = cached(state, caller, &key, &[listing.tag], listing.ttl, compute).await?;
     accessed(
         state,
         caller,
@@ -942,22 +944,25 @@ pub async fn audit_log(
     caller.require(Role::Admin)?;
     let filter = log_filter(&q)?;
     let (page, limit) = page_limit(q.page, q.limit, 50)?;
-    let key = format!(
-        "audit|{}|{page}|{limit}",
-        serde_json::to_string(&filter).unwrap_or_default()
-    );
     let listing = Listing {
         tag: "audit",
         ttl: Duration::from_secs(15),
         action: "owner.read.audit_log",
         resource: "logs:audit",
     };
-    cached_listing(&state, &caller, &meta, listing, &key, || async {
-        Ok(state
-            .store
-            .list_audit(&caller.scope, &filter, page as i64, limit as i64)
-            .await?)
-    })
+    cached_listing(
+        &state,
+        &caller,
+        &meta,
+        listing,
+        (&filter, page, limit),
+        || async {
+            Ok(state
+                .store
+                .list_audit(&caller.scope, &filter, page as i64, limit as i64)
+                .await?)
+        },
+    )
     .await
 }
 
@@ -1033,22 +1038,25 @@ pub async fn list_runs(
         to: parse_time("to", q.to.as_deref())?,
     };
     let (page, limit) = page_limit(q.page, q.limit, 50)?;
-    let key = format!(
-        "runs|{}|{page}|{limit}",
-        serde_json::to_string(&filter).unwrap_or_default()
-    );
     let listing = Listing {
         tag: "runs",
         ttl: Duration::from_secs(30),
         action: "owner.read.runs",
         resource: "runs",
     };
-    cached_listing(&state, &caller, &meta, listing, &key, || async {
-        Ok(state
-            .store
-            .list_runs(&caller.scope, &filter, page as i64, limit as i64)
-            .await?)
-    })
+    cached_listing(
+        &state,
+        &caller,
+        &meta,
+        listing,
+        (&filter, page, limit),
+        || async {
+            Ok(state
+                .store
+                .list_runs(&caller.scope, &filter, page as i64, limit as i64)
+                .await?)
+        },
+    )
     .await
 }
 
