@@ -426,6 +426,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/owner/logs/audit", get(owner::audit_log))
         .route("/api/owner/logs/access", get(owner::access_log))
         .route("/api/owner/runs", get(owner::list_runs))
+        .route("/api/owner/runs/per-minute", get(owner::runs_per_minute))
+        .route("/api/owner/workers", get(owner::list_workers))
         .route("/api/owner/runs/{id}", get(owner::get_run))
         .route(
             "/api/owner/tokens",

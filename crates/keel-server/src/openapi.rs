@@ -149,14 +149,18 @@ pub const ROUTES: &[Route] = &[
         "/api/owner/logs/audit",
         "Audit log, newest first",
         A,
-        &["action", "resource", "actor", "from", "to", "page", "limit"],
+        &[
+            "id", "action", "resource", "actor", "from", "to", "page", "limit",
+        ],
     ),
     r(
         "get",
         "/api/owner/logs/access",
         "Data-access log, newest first",
         A,
-        &["action", "resource", "actor", "from", "to", "page", "limit"],
+        &[
+            "id", "action", "resource", "actor", "from", "to", "page", "limit",
+        ],
     ),
     r(
         "get",
@@ -165,6 +169,14 @@ pub const ROUTES: &[Route] = &[
         V,
         &["queue", "status", "job_id", "from", "to", "page", "limit"],
     ),
+    r(
+        "get",
+        "/api/owner/runs/per-minute",
+        "Attempts completed and failed per minute",
+        V,
+        &["minutes"],
+    ),
+    r("get", "/api/owner/workers", "Live workers", V, &[]),
     r(
         "get",
         "/api/owner/runs/{id}",

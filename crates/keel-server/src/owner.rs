@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::app::{AppState, Caller, JsonBody, Meta};
 use crate::error::{ApiError, ApiResult};
-use crate::store::{LogFilter, NewAccess, NewAudit, Role, RunFilter, Scope};
+use crate::store::{LogFilter, MinuteCounts, NewAccess, NewAudit, Role, RunFilter, Scope};
 
 /// Most jobs one enqueue call may add.
 pub const MAX_BULK: usize = 1000;
@@ -862,6 +862,7 @@ pub async fn remove_dlq(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
+    id: Option<i64>,
     action: Option<String>,
     resource: Option<String>,
     actor: Option<String>,
@@ -889,6 +890,7 @@ fn parse_time(field: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
 
 fn log_filter(q: &LogQuery) -> ApiResult<LogFilter> {
     Ok(LogFilter {
+        id: q.id,
         action: q.action.clone(),
         resource: q.resource.clone(),
         actor: q.actor.clone(),
@@ -1088,6 +1090,84 @@ pub async fn get_run(
     )
     .await;
     Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerMinuteQuery {
+    minutes: Option<i64>,
+}
+
+/// `GET /api/owner/runs/per-minute?minutes=60`: attempts completed and failed per minute over
+/// the last `minutes` (1-1440, default 60), oldest first, every minute present (zeros too).
+pub async fn runs_per_minute(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(q): Params<PerMinuteQuery>,
+) -> ApiResult<Response> {
+    caller.require(Role::Viewer)?;
+    let minutes = q.minutes.unwrap_or(60);
+    if !(1..=1440).contains(&minutes) {
+        return Err(ApiError::invalid("minutes", "must be between 1 and 1440"));
+    }
+    let this_minute = keel::now_ms() as i64 / 60_000;
+    let from = (this_minute - minutes + 1) * 60_000;
+    let (body, hit) = cached(
+        &state,
+        &caller,
+        &format!("runs-per-minute|{from}|{minutes}"),
+        &["runs"],
+        Duration::from_secs(10),
+        || async {
+            let found = state.store.runs_per_minute(&caller.scope, from).await?;
+            let mut rows: Vec<MinuteCounts> = (0..minutes)
+                .map(|i| MinuteCounts {
+                    minute: from + i * 60_000,
+                    completed: 0,
+                    failed: 0,
+                })
+                .collect();
+            for m in found {
+                let i = ((m.minute - from) / 60_000) as usize;
+                if let Some(r) = rows.get_mut(i) {
+                    *r = m;
+                }
+            }
+            Ok(json!({ "from": from, "minutes": rows }))
+        },
+    )
+    .await?;
+    Ok(with_cache_header(Json(body).into_response(), hit))
+}
+
+/// `GET /api/owner/workers`: the live workers (heartbeats), each with the queues it runs that
+/// the caller may see; a tenant sees only workers of its queues.
+pub async fn list_workers(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require(Role::Viewer)?;
+    let mut out = Vec::new();
+    for mut w in state.backend.raw().live_workers().await? {
+        let queues: Vec<Value> = w
+            .get("queues")
+            .and_then(Value::as_array)
+            .map(|qs| {
+                qs.iter()
+                    .filter(|q| {
+                        q.as_str()
+                            .is_some_and(|q| state.can_see_queue(&caller.scope, q))
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if queues.is_empty() && caller.scope != Scope::All {
+            continue;
+        }
+        if let Some(obj) = w.as_object_mut() {
+            obj.insert("queues".into(), Value::Array(queues));
+        }
+        out.push(w);
+    }
+    Ok(Json(json!({ "workers": out })))
 }
 
 /// `GET /api/owner/tokens` (owner).

@@ -217,6 +217,9 @@ pub struct AccessEntry {
 /// Filters of the audit and access logs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LogFilter {
+    /// One entry by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
     /// Exact action.
     pub action: Option<String>,
     /// Resource prefix (`queue:emails` matches `queue:emails` and `queue:emails/…`).
@@ -326,6 +329,17 @@ pub struct RunFilter {
     pub to: Option<i64>,
 }
 
+/// Finished job runs in one minute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinuteCounts {
+    /// Start of the minute, ms since the epoch.
+    pub minute: i64,
+    /// Attempts that completed.
+    pub completed: i64,
+    /// Attempts that failed (retried or dead).
+    pub failed: i64,
+}
+
 /// Pool figures for health.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoolHealth {
@@ -420,6 +434,13 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> Result<Page<JobRun>>;
     /// One run with its events.
     async fn get_run(&self, scope: &Scope, id: i64) -> Result<Option<(JobRun, Vec<RunEvent>)>>;
+    /// Runs finished since `since` (ms), counted per minute, oldest first; minutes without a
+    /// finished run are left out.
+    async fn runs_per_minute(&self, scope: &Scope, since: i64) -> Result<Vec<MinuteCounts>>;
+
+    /// The token with this id, unless it is revoked (console sessions re-check their token
+    /// with it).
+    async fn token_by_id(&self, id: &str) -> Result<Option<ApiToken>>;
 }
 
 /// Pool settings.
@@ -558,6 +579,9 @@ impl Where {
     }
     fn log_filter(&mut self, scope: &Scope, f: &LogFilter) {
         self.scope(scope);
+        if let Some(id) = f.id {
+            self.int("id = ?", id);
+        }
         if let Some(a) = &f.action {
             self.text("action = ?", a);
         }
@@ -1526,6 +1550,46 @@ impl RecordStore for SqlStore {
             });
         }
         Ok(Some((run, events)))
+    }
+
+    async fn runs_per_minute(&self, scope: &Scope, since: i64) -> Result<Vec<MinuteCounts>> {
+        let mut w = Where::default();
+        w.int("finished_at >= ?", since);
+        w.scope(scope);
+        let sql = format!(
+            "SELECT finished_at / 60000 AS m, \
+             SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS completed, \
+             SUM(CASE WHEN status = 'completed' THEN 0 ELSE 1 END) AS failed \
+             FROM keel_job_runs{} GROUP BY finished_at / 60000 ORDER BY m",
+            w.sql()
+        );
+        w.bind(sqlx::query(&sql))
+            .fetch_all(&self.pool)
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        Ok(MinuteCounts {
+                            minute: r.try_get::<i64, _>("m")? * 60_000,
+                            completed: r.try_get("completed")?,
+                            failed: r.try_get("failed")?,
+                        })
+                    })
+                    .collect()
+            })
+            .map_err(|e| db_err("job runs per minute", e))
+    }
+
+    async fn token_by_id(&self, id: &str) -> Result<Option<ApiToken>> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM keel_api_tokens WHERE id = $1 AND revoked_at IS NULL"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_err("token", e))?;
+        row.as_ref().map(token_from).transpose()
     }
 }
 

@@ -46,11 +46,14 @@ both!(
 
 async fn migrations_up_down_up(s: &SqlStore) {
     let applied = s.migrate_up().await.unwrap();
-    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert_eq!(applied.len(), 2, "{applied:?}");
     assert!(s.migrate_up().await.unwrap().is_empty(), "up is idempotent");
     s.create_token("t", Role::Owner, None).await.unwrap();
+    // One step down drops only the newest migration (an index): the tables stay.
+    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[1]]);
+    assert_eq!(s.list_tokens(&Scope::All).await.unwrap().len(), 1);
     let reverted = s.migrate_down(1).await.unwrap();
-    assert_eq!(reverted, applied);
+    assert_eq!(reverted, vec![applied[0]]);
     assert!(
         s.list_tokens(&Scope::All).await.is_err(),
         "tables are gone after down"
@@ -115,6 +118,15 @@ async fn tokens_are_hashed_scoped_and_revocable(s: &SqlStore) {
         "already revoked"
     );
     assert!(s.authenticate(&vsecret).await.unwrap().is_none());
+    assert!(
+        s.token_by_id(&viewer.id).await.unwrap().is_none(),
+        "revoked"
+    );
+    assert_eq!(
+        s.token_by_id(&owner.id).await.unwrap().map(|t| t.role),
+        Some(Role::Owner)
+    );
+    assert!(s.token_by_id("nope").await.unwrap().is_none());
     let listed = s.list_tokens(&Scope::All).await.unwrap();
     assert!(listed
         .iter()
@@ -254,6 +266,15 @@ async fn logs_filter_and_page_newest_first(s: &SqlStore) {
             .total,
         5
     );
+    let one = LogFilter {
+        id: Some(p3.items[0].id),
+        ..Default::default()
+    };
+    let got = s.list_audit(&Scope::All, &one, 1, 50).await.unwrap();
+    assert_eq!(
+        got.items.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![p3.items[0].id]
+    );
     let by_resource = LogFilter {
         resource: Some("queue:q1".into()),
         ..Default::default()
@@ -353,6 +374,36 @@ async fn runs_are_recorded_with_events(s: &SqlStore) {
         1
     );
     assert!(s.get_run(&Scope::All, 999_999).await.unwrap().is_none());
+
+    // Per minute: the 50 above finished at 1 250 ms (minute 0); three more in minute 2
+    // (120 000-179 999 ms), one of them in another tenant.
+    let mut later: Vec<NewRun> = ["completed", "failed", "completed"]
+        .iter()
+        .enumerate()
+        .map(|(i, st)| NewRun {
+            finished_at: 150_000 + i as i64,
+            ..run(None, "mail", &format!("m{i}"), st)
+        })
+        .collect();
+    later[2].tenant_id = Some(s.create_tenant("runs-t").await.unwrap().id);
+    s.insert_runs(&later).await.unwrap();
+    let all = s.runs_per_minute(&Scope::All, 0).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|m| (m.minute, m.completed, m.failed))
+            .collect::<Vec<_>>(),
+        vec![(0, 45, 5), (120_000, 2, 1)]
+    );
+    let since = s.runs_per_minute(&Scope::All, 60_000).await.unwrap();
+    assert_eq!(since.len(), 1);
+    let t = Scope::Tenant(later[2].tenant_id.clone().unwrap());
+    let mine = s.runs_per_minute(&t, 0).await.unwrap();
+    assert_eq!(
+        mine.iter()
+            .map(|m| (m.minute, m.completed, m.failed))
+            .collect::<Vec<_>>(),
+        vec![(120_000, 1, 0)]
+    );
 }
 
 async fn users_have_argon2id_passwords(s: &SqlStore) {

@@ -1,0 +1,1 @@
+DROP INDEX keel_job_runs_finished;
