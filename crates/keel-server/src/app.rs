@@ -372,12 +372,25 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
     resp
 }
 
-async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+/// 404: the console's HTML page for a browser outside `/api`, the JSON error otherwise.
+async fn not_found(
+    method: Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let browser = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if browser && !uri.path().starts_with("/api/") && method == Method::GET {
+        return crate::console::not_found_page(uri.path());
+    }
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not-found",
         format!("no route {method} {}", uri.path()),
     )
+    .into_response()
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
@@ -390,10 +403,10 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> 
     .into_response()
 }
 
-/// The whole router with its layers.
-pub fn router(state: AppState) -> Router {
-    use crate::{health, owner};
-    let owner_routes = Router::new()
+/// The owner API routes (`/api/owner/*`), without the rate limit.
+fn owner_api() -> Router<AppState> {
+    use crate::owner;
+    Router::new()
         .route("/api/owner/queues", get(owner::list_queues))
         .route("/api/owner/queues/{queue}/stats", get(owner::queue_stats))
         .route(
@@ -435,10 +448,21 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/owner/tokens/{id}", delete(owner::revoke_token))
         .route("/api/owner/realtime", get(crate::realtime::socket))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            owner_rate_limit,
-        ));
+}
+
+/// The whole router with its layers.
+pub fn router(state: AppState) -> Router {
+    use crate::health;
+    let owner_routes = owner_api().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        owner_rate_limit,
+    ));
+    // What the console's pages call in-process: the same handlers, without the per-IP limit
+    // (one page view makes several calls).
+    let internal = owner_api()
+        .route("/api/health/redis", get(health::redis))
+        .route("/api/admin/redis/metrics", get(health::redis_metrics))
+        .with_state(state.clone());
     let body_limit = state.config.server.body_limit_bytes;
     let timeout = state.config.server.request_timeout;
     Router::new()
@@ -450,6 +474,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::metrics::scrape))
         .route("/api/openapi.json", get(crate::openapi::document))
         .merge(owner_routes)
+        .merge(crate::console::routes(internal))
         .fallback(not_found)
         .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
             ApiError::new(

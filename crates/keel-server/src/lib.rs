@@ -9,9 +9,11 @@
 //! - [`runs`]: job-run records off the hot path; [`metrics`]: Prometheus; [`openapi`]: the document.
 //! - [`auth`]: token secrets, argon2id passwords; [`mask`]: secrets masked out of audit payloads.
 //! - [`error`]: the one error shape.
+//! - [`console`]: the operator console (server-rendered pages over the owner API).
 
 pub mod app;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod health;
 pub mod logs;

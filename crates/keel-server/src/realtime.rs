@@ -1,4 +1,5 @@
-//! Realtime: `GET /api/owner/realtime` (WebSocket, token in `Authorization` or `?token=`).
+//! Realtime: `GET /api/owner/realtime` (WebSocket, token in `Authorization` or `?token=`, or
+//! the console's session cookie from a same-origin page).
 //!
 //! On connect the client gets `{"type":"snapshot","queues":[…]}`; then events:
 //! `job_status` (attempts finished by any `keel serve` worker, at most 200 per second per
@@ -185,16 +186,24 @@ pub async fn socket(
         .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim().to_string())
         .or_else(|| q.get("token").cloned());
-    let Some(secret) = secret else {
-        return ApiError::unauthorized("send Authorization: Bearer <token> or ?token=")
-            .into_response();
-    };
-    let token = match state.store.authenticate(&secret).await {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            return ApiError::unauthorized("the token is unknown or revoked").into_response()
-        }
-        Err(e) => return ApiError::from(e).into_response(),
+    let token = match secret {
+        Some(secret) => match state.store.authenticate(&secret).await {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return ApiError::unauthorized("the token is unknown or revoked").into_response()
+            }
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+        // The console's pages: the session cookie (same origin only).
+        None => match crate::console::session_token(&state, &headers).await {
+            Some(t) => t,
+            None => {
+                return ApiError::unauthorized(
+                    "send Authorization: Bearer <token> or ?token=, or sign in to the console",
+                )
+                .into_response()
+            }
+        },
     };
     if token.role < Role::Viewer {
         return ApiError::forbidden("needs the viewer role").into_response();

@@ -195,6 +195,11 @@ impl App {
         &self.server.as_ref().unwrap().state
     }
 
+    /// One request, the whole response.
+    pub async fn respond(&self, req: Request<Body>) -> axum::response::Response {
+        self.router.clone().oneshot(req).await.unwrap()
+    }
+
     /// One request: status, headers, body bytes.
     pub async fn send(&self, req: Request<Body>) -> (StatusCode, HashMap<String, String>, Vec<u8>) {
         let resp = self.router.clone().oneshot(req).await.unwrap();
@@ -316,4 +321,165 @@ impl App {
             db.close().await;
         }
     }
+}
+
+/// A local webhook for `http` handlers: `POST /hook` answers 500 "smtp refused" when the job's
+/// data has `"fail": true`, 200 otherwise. Returns its URL.
+pub async fn webhook() -> String {
+    use axum::routing::post;
+    async fn hook(axum::Json(v): axum::Json<Value>) -> (StatusCode, String) {
+        if v["data"]["fail"] == Value::Bool(true) {
+            (StatusCode::INTERNAL_SERVER_ERROR, "smtp refused".into())
+        } else {
+            (
+                StatusCode::OK,
+                format!("{{\"sent\":\"{}\"}}", v["id"].as_str().unwrap_or("")),
+            )
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, Router::new().route("/hook", post(hook)))
+            .await
+            .ok();
+    });
+    format!("http://{addr}/hook")
+}
+
+/// A browser-like client of the console over the in-process router: keeps cookies.
+pub struct Web<'a> {
+    app: &'a App,
+    /// Cookies by name.
+    pub cookies: HashMap<String, String>,
+}
+
+/// A console response: status, `Location`, `Set-Cookie` values, body.
+pub struct Page {
+    pub status: StatusCode,
+    pub location: Option<String>,
+    pub set_cookies: Vec<String>,
+    pub body: String,
+}
+
+impl Page {
+    /// The value of the first hidden `csrf` field.
+    pub fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find("name=\"csrf\" value=\"")
+            .unwrap_or_else(|| panic!("no csrf field in: {}", self.body));
+        let rest = &self.body[at + "name=\"csrf\" value=\"".len()..];
+        rest[..rest.find('"').unwrap()].to_string()
+    }
+}
+
+impl<'a> Web<'a> {
+    pub fn new(app: &'a App) -> Web<'a> {
+        Web {
+            app,
+            cookies: HashMap::new(),
+        }
+    }
+
+    /// Signs in with `token` through the login form.
+    pub async fn signed_in(app: &'a App, token: &str) -> Web<'a> {
+        let mut web = Web::new(app);
+        let form = web.get("/login").await;
+        assert_eq!(form.status, StatusCode::OK);
+        let csrf = form.csrf();
+        let done = web
+            .post(
+                "/login",
+                &[("csrf", &csrf), ("token", token), ("next", "/")],
+                None,
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        assert!(web.cookies.contains_key("keel_session"));
+        web
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn run(&mut self, req: Request<Body>) -> Page {
+        let resp = self.app.respond(req).await;
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
+        let set_cookies: Vec<String> = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        for c in &set_cookies {
+            let pair = c.split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            if v.is_empty() || c.contains("Max-Age=0") {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_string(), v.to_string());
+            }
+        }
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        Page {
+            status,
+            location,
+            set_cookies,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    /// GET as a browser (Accept: text/html).
+    pub async fn get(&mut self, path: &str) -> Page {
+        let req = Request::builder()
+            .uri(path)
+            .header("accept", "text/html")
+            .header("cookie", self.cookie_header())
+            .body(Body::empty())
+            .unwrap();
+        self.run(req).await
+    }
+
+    /// POSTs a form; `origin` sets an `Origin` header (with `Host: console.test`).
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)], origin: Option<&str>) -> Page {
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("accept", "text/html")
+            .header("host", "console.test")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", self.cookie_header());
+        if let Some(o) = origin {
+            b = b.header("origin", o);
+        }
+        self.run(b.body(Body::from(body)).unwrap()).await
+    }
+}
+
+/// Percent-encodes a form value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
