@@ -134,6 +134,8 @@
       fallback("Live updates unavailable");
       return;
     }
+    // Reachable for debugging (and the browser tests, which close it to see the fallback).
+    window.keelConsole = { socket: ws };
     var opened = false;
     ws.onopen = function () {
       opened = true;

@@ -83,7 +83,7 @@ async fn invalidate(state: &AppState, tags: &[&str]) {
     }
 }
 
-fn queue_tag(queue: &str) -> String {
+pub(crate) fn queue_tag(queue: &str) -> String {
     format!("queue-{queue}")
 }
 

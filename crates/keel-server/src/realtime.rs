@@ -107,6 +107,9 @@ impl Realtime {
                 }
             }
         }));
+        // The owner API's cached lists and stats of a queue that changed are dropped with the
+        // same once-a-second beat, so they follow the served workers too (not only API calls).
+        let cache = crate::app::AppState::owner_cache(backend)?;
         let (rt2, backend, config) = (rt.clone(), backend.clone(), config.clone());
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -116,6 +119,15 @@ impl Realtime {
                     let mut p = rt2.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
                     std::mem::take(&mut *p).into_iter().collect()
                 };
+                if !queues.is_empty() {
+                    let mut tags: Vec<String> =
+                        queues.iter().map(|q| crate::owner::queue_tag(q)).collect();
+                    tags.push("queues".into());
+                    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+                    if let Err(e) = cache.invalidate_tags(&tags).await {
+                        tracing::debug!(error = %e, "owner cache not invalidated");
+                    }
+                }
                 for name in queues {
                     let Ok(q) = config.queue(&backend, &name) else {
                         continue;

@@ -197,15 +197,15 @@ pub async fn run(config: Config, shutdown_deadline: Duration) -> Result<()> {
     }
     let store = open_store(&config).await?;
     store.migrate_up().await?;
-    if let Some(secret) = first_owner_token(&*store).await? {
-        println!("Owner token (shown once; stored only as a hash):\n\n    {secret}\n\nUse it as: Authorization: Bearer <token>");
-    }
     let addr: SocketAddr = format!("{}:{}", config.server.host, config.server.port)
         .parse()
         .map_err(|_| Error::invalid("server.host", "not an address"))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::invalid("PORT", format!("cannot listen on {addr}: {e}")))?;
+    if let Some(secret) = first_owner_token(&*store).await? {
+        println!("Owner token (shown once; stored only as a hash):\n\n    {secret}\n\nUse it as: Authorization: Bearer <token>, or sign in to the console at http://{addr}/");
+    }
     let server = prepare(&config, backend, store, true).await?;
     let app = crate::app::router(server.state.clone());
     tracing::info!(%addr, database = server.state.store.database(), "keel serve listening");

@@ -583,3 +583,20 @@ async fn no_link_of_any_page_is_dead_on_redis_and_postgres() {
     crawl(&app, &app.owner).await;
     app.stop().await;
 }
+
+#[test]
+fn the_readme_shows_screenshots_that_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let shots: Vec<&str> = readme
+        .split("](docs/console/")
+        .skip(1)
+        .map(|s| &s[..s.find(')').unwrap()])
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert!(shots.len() >= 8, "{shots:?}");
+    for s in shots {
+        let png = std::fs::read(root.join("docs/console").join(s)).unwrap_or_default();
+        assert!(png.starts_with(b"\x89PNG"), "docs/console/{s} is a PNG");
+    }
+}

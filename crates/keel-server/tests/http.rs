@@ -982,6 +982,25 @@ async fn serve_workers_record_runs_and_count_them() {
         .call(Method::POST, "/api/owner/queues/logs/jobs", Some(&app.admin), Some(json!([{"name": "a"}, {"name": "b"}, {"name": "c", "data": {"traceId": "trace-42"}}])))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Stats are cached for 10 s, but what the served workers change is invalidated within a
+    // second: the read right after the enqueue does not hide the completions for 10 s.
+    let first = app
+        .get_json("/api/owner/queues/logs/stats", Some(&app.viewer))
+        .await
+        .1;
+    let started = std::time::Instant::now();
+    support::eventually("the completions in the cached stats", || async {
+        let (_, v) = app
+            .get_json("/api/owner/queues/logs/stats", Some(&app.viewer))
+            .await;
+        (v["completed"] == 3).then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "stale for {:?} after {first}",
+        started.elapsed()
+    );
     let runs = support::eventually("three runs recorded", || async {
         let (_, v) = app
             .get_json("/api/owner/runs?queue=logs&limit=10", Some(&app.viewer))

@@ -1417,10 +1417,14 @@ async fn job(ctx: Ctx, Path((q, id)): Path<(String, String)>) -> Response {
             value: view::duration(delay),
         });
     }
-    let progress = j["progress"].as_u64().filter(|p| *p <= 100);
+    // BullMQ starts every job at progress 0: a bar only once a handler reported some (or the
+    // job is running).
+    let progress = j["progress"]
+        .as_u64()
+        .filter(|p| *p <= 100 && (*p > 0 || v["state"] == "active"));
     let progress_json = match &j["progress"] {
-        Value::Number(_) | Value::Null => String::new(),
-        Value::Bool(false) => String::new(),
+        Value::Number(n) if n.as_u64().is_some_and(|p| p <= 100) => String::new(),
+        Value::Null | Value::Bool(false) => String::new(),
         other => view::json_viewer("progress", other),
     };
     let state = v["state"].as_str().unwrap_or("unknown").to_string();

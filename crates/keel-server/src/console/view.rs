@@ -147,8 +147,9 @@ fn tree(out: &mut String, key: Option<&str>, v: &Value, depth: usize) {
             let _ = write!(
                 out,
                 "<details{open}><summary>{k}<span class=\"json-brace\">{{…}}</span> \
-                 <span class=\"muted\">{} keys</span></summary><div class=\"json-children\">",
-                m.len()
+                 <span class=\"muted\">{} {}</span></summary><div class=\"json-children\">",
+                m.len(),
+                if m.len() == 1 { "key" } else { "keys" }
             );
             for (ck, cv) in m {
                 tree(out, Some(ck), cv, depth + 1);
@@ -160,8 +161,9 @@ fn tree(out: &mut String, key: Option<&str>, v: &Value, depth: usize) {
             let _ = write!(
                 out,
                 "<details{open}><summary>{k}<span class=\"json-brace\">[…]</span> \
-                 <span class=\"muted\">{} items</span></summary><div class=\"json-children\">",
-                a.len()
+                 <span class=\"muted\">{} {}</span></summary><div class=\"json-children\">",
+                a.len(),
+                if a.len() == 1 { "item" } else { "items" }
             );
             for (i, cv) in a.iter().enumerate() {
                 tree(out, Some(&i.to_string()), cv, depth + 1);
