@@ -66,9 +66,19 @@ async fn redis_down_gives_503_fails_open_and_recovers() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);
+    let mut web = support::Web::signed_in(&app, &app.admin).await;
+    assert_eq!(web.get("/queues/mail").await.status, StatusCode::OK);
 
     redis.kill().unwrap();
     redis.wait().unwrap();
+    // The console says what failed (its sessions are on the backend too).
+    let page = web.get("/queues/mail").await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        page.body.contains("<h1>Redis unreachable</h1>"),
+        "{}",
+        page.body
+    );
     // The owner API limit fails open: the request reaches the handler, which answers 503.
     let (s, headers, body) = app
         .raw(
@@ -135,6 +145,12 @@ async fn redis_down_gives_503_fails_open_and_recovers() {
         app.get_json("/api/health/ready", None).await.0,
         StatusCode::OK
     );
+    // This Redis keeps nothing on disk, so the session went with it: back to sign-in, and
+    // signing in again works.
+    let page = web.get("/queues/mail").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let mut web = support::Web::signed_in(&app, &app.admin).await;
+    assert_eq!(web.get("/queues/mail").await.status, StatusCode::OK);
     app.stop().await;
     redis.kill().ok();
     redis.wait().ok();
