@@ -137,13 +137,18 @@ async fn http_enqueue(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
     let mut owner_get_rates = vec![];
     let mut bulk_rates = vec![];
     for round in 1..=setup.rounds {
+        // KEEL_BENCH_ENGINES=http,library runs only those (for profiling one path).
+        let only = std::env::var("KEEL_BENCH_ENGINES").ok();
         for engine in [
             "library",
             "http",
             "http-bulk100",
             "http-noop",
             "http-owner-get",
-        ] {
+        ]
+        .into_iter()
+        .filter(|e| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == *e)))
+        {
             let next = Arc::new(AtomicUsize::new(0));
             let started = Instant::now();
             let mut tasks = Vec::new();

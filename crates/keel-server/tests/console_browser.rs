@@ -36,6 +36,12 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A test that fails never reaches `close()`: chromium would outlive its driver. Its
+        // processes are the ones with this test's unique profile directory on their command line.
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(self._profile.0.display().to_string())
+            .status();
     }
 }
 
