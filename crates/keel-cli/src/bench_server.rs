@@ -147,8 +147,10 @@ async fn http_enqueue(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
             "http-owner-get",
         ]
         .into_iter()
-        .filter(|e| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == *e)))
-        {
+        .filter(|e| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|x| x == *e))
+        }) {
             let next = Arc::new(AtomicUsize::new(0));
             let started = Instant::now();
             let mut tasks = Vec::new();

@@ -1011,6 +1011,7 @@ async fn jobs(ctx: Ctx, Path(q): Path<String>, RawQuery(raw): RawQuery) -> Respo
             total,
             prev: None,
             next: None,
+            unit: "jobs",
         }
     } else {
         Pager::new(page, PAGE_SIZE, total, |n| link(&state, n, ""))
@@ -1569,7 +1570,8 @@ async fn dlq(ctx: Ctx, Path(q): Path<String>, RawQuery(raw): RawQuery) -> Respon
         qhref: format!("/queues/{qe}"),
         pager: Pager::new(page, PAGE_SIZE, total, |n| {
             format!("/queues/{qe}/dlq?page={n}")
-        }),
+        })
+        .of("entries"),
         replay_all_href: format!("/queues/{qe}/dlq/replay"),
         queue: q,
         entries,
@@ -1721,6 +1723,45 @@ fn local_to_rfc3339(v: &str, tz: Option<&str>) -> Result<String, String> {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
+/// The date range of a log or run filter: the browser's `datetime-local` values as typed, its
+/// zone, and the same instants as RFC 3339 for the API (or why they could not be read).
+struct Range {
+    from: String,
+    to: String,
+    tz: String,
+    from_api: String,
+    to_api: String,
+    error: String,
+}
+
+impl Range {
+    fn of(p: &LogParams) -> Range {
+        let from = p.from.clone().unwrap_or_default();
+        let to = p.to.clone().unwrap_or_default();
+        let tz = p.tz.clone().unwrap_or_default();
+        let mut error = String::new();
+        let zone = Some(tz.as_str()).filter(|t| !t.is_empty());
+        let mut conv = |v: &str, field: &str| {
+            if v.is_empty() {
+                return String::new();
+            }
+            local_to_rfc3339(v, zone).unwrap_or_else(|e| {
+                error = format!("{field}: {e}");
+                String::new()
+            })
+        };
+        let (from_api, to_api) = (conv(&from, "From"), conv(&to, "To"));
+        Range {
+            from,
+            to,
+            tz,
+            from_api,
+            to_api,
+            error,
+        }
+    }
+}
+
 struct LogRow {
     id: i64,
     href: String,
@@ -1771,24 +1812,14 @@ async fn logs(ctx: Ctx, raw: Option<String>, kind: &'static str) -> Response {
         p.resource.clone().unwrap_or_default(),
         p.actor.clone().unwrap_or_default(),
     );
-    let (from, to) = (
-        p.from.clone().unwrap_or_default(),
-        p.to.clone().unwrap_or_default(),
-    );
-    let tz = p.tz.clone().unwrap_or_default();
-    let mut filter_error = String::new();
-    let mut conv = |v: &str, field: &str| -> String {
-        if v.is_empty() {
-            return String::new();
-        }
-        local_to_rfc3339(v, Some(&tz).filter(|t| !t.is_empty()).map(String::as_str)).unwrap_or_else(
-            |e| {
-                filter_error = format!("{field}: {e}");
-                String::new()
-            },
-        )
-    };
-    let (from_api, to_api) = (conv(&from, "From"), conv(&to, "To"));
+    let Range {
+        from,
+        to,
+        tz,
+        from_api,
+        to_api,
+        error: filter_error,
+    } = Range::of(&p);
     let page_s = page.to_string();
     let api_q = query(&[
         ("action", &action),
@@ -1864,7 +1895,7 @@ async fn logs(ctx: Ctx, raw: Option<String>, kind: &'static str) -> Response {
         kind,
         heading,
         rows,
-        pager: Pager::new(page, PAGE_SIZE, total, link),
+        pager: Pager::new(page, PAGE_SIZE, total, link).of("entries"),
         action,
         resource,
         actor,
@@ -1981,24 +2012,14 @@ async fn runs(ctx: Ctx, RawQuery(raw): RawQuery) -> Response {
     let page = p.page.unwrap_or(1).max(1);
     let queue = p.queue.clone().unwrap_or_default();
     let status = p.status.clone().unwrap_or_default();
-    let (from, to) = (
-        p.from.clone().unwrap_or_default(),
-        p.to.clone().unwrap_or_default(),
-    );
-    let tz = p.tz.clone().unwrap_or_default();
-    let mut filter_error = String::new();
-    let mut conv = |v: &str, field: &str| -> String {
-        if v.is_empty() {
-            return String::new();
-        }
-        local_to_rfc3339(v, Some(&tz).filter(|t| !t.is_empty()).map(String::as_str)).unwrap_or_else(
-            |e| {
-                filter_error = format!("{field}: {e}");
-                String::new()
-            },
-        )
-    };
-    let (from_api, to_api) = (conv(&from, "From"), conv(&to, "To"));
+    let Range {
+        from,
+        to,
+        tz,
+        from_api,
+        to_api,
+        error: filter_error,
+    } = Range::of(&p);
     let page_s = page.to_string();
     let api_q = query(&[
         ("queue", &queue),
@@ -2031,7 +2052,7 @@ async fn runs(ctx: Ctx, RawQuery(raw): RawQuery) -> Response {
     ctx.page(RunsPage {
         layout: ctx.layout("Runs", "runs").live("runs"),
         runs: run_rows(&v["items"]),
-        pager: Pager::new(page, PAGE_SIZE, total, link),
+        pager: Pager::new(page, PAGE_SIZE, total, link).of("runs"),
         queues: names
             .map(|n| queue_rows(&n).into_iter().map(|q| q.name).collect())
             .unwrap_or_default(),

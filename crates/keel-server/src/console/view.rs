@@ -270,6 +270,8 @@ pub struct Pager {
     pub prev: Option<String>,
     /// Link of the next page.
     pub next: Option<String>,
+    /// What the rows are (`entries`, `runs`).
+    pub unit: &'static str,
 }
 
 impl Pager {
@@ -282,7 +284,14 @@ impl Pager {
             total,
             prev: (page > 1).then(|| link(page - 1)),
             next: (page < pages).then(|| link(page + 1)),
+            unit: "rows",
         }
+    }
+
+    /// Names the rows.
+    pub fn of(mut self, unit: &'static str) -> Pager {
+        self.unit = unit;
+        self
     }
 }
 
