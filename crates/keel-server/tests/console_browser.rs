@@ -428,6 +428,7 @@ handler = {{ kind = "http", url = "{hook}" }}
     .unwrap();
     until(&c, "the refusal", "document.querySelector('h1') && document.querySelector('h1').textContent === 'Form refused'").await;
     assert!(text(&c, "main").await.contains("CSRF"));
+    shot(&c, "csrf-refused").await;
     assert_eq!(stats(&app, "reports").await["paused"], false);
 
     // The other pages.
@@ -460,6 +461,15 @@ handler = {{ kind = "http", url = "{hook}" }}
         "{payload}"
     );
     shot(&c, "audit-entry").await;
+    c.goto(&format!("{base}/access")).await.unwrap();
+    click(&c, "table tbody tr a").await;
+    until(
+        &c,
+        "an access entry",
+        "location.pathname.startsWith('/access/') && document.querySelector('ul.chips') !== null",
+    )
+    .await;
+    shot(&c, "access-entry").await;
     c.goto(&format!("{base}/runs")).await.unwrap();
     click(&c, "table tbody tr a[href^='/runs/']").await;
     until(&c, "a run", "location.pathname.startsWith('/runs/')").await;
