@@ -271,7 +271,6 @@ impl Ctx {
             tenant: self.caller.token.tenant_id.clone().unwrap_or_default(),
             csrf: self.csrf.clone(),
             can_act: self.can_act(),
-            can_admin: self.can_act(),
             flash: self.flash.as_ref().map(|f| f.1.clone()).unwrap_or_default(),
             flash_error: self.flash.as_ref().is_some_and(|f| f.0),
             live: String::new(),
@@ -324,8 +323,10 @@ impl Ctx {
             Err(Failure {
                 status,
                 code: v["error"]["code"].as_str().unwrap_or("error").to_string(),
+                // The API's error shape; health answers carry a plain `error` string.
                 message: v["error"]["message"]
                     .as_str()
+                    .or(v["error"].as_str())
                     .unwrap_or("the request failed")
                     .to_string(),
             })
@@ -504,7 +505,6 @@ pub struct Layout {
     tenant: String,
     csrf: String,
     can_act: bool,
-    can_admin: bool,
     flash: String,
     flash_error: bool,
     /// What live events refresh the page: `""` (none), `queues`, `queue:<name>`, `runs`, `logs`.
@@ -524,7 +524,6 @@ impl Layout {
             tenant: String::new(),
             csrf: String::new(),
             can_act: false,
-            can_admin: false,
             flash: String::new(),
             flash_error: false,
             live: String::new(),
@@ -625,7 +624,8 @@ struct RedisPanel {
     ping_only: bool,
 }
 
-async fn redis_panel(ctx: &Ctx) -> RedisPanel {
+/// The panel of an `INFO` summary (`GET /api/admin/redis/metrics`).
+fn panel_from_info(i: &Value) -> RedisPanel {
     let mut panel = RedisPanel {
         status: String::new(),
         error: String::new(),
@@ -634,93 +634,92 @@ async fn redis_panel(ctx: &Ctx) -> RedisPanel {
         alerts: Vec::new(),
         ping_only: false,
     };
-    let info = if ctx.can_act() {
-        ctx.get("/api/admin/redis/metrics").await
-    } else {
-        Err(Failure {
-            status: StatusCode::FORBIDDEN,
-            code: "forbidden".into(),
-            message: String::new(),
-        })
+    panel.status = i["status"].as_str().unwrap_or_default().into();
+    panel.backend = i["backend"].as_str().unwrap_or_default().into();
+    let pct = |v: &Value| v.as_f64().map(|p| format!("{p:.1} %"));
+    let mem = match (i["used_memory"].as_u64(), pct(&i["memory_percent"])) {
+        (Some(u), Some(p)) => format!("{} ({p} of maxmemory)", bytes(u)),
+        (Some(u), None) => format!("{} (no maxmemory set)", bytes(u)),
+        _ => "—".into(),
     };
-    match info {
-        Ok(i) => {
-            panel.status = i["status"].as_str().unwrap_or_default().into();
-            panel.backend = i["backend"].as_str().unwrap_or_default().into();
-            let pct = |v: &Value| v.as_f64().map(|p| format!("{p:.1} %"));
-            let mem = match (i["used_memory"].as_u64(), pct(&i["memory_percent"])) {
-                (Some(u), Some(p)) => format!("{} ({p} of maxmemory)", bytes(u)),
-                (Some(u), None) => format!("{} (no maxmemory set)", bytes(u)),
-                _ => "—".into(),
-            };
-            let level = |figure: &str| {
-                i["alerts"]
-                    .as_array()
-                    .and_then(|a| {
-                        a.iter()
-                            .find(|x| x["figure"].as_str() == Some(figure))
-                            .and_then(|x| x["level"].as_str())
-                    })
-                    .unwrap_or("ok")
-                    .to_string()
-            };
-            panel.metrics = vec![
-                Metric {
-                    label: "Memory".into(),
-                    value: mem,
-                    threshold: "warn > 85 %, critical > 95 % of maxmemory".into(),
-                    level: level("memory"),
-                },
-                Metric {
-                    label: "Hit rate".into(),
-                    value: pct(&i["hit_rate_percent"])
-                        .unwrap_or_else(|| "— (under 100 lookups)".into()),
-                    threshold: "warn < 70 %".into(),
-                    level: level("hit_rate"),
-                },
-                Metric {
-                    label: "Latency p99".into(),
-                    value: i["p99_ms"]
-                        .as_f64()
-                        .map(|v| format!("{v:.2} ms"))
-                        .unwrap_or_else(|| {
-                            format!("ping {:.2} ms", i["ping_ms"].as_f64().unwrap_or(0.0))
-                        }),
-                    threshold: "warn > 100 ms, critical > 1 s".into(),
-                    level: level("latency"),
-                },
-            ];
-            panel.alerts = i["alerts"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x["message"].as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
+    let level = |figure: &str| {
+        i["alerts"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|x| x["figure"].as_str() == Some(figure))
+                    .and_then(|x| x["level"].as_str())
+            })
+            .unwrap_or("ok")
+            .to_string()
+    };
+    panel.metrics = vec![
+        Metric {
+            label: "Memory".into(),
+            value: mem,
+            threshold: "warn > 85 %, critical > 95 % of maxmemory".into(),
+            level: level("memory"),
+        },
+        Metric {
+            label: "Hit rate".into(),
+            value: pct(&i["hit_rate_percent"]).unwrap_or_else(|| "— (under 100 lookups)".into()),
+            threshold: "warn < 70 %".into(),
+            level: level("hit_rate"),
+        },
+        Metric {
+            label: "Latency p99".into(),
+            value: i["p99_ms"]
+                .as_f64()
+                .map(|v| format!("{v:.2} ms"))
+                .unwrap_or_else(|| format!("ping {:.2} ms", i["ping_ms"].as_f64().unwrap_or(0.0))),
+            threshold: "warn > 100 ms, critical > 1 s".into(),
+            level: level("latency"),
+        },
+    ];
+    panel.alerts = i["alerts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["message"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    panel
+}
+
+/// The Redis panel: the `INFO` summary for admins, the public PING for viewers.
+async fn redis_panel(ctx: &Ctx) -> RedisPanel {
+    if ctx.can_act() {
+        if let Ok(i) = ctx.get("/api/admin/redis/metrics").await {
+            return panel_from_info(&i);
         }
-        Err(_) => {
-            panel.ping_only = true;
-            match ctx.get("/api/health/redis").await {
-                Ok(h) => {
-                    panel.status = h["status"].as_str().unwrap_or_default().into();
-                    panel.backend = h["backend"].as_str().unwrap_or_default().into();
-                    panel.error = h["error"].as_str().unwrap_or_default().into();
-                    panel.metrics = vec![Metric {
-                        label: "Latency (PING)".into(),
-                        value: h["latency_ms"]
-                            .as_f64()
-                            .map(|v| format!("{v:.2} ms"))
-                            .unwrap_or_else(|| "—".into()),
-                        threshold: "warn > 100 ms, critical > 1 s".into(),
-                        level: h["status"].as_str().unwrap_or("ok").into(),
-                    }];
-                }
-                Err(f) => {
-                    panel.status = "critical".into();
-                    panel.error = f.message;
-                }
-            }
+    }
+    let mut panel = RedisPanel {
+        status: String::new(),
+        error: String::new(),
+        backend: String::new(),
+        metrics: Vec::new(),
+        alerts: Vec::new(),
+        ping_only: true,
+    };
+    match ctx.get("/api/health/redis").await {
+        Ok(h) => {
+            panel.status = h["status"].as_str().unwrap_or_default().into();
+            panel.backend = h["backend"].as_str().unwrap_or_default().into();
+            panel.error = h["error"].as_str().unwrap_or_default().into();
+            panel.metrics = vec![Metric {
+                label: "Latency (PING)".into(),
+                value: h["latency_ms"]
+                    .as_f64()
+                    .map(|v| format!("{v:.2} ms"))
+                    .unwrap_or_else(|| "—".into()),
+                threshold: "warn > 100 ms, critical > 1 s".into(),
+                level: h["status"].as_str().unwrap_or("ok").into(),
+            }];
+        }
+        Err(f) => {
+            panel.status = "critical".into();
+            panel.error = f.message;
         }
     }
     panel
@@ -2125,15 +2124,14 @@ async fn redis(ctx: Ctx) -> Response {
             message: "Redis metrics need the admin role; this token is a viewer.".into(),
         });
     }
-    let panel = redis_panel(&ctx).await;
-    let details = match ctx.get("/api/admin/redis/metrics").await {
+    let (panel, details) = match ctx.get("/api/admin/redis/metrics").await {
         Ok(i) => {
             let s = |k: &str| match &i[k] {
                 Value::String(s) => esc(s),
                 Value::Null => "—".into(),
                 v => esc(&v.to_string()),
             };
-            vec![
+            let details = vec![
                 ("Version", s("version")),
                 (
                     "Uptime",
@@ -2165,7 +2163,8 @@ async fn redis(ctx: Ctx) -> Response {
                         _ => "never".into(),
                     },
                 ),
-            ]
+            ];
+            (panel_from_info(&i), details)
         }
         Err(f) => return ctx.failed(f),
     };
