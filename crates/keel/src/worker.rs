@@ -26,6 +26,8 @@ use crate::queue::Queue;
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 /// How far back the reconciler looks for failed jobs without a DLQ entry.
 pub const RECONCILE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// Most final failures a worker remembers until their terminal events arrive.
+const PENDING_MAX: usize = 10_000;
 /// Longest a closing worker waits for its pending DLQ writes.
 const DLQ_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -212,10 +214,13 @@ fn route(
             if let (Err(e), Some(pending)) = (&result, &pending) {
                 if e.is_final_for(&job) {
                     let stack = e.stack().map(|s| vec![s.to_string()]).unwrap_or_default();
-                    pending
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(job.id.clone(), FinalFailure { job, stack });
+                    let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+                    // Bounded: entries only carry the handler's stack into the DLQ entry (the
+                    // stored job and the reconciler cover the rest).
+                    if pending.len() >= PENDING_MAX {
+                        pending.clear();
+                    }
+                    pending.insert(job.id.clone(), FinalFailure { job, stack });
                 }
             }
             result
@@ -257,7 +262,11 @@ fn dead_letter_sink(
                     }
                 });
             }
-            WorkerEvent::Failed { job_id, .. } | WorkerEvent::Completed { job_id } => {
+            // A retried attempt's event leaves the entry alone: events arrive asynchronously,
+            // so that event may be an earlier attempt's, arriving after the final attempt noted
+            // its failure (a retry without backoff starts at once). A stale entry is replaced by
+            // the next final attempt, or dropped when the job completes.
+            WorkerEvent::Completed { job_id } => {
                 pending
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
