@@ -425,6 +425,13 @@ impl Ctx {
         );
         resp
     }
+    /// [`Ctx::done`] with a call's outcome: its message on success, the API's on failure.
+    fn outcome(&self, form: &Form, fallback: &str, result: Result<String, Failure>) -> Response {
+        match result {
+            Ok(m) => self.done(form, fallback, true, &m),
+            Err(f) => self.done(form, fallback, false, &f.message),
+        }
+    }
 }
 
 /// A parsed `application/x-www-form-urlencoded` body (repeated fields kept).
@@ -852,13 +859,13 @@ async fn pause_resume(ctx: Ctx, q: String, raw: axum::body::Bytes, what: &str) -
         return r;
     }
     let uri = format!("/api/owner/queues/{}/{what}", enc(&q));
-    match ctx.call(Method::POST, &uri, None).await {
-        Ok(_) => {
-            let done = if what == "pause" { "paused" } else { "resumed" };
-            ctx.done(&form, "/queues", true, &format!("Queue {q} {done}."))
-        }
-        Err(f) => ctx.done(&form, "/queues", false, &f.message),
-    }
+    let done = if what == "pause" { "paused" } else { "resumed" };
+    let result = ctx.call(Method::POST, &uri, None).await;
+    ctx.outcome(
+        &form,
+        "/queues",
+        result.map(|_| format!("Queue {q} {done}.")),
+    )
 }
 
 /// The job states with a tab, in order.
@@ -1104,13 +1111,13 @@ async fn job_action(
         return r;
     }
     let fallback = format!("/queues/{}", enc(&q));
-    match job_call(&ctx, &q, &id, retry).await {
-        Ok(()) => {
-            let what = if retry { "retried" } else { "removed" };
-            ctx.done(&form, &fallback, true, &format!("Job {id} {what}."))
-        }
-        Err(f) => ctx.done(&form, &fallback, false, &f.message),
-    }
+    let what = if retry { "retried" } else { "removed" };
+    let result = job_call(&ctx, &q, &id, retry).await;
+    ctx.outcome(
+        &form,
+        &fallback,
+        result.map(|()| format!("Job {id} {what}.")),
+    )
 }
 
 async fn job_call(ctx: &Ctx, q: &str, id: &str, retry: bool) -> Result<(), Failure> {
@@ -1687,10 +1694,7 @@ async fn dlq_action(
         .await
         .map(|_| format!("Removed dead letter {id}."))
     };
-    match result {
-        Ok(m) => ctx.done(&form, &fallback, true, &m),
-        Err(f) => ctx.done(&form, &fallback, false, &f.message),
-    }
+    ctx.outcome(&form, &fallback, result)
 }
 
 #[derive(Deserialize)]
