@@ -14,6 +14,7 @@
 //!   the dead-letter queue name.
 //! - [`kv`]: the toolkit contract [`KvBackend`] (atomic key-value, rate-limit, lock, pub/sub
 //!   and monitoring operations) and [`ratemath`], the pure arithmetic of the rate limiters.
+//! - [`secrets`]: what counts as a secret and how keys, values and URLs are masked.
 //! - [`error`]: [`Error`], with stable kebab-case codes for the HTTP and CLI layers.
 //!
 //! Nothing here does I/O: the crate is the contract, the backends are the mechanisms.
@@ -27,6 +28,7 @@ pub mod names;
 pub mod options;
 pub mod ratemath;
 pub mod schedule;
+pub mod secrets;
 pub mod state;
 
 pub use backend::{

@@ -68,21 +68,8 @@ impl std::fmt::Debug for RedisSettings {
     }
 }
 
-/// The URL with any password replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
-            } else {
-                format!("{}***{}", &url[..scheme + 3], &url[at..])
-            }
-        }
-        _ => url.to_string(),
-    }
-}
+/// The URL with any password (and secret query parameter) replaced by `***`.
+pub use keel_core::secrets::redact_url;
 
 /// The Redis backend: one multiplexed connection shared by every queue handle of the process;
 /// each worker gets its own connections from bullmq (a blocking one for fetching).

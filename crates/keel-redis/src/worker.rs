@@ -103,6 +103,10 @@ async fn pump_events(worker: Arc<bullmq::Worker>, verdicts: Verdicts, sink: Work
             BullEvent::Active { job_id } => WorkerEvent::Active { job_id },
             BullEvent::Completed { job_id, .. } => WorkerEvent::Completed { job_id },
             BullEvent::Failed { job_id, error } => {
+                // No verdict: the job failed without its processor failing — failed by bullmq
+                // for stalling too often, or finishing failed on a lost lock ("Missing lock
+                // for job X. moveToFinished"). The dead-letter sink tells them apart by the
+                // job's stored state (a lost lock leaves it active, then stalled-recovered).
                 let terminal = verdicts
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

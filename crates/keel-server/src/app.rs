@@ -20,7 +20,6 @@ use serde::de::DeserializeOwned;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, ApiResult};
@@ -393,6 +392,41 @@ async fn not_found(
     .into_response()
 }
 
+/// 431 for a head over the listener's limits and 408 for a request over `timeout`, both in the
+/// API's error shape (tower-http's timeout layer answers an empty 408).
+async fn request_bounds(timeout: Duration, req: Request, next: Next) -> Response {
+    use crate::listener::{MAX_HEADERS, MAX_HEAD_BYTES};
+    let headers = req.headers();
+    let head_bytes = req.uri().to_string().len()
+        + headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if headers.len() > MAX_HEADERS || head_bytes > MAX_HEAD_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            format!(
+                "the request head has {} headers and {head_bytes} bytes; at most {MAX_HEADERS} headers and {MAX_HEAD_BYTES} bytes are accepted",
+                headers.len()
+            ),
+        )
+        .into_response();
+    }
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            format!(
+                "the request took longer than {} ms and was abandoned",
+                timeout.as_millis()
+            ),
+        )
+        .into_response(),
+    }
+}
+
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
     tracing::error!("a request handler panicked");
     ApiError::new(
@@ -489,10 +523,9 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(CompressionLayer::new())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            request_bounds(timeout, req, next)
+        }))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

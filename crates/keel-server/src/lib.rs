@@ -8,7 +8,7 @@
 //! - [`store`]: [`store::RecordStore`] and its PostgreSQL/SQLite implementation, migrations.
 //! - [`runs`]: job-run records off the hot path; [`metrics`]: Prometheus; [`openapi`]: the document.
 //! - [`auth`]: token secrets, argon2id passwords; [`mask`]: secrets masked out of audit payloads.
-//! - [`error`]: the one error shape.
+//! - [`error`]: the one error shape; [`listener`]: hyper connections with slowloris bounds.
 //! - [`console`]: the operator console (server-rendered pages over the owner API).
 
 pub mod app;
@@ -16,6 +16,7 @@ pub mod auth;
 pub mod console;
 pub mod error;
 pub mod health;
+pub mod listener;
 pub mod logs;
 pub mod mask;
 pub mod metrics;

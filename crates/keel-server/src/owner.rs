@@ -751,10 +751,10 @@ pub async fn list_dlq(
     let (page, limit) = page_limit(p.page, p.limit, 50)?;
     let q = visible_queue(&state, &caller, &queue).await?;
     let dlq = q.dlq();
-    let entries = dlq.entries(page, limit).await?;
+    let listed = dlq.page(page, limit).await?;
     let total = dlq.count().await?;
-    let body =
-        json!({"queue": queue, "total": total, "page": page, "limit": limit, "entries": entries});
+    let body = json!({"queue": queue, "total": total, "page": page, "limit": limit,
+        "entries": listed.entries, "unreadable": listed.unreadable});
     accessed(
         &state,
         &caller,

@@ -209,13 +209,11 @@ pub async fn run(config: Config, shutdown_deadline: Duration) -> Result<()> {
     let server = prepare(&config, backend, store, true).await?;
     let app = crate::app::router(server.state.clone());
     tracing::info!(%addr, database = server.state.store.database(), "keel serve listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(keel::shutdown_signal())
-    .await
-    .map_err(|e| Error::Backend(format!("HTTP server: {e}")))?;
+    let limits = crate::listener::ConnectionLimits {
+        header_read_timeout: config.server.header_read_timeout,
+        ..Default::default()
+    };
+    crate::listener::serve(listener, app, limits, keel::shutdown_signal()).await;
     tracing::info!("shutting down: finishing in-flight jobs");
     server.shutdown(shutdown_deadline).await?;
     tracing::info!("keel serve stopped");

@@ -142,6 +142,7 @@ struct RawServer {
     port: Option<u16>,
     body_limit_bytes: Option<usize>,
     request_timeout_ms: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
     trust_proxy: Option<bool>,
 }
 
@@ -170,6 +171,9 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// Per-request time limit (default 30 s).
     pub request_timeout: Duration,
+    /// Longest wait for a request's head: bounds slow (slowloris) and silent clients and idle
+    /// keep-alive connections (default 10 s).
+    pub header_read_timeout: Duration,
     /// Take the client IP from `X-Forwarded-For` (only behind a proxy you control).
     pub trust_proxy: bool,
     /// Database URL (`DATABASE_URL` overrides; default a SQLite file under `./data/`).
@@ -596,6 +600,16 @@ fn server_config(
         Some(ms) => Duration::from_millis(ms),
         None => Duration::from_secs(30),
     };
+    let header_read_timeout = match raw.server.header_read_timeout_ms {
+        Some(0) => {
+            return Err(ConfigError::invalid(
+                "server.header_read_timeout_ms",
+                "must be at least 1",
+            ))
+        }
+        Some(ms) => Duration::from_millis(ms),
+        None => Duration::from_secs(10),
+    };
     let database_url = env("DATABASE_URL").or(raw.database.url.clone());
     if let Some(url) = &database_url {
         let ok = ["postgres://", "postgresql://", "sqlite:"]
@@ -633,6 +647,7 @@ fn server_config(
         port,
         body_limit_bytes,
         request_timeout,
+        header_read_timeout,
         trust_proxy: raw.server.trust_proxy.unwrap_or(false),
         database_url,
         db_max_connections,

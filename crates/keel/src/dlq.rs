@@ -55,6 +55,22 @@ pub struct ReconcileReport {
     pub scanned: usize,
     /// Entries that were missing and have been recorded.
     pub recorded: usize,
+    /// Entries replaced because their job failed again after a retry elsewhere (Bull Board,
+    /// Node's `job.retry()`), so that attempts, error and time are the latest failure's.
+    pub refreshed: usize,
+    /// Entries removed because their job is no longer failed (retried elsewhere and waiting,
+    /// running or completed): replaying them would run old work again.
+    pub removed: usize,
+}
+
+/// A page of entries, and the ids of jobs in the DLQ that are not Keel dead letters (added
+/// there by hand or by another tool): listed so an operator can remove them, never an error.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DlqPage {
+    /// The readable entries, newest first.
+    pub entries: Vec<DlqEntry>,
+    /// Ids on this page that could not be read as dead letters.
+    pub unreadable: Vec<String>,
 }
 
 /// The DLQ id of a failed job.
@@ -97,10 +113,11 @@ impl DeadLetterQueue {
         &self.dlq
     }
 
+    /// The entry a DLQ job holds, or a conflict naming the job when it holds none.
     fn entry_from(job: Job) -> Result<DlqEntry> {
         let mut entry: DlqEntry = serde_json::from_value(job.data).map_err(|e| {
-            Error::Backend(format!(
-                "DLQ entry {} is not a Keel dead letter: {e}",
+            Error::Conflict(format!(
+                "{} in the DLQ is not a Keel dead letter ({e}); remove it",
                 job.id
             ))
         })?;
@@ -108,17 +125,29 @@ impl DeadLetterQueue {
         Ok(entry)
     }
 
-    /// Entries, newest first; page 1 is the first `limit`.
+    /// Entries, newest first; page 1 is the first `limit`. Jobs that are not dead letters are
+    /// skipped (see [`DeadLetterQueue::page`] for their ids).
     pub async fn entries(&self, page: usize, limit: usize) -> Result<Vec<DlqEntry>> {
-        self.dlq
-            .list(JobState::Waiting, page, limit)
-            .await?
-            .into_iter()
-            .map(Self::entry_from)
-            .collect()
+        Ok(self.page(page, limit).await?.entries)
     }
 
-    /// One entry, or `None`.
+    /// A page of entries with the ids of the unreadable ones.
+    pub async fn page(&self, page: usize, limit: usize) -> Result<DlqPage> {
+        let mut out = DlqPage::default();
+        for job in self.dlq.list(JobState::Waiting, page, limit).await? {
+            let id = job.id.clone();
+            match Self::entry_from(job) {
+                Ok(entry) => out.entries.push(entry),
+                Err(e) => {
+                    tracing::warn!(dlq = self.name(), id, error = %e, "unreadable DLQ entry");
+                    out.unreadable.push(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One entry, or `None`. A job there that is not a dead letter is a conflict.
     pub async fn get(&self, id: &str) -> Result<Option<DlqEntry>> {
         match self.dlq.get_job(id).await? {
             Some(job) => Self::entry_from(job).map(Some),
@@ -155,7 +184,7 @@ impl DeadLetterQueue {
             .map_err(|e| Error::Backend(format!("encoding a DLQ entry: {e}")))?;
         let stored = self
             .dlq
-            .add_job(NewJob {
+            .add_dead_letter(NewJob {
                 name: job.name.clone(),
                 data,
                 opts: JobOptions {
@@ -230,8 +259,8 @@ impl DeadLetterQueue {
         for id in ids {
             match self.replay(&id).await {
                 Ok(_) => done += 1,
-                // Replayed concurrently by someone else: nothing to do.
-                Err(Error::NotFound { .. }) => {}
+                // Replayed concurrently by someone else, or not a dead letter: nothing to do.
+                Err(Error::NotFound { .. }) | Err(Error::Conflict(_)) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -246,8 +275,12 @@ impl DeadLetterQueue {
     /// Removes an entry, and the original job if it is still failed (otherwise the reconciler
     /// would record it again). `Ok(false)` when there was no such entry.
     pub async fn remove(&self, id: &str) -> Result<bool> {
-        let Some(entry) = self.get(id).await? else {
-            return Ok(false);
+        let entry = match self.get(id).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Ok(false),
+            // Not a dead letter: it has no original to look after.
+            Err(Error::Conflict(_)) => return self.dlq.remove(id).await,
+            Err(e) => return Err(e),
         };
         if self.original.job_state(&entry.original_job_id).await? == Some(JobState::Failed) {
             self.original.remove(&entry.original_job_id).await?;
@@ -255,8 +288,37 @@ impl DeadLetterQueue {
         self.dlq.remove(id).await
     }
 
-    /// Makes sure every job that failed within `window` has its entry. Returns what it did.
+    /// Makes the DLQ match the queue's failed jobs: every job that failed within `window` has
+    /// its entry, describing its latest failure; no entry outlives its job's failure. An entry
+    /// whose job is gone (aged out or removed) stays: the DLQ is where the record survives.
     pub async fn reconcile_once(&self, window: Duration) -> Result<ReconcileReport> {
+        let mut report = self.record_missing(window).await?;
+        report.removed = self.remove_stale().await?;
+        Ok(report)
+    }
+
+    /// Removes entries whose original job exists and is no longer failed.
+    async fn remove_stale(&self) -> Result<usize> {
+        let mut removed = 0;
+        for id in self.all_ids().await? {
+            let entry = match self.get(&id).await {
+                Ok(Some(entry)) => entry,
+                // Gone meanwhile, or not a dead letter (listed as unreadable instead).
+                Ok(None) | Err(Error::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let state = self.original.job_state(&entry.original_job_id).await?;
+            if matches!(state, Some(s) if s != JobState::Failed) {
+                // Check again right before removing: a replay may be between its two steps.
+                if self.dlq.remove(&id).await? {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn record_missing(&self, window: Duration) -> Result<ReconcileReport> {
         let now = now_ms();
         let mut from = now.saturating_sub(window.as_millis() as u64);
         let mut report = ReconcileReport::default();
@@ -270,10 +332,27 @@ impl DeadLetterQueue {
             let full = batch.len() == RECONCILE_BATCH;
             for job in &batch {
                 report.scanned += 1;
-                if self.dlq.job_state(&entry_id(&job.id)).await?.is_none() {
-                    let reason = job.failed_reason.clone().unwrap_or_default();
-                    self.record(job, &reason, job.stacktrace.clone()).await?;
-                    report.recorded += 1;
+                let id = entry_id(&job.id);
+                let reason = job.failed_reason.clone().unwrap_or_default();
+                match self.get(&id).await {
+                    Ok(None) => {
+                        self.record(job, &reason, job.stacktrace.clone()).await?;
+                        report.recorded += 1;
+                    }
+                    Ok(Some(entry)) if is_older_failure(&entry, job) => {
+                        // Failed again after a retry elsewhere: the entry describes the first
+                        // failure. Replace it, keeping the handler's stack if the job has none.
+                        let stack = if job.stacktrace.is_empty() {
+                            entry.stacktrace
+                        } else {
+                            job.stacktrace.clone()
+                        };
+                        self.dlq.remove(&id).await?;
+                        self.record(job, &reason, stack).await?;
+                        report.refreshed += 1;
+                    }
+                    Ok(Some(_)) | Err(Error::Conflict(_)) => {}
+                    Err(e) => return Err(e),
                 }
             }
             match batch.last().and_then(|j| j.finished_on) {
@@ -285,6 +364,11 @@ impl DeadLetterQueue {
         }
         Ok(report)
     }
+}
+
+/// Whether `entry` was written for an earlier failure than the one `job` shows now.
+fn is_older_failure(entry: &DlqEntry, job: &Job) -> bool {
+    job.finished_on.is_some_and(|f| f > entry.failed_at) || job.attempts_made != entry.attempts
 }
 
 #[cfg(test)]

@@ -48,7 +48,8 @@ pub mod worker;
 
 pub use backend::Backend;
 pub use cache::{Cache, CachePolicy, CacheStats, Write};
-pub use dlq::{DeadLetterQueue, DlqEntry, ReconcileReport};
+pub use dlq::{DeadLetterQueue, DlqEntry, DlqPage, ReconcileReport};
+pub use keel_core::secrets;
 pub use keel_core::{
     dlq_name, now_ms, BackendKind, Backoff, BackoffKind, Deduplication, Error, EventStream, Job,
     JobContext, JobError, JobOptions, JobState, KeepJobs, NewJob, QueueCounts, QueueEvent,

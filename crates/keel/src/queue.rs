@@ -61,7 +61,26 @@ impl Queue {
         self.backend.raw()
     }
 
+    /// Refuses producing into a dead-letter queue: only Keel writes entries there.
+    fn check_producible(&self) -> Result<()> {
+        if self.name.starts_with(keel_core::DLQ_PREFIX) {
+            return Err(Error::invalid(
+                "queue",
+                format!(
+                    "{} is a dead-letter queue: Keel writes its entries (replay or remove them instead)",
+                    self.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn prepare(&self, job: NewJob) -> Result<NewJob> {
+        self.check_producible()?;
+        self.prepare_unchecked(job)
+    }
+
+    fn prepare_unchecked(&self, job: NewJob) -> Result<NewJob> {
         if job.name.is_empty() {
             return Err(Error::invalid("name", "job name must not be empty"));
         }
@@ -88,14 +107,21 @@ impl Queue {
         self.raw().add(&self.name, job).await
     }
 
+    /// Adds a dead letter to this (`dlq-*`) queue: the one way in that [`Queue::add`] refuses.
+    pub(crate) async fn add_dead_letter(&self, job: NewJob) -> Result<Job> {
+        let job = self.prepare_unchecked(job)?;
+        self.raw().add(&self.name, job).await
+    }
+
     /// Adds several jobs. Every job is validated before any is added, so bad input adds nothing.
     /// Not atomic on Redis: if the backend fails midway, some jobs may have been added.
     pub async fn add_bulk(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        self.check_producible()?;
         let jobs = jobs
             .into_iter()
             .enumerate()
             .map(|(i, j)| {
-                self.prepare(j).map_err(|e| match e {
+                self.prepare_unchecked(j).map_err(|e| match e {
                     Error::InvalidInput { field, message } => Error::InvalidInput {
                         field: format!("jobs[{i}].{field}"),
                         message,

@@ -285,8 +285,19 @@ async fn record_failure(
 ) -> Result<()> {
     // Prefer the stored job (final attempt counts and finish time); fall back to what the
     // wrapper saw when retention already removed it.
-    let stored = dlq.original_queue().get_job(job_id).await?;
+    let queue = dlq.original_queue();
+    let stored = queue.get_job(job_id).await?;
     match (stored, seen) {
+        // A failure event for a job that is not failed: the worker lost the job's lock (Redis
+        // restarted, or the lock expired under a long pause), so the job is recovered as
+        // stalled and runs again. That is not the job failing: no dead letter.
+        (Some(job), _) if queue.job_state(&job.id).await? != Some(keel_core::JobState::Failed) => {
+            tracing::info!(
+                job_id,
+                reason,
+                "not dead-lettered: the job is not failed (lost lock)"
+            );
+        }
         (Some(job), seen) => {
             let stack = seen
                 .map(|s| s.stack)

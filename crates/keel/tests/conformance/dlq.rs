@@ -176,3 +176,148 @@ pub async fn remove_is_not_resurrected(b: Backend) {
     );
     assert_eq!(dlq.count().await.unwrap(), 0);
 }
+
+/// A job retried outside the DLQ (Bull Board, Node's `job.retry()`, `Queue::retry`) loses its
+/// stale entry once it is no longer failed, and an entry is refreshed when its job fails again.
+pub async fn reconciler_drops_and_refreshes_stale_entries(b: Backend) {
+    let q = queue(&b, "stale");
+    let job = q
+        .add(
+            "x",
+            json!({"n": 1}),
+            JobOptions {
+                attempts: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let id = keel::dlq::entry_id(&job.id);
+    let dlq = q.dlq();
+    let w = q.worker().fallback(failing()).start().await.unwrap();
+    let first = eventually("entry", Duration::from_secs(10), || async {
+        dlq.get(&id).await.unwrap()
+    })
+    .await;
+    w.close(Duration::from_secs(5)).await.unwrap();
+
+    // Retried elsewhere and failed again, with no dead-lettering worker to see it.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    q.retry(&job.id).await.unwrap();
+    let w = q
+        .worker()
+        .dead_letter(false)
+        .fallback(failing())
+        .start()
+        .await
+        .unwrap();
+    let failed_again = eventually("failed again", Duration::from_secs(10), || async {
+        let j = q.get_job(&job.id).await.unwrap()?;
+        let failed = q.job_state(&job.id).await.unwrap() == Some(JobState::Failed);
+        (failed && j.finished_on > Some(first.failed_at)).then_some(j)
+    })
+    .await;
+    w.close(Duration::from_secs(5)).await.unwrap();
+    let report = dlq.reconcile_once(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(
+        (report.recorded, report.refreshed, report.removed),
+        (0, 1, 0)
+    );
+    let refreshed = dlq.get(&id).await.unwrap().expect("still there");
+    assert_eq!(Some(refreshed.failed_at), failed_again.finished_on);
+    assert_eq!(refreshed.attempts, failed_again.attempts_made);
+    assert_eq!(
+        refreshed.stacktrace, first.stacktrace,
+        "the handler's stack is kept"
+    );
+    let again = dlq.reconcile_once(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!((again.refreshed, again.removed), (0, 0), "idempotent");
+
+    // Retried elsewhere and completed: the entry goes, so a replay cannot run it again.
+    q.retry(&job.id).await.unwrap();
+    let report = dlq.reconcile_once(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(report.removed, 1, "a waiting job is no dead letter");
+    assert!(dlq.get(&id).await.unwrap().is_none());
+    let w = q
+        .worker()
+        .fallback(handler_fn(|_| async { Ok(json!("ok")) }))
+        .start()
+        .await
+        .unwrap();
+    wait_state(&q, &job.id, JobState::Completed).await;
+    w.close(Duration::from_secs(5)).await.unwrap();
+    let report = dlq.reconcile_once(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!((report.recorded, report.removed), (0, 0));
+    assert_eq!(dlq.count().await.unwrap(), 0);
+}
+
+/// `dlq-*` queues are written by Keel only; a job put there by another tool is listed as
+/// unreadable, never breaks the listing or replay-all, and can be removed.
+pub async fn dlq_queues_refuse_enqueues_and_survive_foreign_jobs(b: Backend) {
+    let q = queue(&b, "foreign");
+    let dlq = q.dlq();
+    let err = dlq
+        .queue()
+        .add("x", json!({}), JobOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!((err.code(), err.field()), ("invalid-input", Some("queue")));
+    let err = dlq
+        .queue()
+        .add_bulk(vec![keel::NewJob {
+            name: "x".into(),
+            data: json!(1),
+            opts: JobOptions::default(),
+        }])
+        .await
+        .unwrap_err();
+    assert_eq!(err.field(), Some("queue"));
+    assert_eq!(dlq.count().await.unwrap(), 0, "nothing added");
+
+    // What another client could still write there: a job that is not a dead letter.
+    b.raw()
+        .add(
+            dlq.name(),
+            keel::NewJob {
+                name: "x".into(),
+                data: json!({"not": "an entry"}),
+                opts: JobOptions {
+                    job_id: Some("failed-999".into()),
+                    ..Default::default()
+                },
+            },
+        )
+        .await
+        .unwrap();
+    let job = q
+        .add(
+            "x",
+            json!(1),
+            JobOptions {
+                attempts: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let w = q.worker().fallback(failing()).start().await.unwrap();
+    let real = keel::dlq::entry_id(&job.id);
+    eventually("entry", Duration::from_secs(10), || async {
+        dlq.get(&real).await.unwrap()
+    })
+    .await;
+    w.close(Duration::from_secs(5)).await.unwrap();
+    let page = dlq.page(1, 50).await.unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].id, real);
+    assert_eq!(page.unreadable, vec!["failed-999".to_string()]);
+    assert_eq!(
+        dlq.replay("failed-999").await.unwrap_err().code(),
+        "conflict"
+    );
+    let report = dlq.reconcile_once(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(report.removed, 0);
+    assert_eq!(dlq.replay_all().await.unwrap(), 1, "the real entry only");
+    assert!(dlq.remove("failed-999").await.unwrap());
+    assert_eq!(dlq.count().await.unwrap(), 0);
+}

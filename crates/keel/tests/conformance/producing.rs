@@ -514,3 +514,47 @@ pub async fn workers_survive_obliterate(b: Backend) {
     );
     w.close(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Custom ids follow BullMQ's rule exactly (`String(parseInt(id, 10)) === id` is refused):
+/// what BullMQ refuses is a 400 naming the field before anything is written, what it accepts
+/// is stored under that id.
+pub async fn custom_ids_follow_bullmq_rule(b: Backend) {
+    let q = queue(&b, "ids");
+    for bad in ["-1", "-5", "NaN", "42", "0"] {
+        let err = q
+            .add(
+                "x",
+                json!(1),
+                JobOptions {
+                    job_id: Some(bad.into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.field()),
+            ("invalid-input", Some("job_id")),
+            "{bad}: {err}"
+        );
+    }
+    for good in ["007", "+5", "-0", "1e3", "1.5", "Infinity"] {
+        let job = q
+            .add(
+                "x",
+                json!(1),
+                JobOptions {
+                    job_id: Some(good.into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
+        assert_eq!(job.id, good);
+    }
+    assert_eq!(
+        q.counts().await.unwrap().waiting,
+        6,
+        "only the accepted ids"
+    );
+}
