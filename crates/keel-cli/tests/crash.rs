@@ -4,6 +4,10 @@
 //! the receiver. Delivery is at least once: a job whose worker died after the POST but before
 //! recording completion is recovered as stalled and posted again, so duplicates are allowed;
 //! losses are not.
+//!
+//! The rolling-deploy test kills one of two workers 20 times about 1.5 s apart under 10,000
+//! slower jobs with the default stall limit: a job whose worker died under it (even twice) is
+//! retried, never failed; only a poison pill that stalls more than the limit fails.
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
@@ -23,10 +27,11 @@ const JOBS: usize = 2000;
 struct Seen {
     ids: Arc<Mutex<HashSet<String>>>,
     posts: Arc<Mutex<usize>>,
+    delay_ms: u64,
 }
 
 async fn hook(State(seen): State<Seen>, Json(body): Json<Value>) -> Json<Value> {
-    tokio::time::sleep(Duration::from_millis(3)).await;
+    tokio::time::sleep(Duration::from_millis(seen.delay_ms)).await;
     let id = body["id"].as_str().unwrap_or_default().to_string();
     seen.ids.lock().unwrap().insert(id);
     *seen.posts.lock().unwrap() += 1;
@@ -62,9 +67,53 @@ fn terminate(mut child: Child) {
     let _ = child.wait();
 }
 
+/// One crash run: `jobs` jobs through a hook taking `delay_ms`, the victim worker killed
+/// `kills` times `every` apart. `queue_extra` is added to the queue's configuration.
+struct Run {
+    jobs: usize,
+    delay_ms: u64,
+    kills: usize,
+    every: Duration,
+    queue_extra: &'static str,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_workers_lose_nothing() {
-    let seen = Seen::default();
+    crash(Run {
+        jobs: JOBS,
+        delay_ms: 3,
+        kills: 3,
+        every: Duration::from_millis(700),
+        queue_extra: "max_stalled_count = 1000",
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_deploy_fails_no_job() {
+    // The default stall limit (no max_stalled_count): 20 kills, 1.5 s apart.
+    crash(Run {
+        jobs: 10_000,
+        delay_ms: 60,
+        kills: 20,
+        every: Duration::from_millis(1500),
+        queue_extra: "",
+    })
+    .await;
+}
+
+async fn crash(run: Run) {
+    let Run {
+        jobs: job_count,
+        delay_ms,
+        kills: kill_count,
+        every,
+        queue_extra,
+    } = run;
+    let seen = Seen {
+        delay_ms,
+        ..Default::default()
+    };
     let app = Router::new()
         .route("/hook", post(hook))
         .with_state(seen.clone());
@@ -89,7 +138,7 @@ attempts = 5
 backoff = {{ type = "fixed", delay_ms = 100 }}
 lock_duration_ms = 1000
 stalled_interval_ms = 500
-max_stalled_count = 1000
+{queue_extra}
 remove_on_complete = {{ count = 100000 }}
 handler = {{ kind = "http", url = "http://{addr}/hook", timeout_ms = 5000 }}
 "#
@@ -109,8 +158,8 @@ handler = {{ kind = "http", url = "http://{addr}/hook", timeout_ms = 5000 }}
         attempts: Some(5),
         ..Default::default()
     };
-    let mut ids = Vec::with_capacity(JOBS);
-    for chunk in (0..JOBS).collect::<Vec<_>>().chunks(500) {
+    let mut ids = Vec::with_capacity(job_count);
+    for chunk in (0..job_count).collect::<Vec<_>>().chunks(500) {
         let jobs = chunk
             .iter()
             .map(|i| NewJob::new("deliver", json!({"n": i})).with_opts(opts.clone()))
@@ -121,11 +170,11 @@ handler = {{ kind = "http", url = "http://{addr}/hook", timeout_ms = 5000 }}
     let steady = spawn_worker(&config);
     let mut victim = spawn_worker(&config);
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(120);
+    let deadline = started + Duration::from_secs(180);
     let mut kills = 0;
-    // Kill the victim three times while jobs flow, restarting it each time.
-    while kills < 3 {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+    // Kill the victim while jobs flow, restarting it each time.
+    while kills < kill_count {
+        tokio::time::sleep(every).await;
         victim.kill().expect("SIGKILL");
         victim.wait().unwrap();
         kills += 1;
@@ -134,7 +183,7 @@ handler = {{ kind = "http", url = "http://{addr}/hook", timeout_ms = 5000 }}
     }
     loop {
         let c = q.counts().await.unwrap();
-        if c.completed as usize == JOBS {
+        if c.completed as usize == job_count || c.failed > 0 {
             break;
         }
         assert!(
@@ -150,7 +199,8 @@ handler = {{ kind = "http", url = "http://{addr}/hook", timeout_ms = 5000 }}
     let c = q.counts().await.unwrap();
     assert_eq!(
         (c.completed as usize, c.failed, c.waiting, c.active),
-        (JOBS, 0, 0, 0)
+        (job_count, 0, 0, 0),
+        "every job completes; none fails for its worker dying"
     );
     let seen_ids = seen.ids.lock().unwrap().clone();
     let missing: Vec<_> = ids.iter().filter(|id| !seen_ids.contains(*id)).collect();
@@ -160,11 +210,22 @@ handler = {{ kind = "http", url = "http://{addr}/hook", timeout_ms = 5000 }}
         missing.len(),
         &missing[..missing.len().min(10)]
     );
+    // Each recovery is counted on its job (BullMQ's stall counter).
+    let (mut stalled, mut most) = (0, 0);
+    for page in 1..=job_count.div_ceil(1000) {
+        for j in q.list(keel::JobState::Completed, page, 1000).await.unwrap() {
+            if j.stalled_counter > 0 {
+                stalled += 1;
+                most = most.max(j.stalled_counter);
+            }
+        }
+    }
+    eprintln!("crash test: {stalled} jobs were recovered after a kill, at most {most} times each");
     let posts = *seen.posts.lock().unwrap();
     eprintln!(
-        "crash test: {JOBS} jobs completed after {kills} kills in {:?}; {posts} POSTs ({} duplicates)",
+        "crash test: {job_count} jobs completed after {kills} kills in {:?}; {posts} POSTs ({} duplicates)",
         started.elapsed(),
-        posts - JOBS
+        posts - job_count
     );
     q.obliterate(true).await.unwrap();
 }

@@ -204,6 +204,12 @@ pub enum WorkerEvent {
 /// Receives [`WorkerEvent`]s. Called on the worker's tasks: it must not block.
 pub type WorkerEventSink = Arc<dyn Fn(WorkerEvent) + Send + Sync>;
 
+/// Default of [`WorkerOptions::max_stalled_count`]: a job survives this many recoveries after
+/// its worker died under it (a rolling deploy without grace kills workers every second or two)
+/// and fails on the next, as a poison pill that kills every worker taking it. BullMQ's default
+/// is 1, which fails innocent jobs in such a deploy; Sidekiq Pro quarantines after 3.
+pub const DEFAULT_MAX_STALLED_COUNT: u32 = 5;
+
 /// Options of one worker (one queue, one process).
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerOptions {
@@ -213,7 +219,8 @@ pub struct WorkerOptions {
     pub lock_duration: Duration,
     /// How often stalled jobs (whose lock expired) are looked for.
     pub stalled_interval: Duration,
-    /// How many times a job may stall before it fails.
+    /// How many times a job may stall (its worker died or lost its lock) and be retried before
+    /// it fails as a poison pill. A stall does not use up an attempt.
     pub max_stalled_count: u32,
     /// A name stored on processed jobs (`processedBy`) and shown in worker lists.
     pub name: Option<String>,
@@ -225,7 +232,7 @@ impl Default for WorkerOptions {
             concurrency: 5,
             lock_duration: Duration::from_secs(30),
             stalled_interval: Duration::from_secs(30),
-            max_stalled_count: 1,
+            max_stalled_count: DEFAULT_MAX_STALLED_COUNT,
             name: None,
         }
     }

@@ -760,7 +760,7 @@ fn builtin_defaults() -> QueueConfig {
         concurrency: 5,
         lock_duration: Duration::from_secs(30),
         stalled_interval: Duration::from_secs(30),
-        max_stalled_count: 1,
+        max_stalled_count: keel_core::backend::DEFAULT_MAX_STALLED_COUNT,
         timeout: None,
         dlq: true,
         handler: None,

@@ -61,10 +61,13 @@ pub async fn start_workers(
     let mut workers = Vec::new();
     for (qc, processor) in plans {
         let q = config.queue(backend, &qc.name)?;
-        if let Some(r) = qc.rate_limit {
-            q.set_rate_limit(Some((r.max, Duration::from_millis(r.duration_ms))))
-                .await?;
-        }
+        // The configuration is the source of truth at start: a limit it no longer sets is
+        // cleared from the backend, or every worker (Node's too) would stay throttled.
+        q.set_rate_limit(
+            qc.rate_limit
+                .map(|r| (r.max, Duration::from_millis(r.duration_ms))),
+        )
+        .await?;
         for (id, (schedule, name, data)) in &qc.schedulers {
             q.upsert_scheduler(
                 id,

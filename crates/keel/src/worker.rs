@@ -96,7 +96,8 @@ impl WorkerBuilder {
         self
     }
 
-    /// How many stalls a job survives before it fails (default 1).
+    /// How many stalls a job survives before it fails as a poison pill (default
+    /// [`keel_core::backend::DEFAULT_MAX_STALLED_COUNT`]).
     pub fn max_stalled_count(mut self, n: u32) -> Self {
         self.opts.max_stalled_count = n;
         self
