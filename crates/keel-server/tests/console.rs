@@ -600,3 +600,44 @@ fn the_readme_shows_screenshots_that_exist() {
         assert!(png.starts_with(b"\x89PNG"), "docs/console/{s} is a PNG");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_out_address_is_refused_even_with_the_right_token() {
+    let app = App::start(
+        "",
+        Backend::memory().with_keys(support::unique_keys()),
+        Db::Sqlite,
+    )
+    .await;
+    let mut web = Web::new(&app);
+    let attempt = |token: String| {
+        let mut web = Web::new(&app);
+        async move {
+            let csrf = web.get("/login").await.csrf();
+            web.post("/login", &[("csrf", &csrf), ("token", &token)], None)
+                .await
+        }
+    };
+    // The `login` policy allows 5 failures per 15 minutes per address.
+    for _ in 0..4 {
+        assert_eq!(attempt("keel_wrong".into()).await.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        attempt(app.owner.clone()).await.status,
+        StatusCode::SEE_OTHER,
+        "not locked yet: the right token signs in"
+    );
+    assert_eq!(attempt("keel_wrong".into()).await.status, StatusCode::UNAUTHORIZED);
+    // The fifth failure used the policy up: the address is locked, the right token included.
+    let locked = attempt(app.owner.clone()).await;
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS, "{}", locked.body);
+    assert!(locked.body.contains("Too many failed sign-ins"));
+    assert_eq!(attempt("keel_wrong".into()).await.status, StatusCode::TOO_MANY_REQUESTS);
+    let csrf = web.get("/login").await.csrf();
+    let p = web
+        .post("/login", &[("csrf", &csrf), ("token", &app.owner)], None)
+        .await;
+    assert_eq!(p.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(!web.cookies_has_session(), "no session while locked out");
+    app.stop().await;
+}

@@ -2257,32 +2257,32 @@ async fn login(
             StatusCode::FORBIDDEN,
         );
     }
+    // An address locked out by the `login` policy is refused whatever it sends, the right
+    // token included, until the policy's window lets it in again.
+    let lockout = LoginLockout::new(&state, &meta.ip);
+    if let Some(wait) = lockout.remaining().await {
+        return too_many_sign_ins(&state, &headers, next, wait);
+    }
     let secret = form.get("token").unwrap_or_default().trim().to_string();
     let token = match state.authenticate(&secret).await {
         Ok(t) => t,
         Err(e) if e.status == StatusCode::UNAUTHORIZED => {
-            // Failed sign-ins count against the `login` policy (5 per 15 minutes per address).
-            let ip = meta.ip;
-            let limited = match state.limiter.check("login", &ip).await {
+            // Failed sign-ins count against the `login` policy (5 per 15 minutes per address);
+            // the failure that uses up the last one locks the address.
+            let locked = match state.limiter.check("login", &meta.ip).await {
                 Ok(d) if !d.allowed => {
-                    Some(d.retry_after.map(|r| r.as_secs().max(1)).unwrap_or(60))
+                    Some(d.retry_after.unwrap_or(d.reset_after).as_secs().max(1))
+                }
+                Ok(d) if d.remaining == 0 => {
+                    lockout.lock(d.reset_after).await;
+                    None
                 }
                 Ok(_) => None,
                 Err(_) => Some(60),
             };
-            if let Some(wait) = limited {
-                state.metrics.rate_limited("login");
-                let mut resp = login_page(
-                    &state,
-                    &headers,
-                    next,
-                    format!("Too many failed sign-ins from this address. Try again in {wait} s."),
-                    StatusCode::TOO_MANY_REQUESTS,
-                );
-                if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-                    resp.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                return resp;
+            if let Some(wait) = locked {
+                lockout.lock(Duration::from_secs(wait)).await;
+                return too_many_sign_ins(&state, &headers, next, wait);
             }
             return login_page(
                 &state,
@@ -2327,6 +2327,64 @@ async fn login(
         header::SET_COOKIE,
         set_cookie(LOGIN_COOKIE, "", 0, "/login", secure),
     );
+    resp
+}
+
+/// The sign-in lockout of one address: set when the `login` policy is used up, holding the
+/// time (epoch seconds) it ends; while it holds, every sign-in from there is refused.
+struct LoginLockout {
+    counters: keel::Counters,
+    name: String,
+}
+
+impl LoginLockout {
+    fn new(state: &AppState, ip: &str) -> LoginLockout {
+        let subject: String = ip
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+            .collect();
+        LoginLockout {
+            counters: keel::Counters::new(&state.backend),
+            name: format!("console-login-lockout-{subject}"),
+        }
+    }
+
+    /// Seconds left of the lockout, if the address is locked out. Fails closed.
+    async fn remaining(&self) -> Option<u64> {
+        let now = (keel::now_ms() / 1000) as i64;
+        match self.counters.get(&self.name).await {
+            Ok(until) if until > now => Some((until - now) as u64),
+            Ok(_) => None,
+            Err(_) => Some(60),
+        }
+    }
+
+    async fn lock(&self, for_: Duration) {
+        let secs = for_.as_secs().max(1);
+        let until = (keel::now_ms() / 1000) as i64 + secs as i64;
+        let _ = self.counters.reset(&self.name).await;
+        if let Err(e) = self
+            .counters
+            .incr(&self.name, until, Some(Duration::from_secs(secs)))
+            .await
+        {
+            tracing::warn!(error = %e, "could not store a sign-in lockout");
+        }
+    }
+}
+
+fn too_many_sign_ins(state: &AppState, headers: &HeaderMap, next: String, wait: u64) -> Response {
+    state.metrics.rate_limited("login");
+    let mut resp = login_page(
+        state,
+        headers,
+        next,
+        format!("Too many failed sign-ins from this address. Try again in {wait} s."),
+        StatusCode::TOO_MANY_REQUESTS,
+    );
+    if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
     resp
 }
 

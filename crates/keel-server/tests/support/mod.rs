@@ -400,6 +400,11 @@ impl<'a> Web<'a> {
         web
     }
 
+    /// Whether the browser holds a console session cookie.
+    pub fn cookies_has_session(&self) -> bool {
+        self.cookies.contains_key("keel_session")
+    }
+
     fn cookie_header(&self) -> String {
         self.cookies
             .iter()
