@@ -427,6 +427,60 @@ async fn request_bounds(timeout: Duration, req: Request, next: Next) -> Response
     }
 }
 
+/// Where a request's path or query carries a NUL byte (`%00`): `path`, or the query
+/// parameter's name. No store holds NUL in text, so such input is refused before any handler.
+fn nul_field(uri: &axum::http::Uri) -> Option<String> {
+    if uri.path().to_ascii_lowercase().contains("%00") {
+        return Some("path".into());
+    }
+    let query = uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        .map(|(k, _)| {
+            if k.contains('\0') {
+                "query".to_string()
+            } else {
+                k.into_owned()
+            }
+        })
+}
+
+/// Refuses NUL bytes in the path or query with a 400 naming the field; a refused mutation of
+/// the owner API is audited like any other (`owner.request.invalid`, with the caller when its
+/// token is valid).
+async fn refuse_nul(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(field) = nul_field(req.uri()) else {
+        return next.run(req).await;
+    };
+    let err = ApiError::invalid(
+        &field,
+        format!("{field} contains a NUL byte (%00), which is not accepted anywhere"),
+    );
+    let mutation = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if mutation && req.uri().path().starts_with("/api/owner/") {
+        let (mut parts, _) = req.into_parts();
+        let caller = Caller::from_request_parts(&mut parts, &state).await.ok();
+        let meta = Meta::from_request_parts(&mut parts, &state).await.ok();
+        let entry = crate::store::NewAudit {
+            tenant_id: caller.as_ref().and_then(Caller::tenant),
+            actor: caller
+                .as_ref()
+                .map(Caller::actor)
+                .unwrap_or_else(|| "anonymous".into()),
+            action: "owner.request.invalid".into(),
+            resource: format!("{} {}", parts.method, parts.uri.path()),
+            ip: meta.as_ref().map(|m| m.ip.clone()),
+            user_agent: meta.and_then(|m| m.user_agent),
+            status: err.status.as_u16() as i64,
+            payload: Some(serde_json::json!({"field": field, "query": parts.uri.query()})),
+        };
+        if let Err(e) = state.logs.write(crate::logs::LogEntry::Audit(entry)).await {
+            tracing::error!(error = %e, "audit entry of a refused request not written");
+        }
+    }
+    err.into_response()
+}
+
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
     tracing::error!("a request handler panicked");
     ApiError::new(
@@ -517,6 +571,7 @@ pub fn router(state: AppState) -> Router {
                 format!("{method} is not allowed on {}", uri.path()),
             )
         })
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_nul))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

@@ -25,6 +25,50 @@ pub enum LogEntry {
     Access(NewAccess),
 }
 
+impl LogEntry {
+    /// The entry with NUL characters replaced by U+FFFD: neither PostgreSQL text nor JSONB
+    /// can hold them, and an entry that cannot be written would let its request escape the
+    /// trail.
+    fn without_nul(self) -> LogEntry {
+        fn text(s: String) -> String {
+            if s.contains('\0') {
+                s.replace('\0', "\u{FFFD}")
+            } else {
+                s
+            }
+        }
+        fn value(v: serde_json::Value) -> serde_json::Value {
+            use serde_json::Value;
+            match v {
+                Value::String(s) => Value::String(text(s)),
+                Value::Array(a) => Value::Array(a.into_iter().map(value).collect()),
+                Value::Object(m) => {
+                    Value::Object(m.into_iter().map(|(k, v)| (text(k), value(v))).collect())
+                }
+                other => other,
+            }
+        }
+        match self {
+            LogEntry::Audit(mut a) => {
+                a.actor = text(a.actor);
+                a.action = text(a.action);
+                a.resource = text(a.resource);
+                a.user_agent = a.user_agent.map(text);
+                a.payload = a.payload.map(value);
+                LogEntry::Audit(a)
+            }
+            LogEntry::Access(mut a) => {
+                a.actor = text(a.actor);
+                a.action = text(a.action);
+                a.resource = text(a.resource);
+                a.user_agent = a.user_agent.map(text);
+                a.fields = a.fields.into_iter().map(text).collect();
+                LogEntry::Access(a)
+            }
+        }
+    }
+}
+
 struct Item {
     entry: LogEntry,
     ack: oneshot::Sender<std::result::Result<(), String>>,
@@ -99,6 +143,7 @@ impl LogWriter {
 
     /// Writes `entry`; returns once it is committed.
     pub async fn write(&self, entry: LogEntry) -> Result<()> {
+        let entry = entry.without_nul();
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Item { entry, ack })

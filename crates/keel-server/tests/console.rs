@@ -620,19 +620,33 @@ async fn a_locked_out_address_is_refused_even_with_the_right_token() {
     };
     // The `login` policy allows 5 failures per 15 minutes per address.
     for _ in 0..4 {
-        assert_eq!(attempt("keel_wrong".into()).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            attempt("keel_wrong".into()).await.status,
+            StatusCode::UNAUTHORIZED
+        );
     }
     assert_eq!(
         attempt(app.owner.clone()).await.status,
         StatusCode::SEE_OTHER,
         "not locked yet: the right token signs in"
     );
-    assert_eq!(attempt("keel_wrong".into()).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        attempt("keel_wrong".into()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     // The fifth failure used the policy up: the address is locked, the right token included.
     let locked = attempt(app.owner.clone()).await;
-    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS, "{}", locked.body);
+    assert_eq!(
+        locked.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        locked.body
+    );
     assert!(locked.body.contains("Too many failed sign-ins"));
-    assert_eq!(attempt("keel_wrong".into()).await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        attempt("keel_wrong".into()).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     let csrf = web.get("/login").await.csrf();
     let p = web
         .post("/login", &[("csrf", &csrf), ("token", &app.owner)], None)

@@ -2341,7 +2341,13 @@ impl LoginLockout {
     fn new(state: &AppState, ip: &str) -> LoginLockout {
         let subject: String = ip
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         LoginLockout {
             counters: keel::Counters::new(&state.backend),

@@ -301,14 +301,16 @@ impl App {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = self.router.clone();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .ok();
-        });
+        let limits = keel_server::listener::ConnectionLimits {
+            header_read_timeout: self.state().config.server.header_read_timeout,
+            ..Default::default()
+        };
+        tokio::spawn(keel_server::listener::serve(
+            listener,
+            app,
+            limits,
+            std::future::pending(),
+        ));
         addr
     }
 
