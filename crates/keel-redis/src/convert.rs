@@ -200,13 +200,26 @@ pub(crate) fn map_err(what: &str, e: bullmq::Error) -> Error {
         bullmq::Error::ConnectionClosed => {
             Error::BackendUnavailable(format!("{what}: Redis connection closed"))
         }
+        // bullmq's client-side checks (custom ids, sizes): bad input, not a server fault.
+        // Keel validates the same rules first; this is the safety net.
+        bullmq::Error::InvalidConfig(m) => Error::invalid(
+            if m.contains("Id") { "job_id" } else { "opts" },
+            format!("{what}: {m}"),
+        ),
         other => Error::Backend(format!("{what}: {other}")),
     }
 }
 
 /// Maps a Redis client error: connection trouble is `backend-unavailable`.
 pub(crate) fn map_redis(what: &str, e: redis::RedisError) -> Error {
-    if e.is_io_error()
+    // OOM (maxmemory reached under noeviction), LOADING, READONLY replicas, MASTERDOWN: Redis
+    // is there but refuses work for now, like an outage.
+    let refusing = matches!(
+        e.code(),
+        Some("OOM" | "LOADING" | "READONLY" | "MASTERDOWN" | "BUSY")
+    );
+    if refusing
+        || e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()

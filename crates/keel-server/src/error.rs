@@ -18,6 +18,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// Members added beside `error` in the body (e.g. what a partly done bulk did).
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -29,7 +31,14 @@ impl ApiError {
             message: message.into(),
             field: None,
             retry_after: None,
+            details: None,
         }
+    }
+
+    /// The same error with `details` beside it in the body.
+    pub fn with_details(mut self, details: serde_json::Map<String, serde_json::Value>) -> ApiError {
+        self.details = Some(details);
+        self
     }
 
     /// 400 naming a field.
@@ -79,14 +88,18 @@ impl From<keel::Error> for ApiError {
             field: e.field().map(str::to_string),
             message: e.to_string(),
             retry_after: (status == StatusCode::SERVICE_UNAVAILABLE).then_some(5),
+            details: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
+        let mut body =
             json!({"error": {"code": self.code, "message": self.message, "field": self.field}});
+        if let (Some(details), Some(map)) = (self.details, body.as_object_mut()) {
+            map.extend(details);
+        }
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(s) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {

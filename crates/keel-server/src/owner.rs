@@ -416,6 +416,7 @@ pub async fn enqueue(
     let resource = format!("queue:{queue}");
     let payload = Some(raw.clone());
     let action = ("owner.job.enqueue", resource);
+    let (st, name) = (state.clone(), queue.clone());
     queue_change(
         &state,
         &caller,
@@ -424,6 +425,7 @@ pub async fn enqueue(
         &queue,
         payload,
         |q| async move {
+            let (state, queue) = (st, name);
             let (items, bulk) = parse_items(&raw)?;
             let jobs: Vec<NewJob> = items
                 .into_iter()
@@ -434,7 +436,8 @@ pub async fn enqueue(
                 })
                 .collect();
             let added = if bulk {
-                q.add_bulk(jobs).await?
+                let outcomes = q.add_each(jobs).await?;
+                bulk_outcome(&state, &queue, outcomes).await?
             } else {
                 let j = jobs.into_iter().next().expect("one job");
                 vec![q.add(&j.name, j.data, j.opts).await?]
@@ -447,6 +450,53 @@ pub async fn enqueue(
         },
     )
     .await
+}
+
+/// The jobs of a bulk enqueue, or — when the backend failed some adds — an error that says
+/// which indexes were added (with their ids) and which were not, after invalidating what the
+/// added ones changed. Never a bare failure: a client must know what to retry.
+async fn bulk_outcome(
+    state: &AppState,
+    queue: &str,
+    outcomes: Vec<keel::Result<keel::Job>>,
+) -> ApiResult<Vec<keel::Job>> {
+    if outcomes.iter().all(Result::is_ok) {
+        return Ok(outcomes.into_iter().filter_map(Result::ok).collect());
+    }
+    let mut added = Vec::new();
+    let mut not_added = Vec::new();
+    let mut first: Option<ApiError> = None;
+    for (index, outcome) in outcomes.into_iter().enumerate() {
+        match outcome {
+            Ok(j) => added.push(json!({"index": index, "id": j.id, "name": j.name})),
+            Err(e) => {
+                let e = ApiError::from(e);
+                not_added
+                    .push(json!({"index": index, "error": {"code": e.code, "message": e.message}}));
+                first.get_or_insert(e);
+            }
+        }
+    }
+    if !added.is_empty() {
+        invalidate(state, &["queues", &queue_tag(queue)]).await;
+        state.realtime.queue_changed(queue);
+    }
+    let first = first.expect("one failed");
+    let message = format!(
+        "{} of {} jobs were added; the others were not ({}). Retry only those in not_added.",
+        added.len(),
+        added.len() + not_added.len(),
+        first.message
+    );
+    let mut details = serde_json::Map::new();
+    details.insert("added".into(), Value::Array(added));
+    details.insert("not_added".into(), Value::Array(not_added));
+    Err(ApiError {
+        message,
+        field: None,
+        ..first
+    }
+    .with_details(details))
 }
 
 #[derive(Deserialize)]

@@ -301,3 +301,89 @@ async fn slow_and_silent_clients_are_disconnected() {
     assert!(after < Duration::from_secs(5));
     app.stop().await;
 }
+
+/// A bulk enqueue that the backend refuses midway (a private Redis at its `maxmemory`) answers
+/// what was added and what was not, by index and id, never a bare 500; the queue's stats
+/// reflect the added jobs at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_enqueue_failing_midway_says_what_was_added() {
+    let port = support::free_port();
+    let mut redis = support::start_redis(port, &["--maxmemory-policy", "noeviction"]);
+    let backend = Backend::redis(keel::backend::RedisSettings {
+        url: format!("redis://127.0.0.1:{port}"),
+        prefix: "kb".into(),
+        command_timeout: Duration::from_secs(2),
+    })
+    .await
+    .unwrap()
+    .with_keys(support::unique_keys());
+    let app = App::start(CONFIG, backend, Db::Sqlite).await;
+    // Warm the stats cache, so a stale count would show.
+    let (_, before) = app
+        .get_json("/api/owner/queues/mail/stats", Some(&app.viewer))
+        .await;
+    assert_eq!(before["waiting"], 0);
+    // Room for a few hundred of the thousand jobs.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let used: u64 = cli(&["info", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    cli(&["config", "set", "maxmemory", &(used + 400_000).to_string()]);
+    let jobs: Vec<Value> = (0..1000)
+        .map(|i| json!({"name": "big", "data": {"i": i, "pad": "x".repeat(900)}}))
+        .collect();
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/owner/queues/mail/jobs",
+            Some(&app.admin),
+            Some(Value::Array(jobs)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"]["code"], "backend-unavailable");
+    let added = v["added"].as_array().unwrap();
+    let not_added = v["not_added"].as_array().unwrap();
+    assert!(!added.is_empty() && !not_added.is_empty(), "{v}");
+    assert_eq!(added.len() + not_added.len(), 1000);
+    let mut indexes: Vec<u64> = added
+        .iter()
+        .chain(not_added)
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, (0..1000).collect::<Vec<_>>(), "each index once");
+    assert!(not_added[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("OOM"));
+    // Every id said to be added exists; the count is fresh.
+    for a in added.iter().take(20) {
+        let id = a["id"].as_str().unwrap();
+        let (s, _) = app
+            .get_json(
+                &format!("/api/owner/queues/mail/jobs/{id}"),
+                Some(&app.viewer),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{id}");
+    }
+    let (_, after) = app
+        .get_json("/api/owner/queues/mail/stats", Some(&app.viewer))
+        .await;
+    assert_eq!(after["waiting"].as_u64().unwrap() as usize, added.len());
+    app.stop().await;
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+}

@@ -17,27 +17,7 @@ use support::{App, Db};
 const CONFIG: &str = "[queues.mail]\nattempts = 1\n";
 
 fn start_redis(port: u16) -> Child {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (see README)");
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "private redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
+    support::start_redis(port, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,6 +136,29 @@ impl Queue {
         self.raw().add_bulk(&self.name, jobs).await
     }
 
+    /// Adds several jobs one by one, all validated before any is added (bad input adds
+    /// nothing). Each add then succeeds or fails on its own and the outcomes come back in
+    /// order, so that a caller whose backend failed midway knows exactly which jobs exist.
+    pub async fn add_each(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Job>>> {
+        self.check_producible()?;
+        let jobs = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, j)| {
+                self.prepare_unchecked(j).map_err(|e| match e {
+                    Error::InvalidInput { field, message } => Error::InvalidInput {
+                        field: format!("jobs[{i}].{field}"),
+                        message,
+                    },
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Issued in order on the shared connection; awaited together.
+        let adds = jobs.into_iter().map(|j| self.raw().add(&self.name, j));
+        Ok(futures::future::join_all(adds).await)
+    }
+
     /// One job, or `None`.
     pub async fn get_job(&self, id: &str) -> Result<Option<Job>> {
         self.raw().get_job(&self.name, id).await

@@ -115,6 +115,43 @@ pub async fn redis() -> Backend {
     .with_keys(unique_keys())
 }
 
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A private `redis-server` on `port` (never the shared one), with `extra` arguments; waits
+/// until it accepts connections.
+pub fn start_redis(port: u16, extra: &[&str]) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (see README)");
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "private redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 /// Polls until `check` gives a value (10 s at most).
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
