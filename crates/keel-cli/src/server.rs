@@ -64,7 +64,17 @@ pub async fn token(config: &Config, action: TokenAction, json_out: bool) -> Resu
                     keel::keys::validate_name("--tenant", &t)?;
                     Some(match store.tenant_by_name(&t).await? {
                         Some(x) => x.id,
-                        None => store.create_tenant(&t).await?.id,
+                        // A tenant exists through the queues bound to it, as in `keel serve`.
+                        None if config.queues.values().any(|q| q.tenant.as_deref() == Some(&t)) => {
+                            store.create_tenant(&t).await?.id
+                        }
+                        None => {
+                            return Err(Error::invalid(
+                                "--tenant",
+                                format!("unknown tenant {t:?}: no queue in the configuration has tenant = {t:?}"),
+                            )
+                            .into())
+                        }
                     })
                 }
             };
@@ -110,6 +120,18 @@ pub async fn token(config: &Config, action: TokenAction, json_out: bool) -> Resu
         TokenAction::Revoke { id } => {
             if !store.revoke_token(&Scope::All, &id).await? {
                 return Err(Error::not_found(format!("live token {id}")).into());
+            }
+            // Running servers on the same Redis drop the token at once (their sockets too).
+            match config.backend().await {
+                Ok(b) if b.kind() == keel::BackendKind::Redis => {
+                    if let Err(e) = keel_server::realtime::announce_revocation(&b, &id).await {
+                        eprintln!("warning: revoked, but running servers could not be told ({e}); they apply it within 10 s");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!(
+                    "warning: revoked, but running servers could not be told ({e}); they apply it within 10 s"
+                ),
             }
             if json_out {
                 println!("{}", json!({"revoked": id}));

@@ -54,9 +54,10 @@ pub struct Inner {
     pub runs: RunRecorder,
     /// Audit and access log writer (group commit).
     pub logs: crate::logs::LogWriter,
-    /// Authenticated tokens by secret hash, for 10 s (revocations through this instance
-    /// clear it; other instances see a revocation within 10 s).
-    pub token_cache: std::sync::Mutex<HashMap<String, (ApiToken, Instant)>>,
+    /// Authenticated tokens by secret hash, for 10 s, with the revocation epoch they were
+    /// read in: a revocation anywhere (announced through [`crate::realtime`]) makes every
+    /// instance read tokens again at once.
+    pub token_cache: std::sync::Mutex<HashMap<String, (ApiToken, Instant, u64)>>,
     /// Queue names found on the backend, and when they were last read.
     pub known_queues: std::sync::Mutex<(std::collections::HashSet<String>, Option<Instant>)>,
     /// Live events.
@@ -93,10 +94,11 @@ impl AppState {
     pub async fn authenticate(&self, secret: &str) -> ApiResult<ApiToken> {
         use sha2::Digest;
         let key = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
+        let epoch = self.realtime.revocation_epoch();
         {
             let cache = self.token_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((t, at)) = cache.get(&key) {
-                if at.elapsed() < Duration::from_secs(10) {
+            if let Some((t, at, seen)) = cache.get(&key) {
+                if at.elapsed() < Duration::from_secs(10) && *seen == epoch {
                     return Ok(t.clone());
                 }
             }
@@ -110,7 +112,7 @@ impl AppState {
         if cache.len() > 10_000 {
             cache.clear();
         }
-        cache.insert(key, (token.clone(), Instant::now()));
+        cache.insert(key, (token.clone(), Instant::now(), epoch));
         Ok(token)
     }
 

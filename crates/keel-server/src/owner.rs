@@ -1309,6 +1309,9 @@ pub async fn revoke_token(
                 return Err(ApiError::not_found(format!("live token {id}")));
             }
             state.forget_tokens();
+            if let Err(e) = crate::realtime::announce_revocation(&state.backend, &id).await {
+                tracing::warn!(error = %e, "revocation not announced; other instances apply it within 10 s");
+            }
             Ok((StatusCode::OK, json!({"revoked": id})))
         },
     )

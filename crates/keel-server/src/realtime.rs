@@ -8,6 +8,11 @@
 //! through pub/sub on the backend (Redis, or the memory bus), so every instance sees every
 //! instance's events. Each connection reads from a bounded buffer: a client that falls 256
 //! events behind is disconnected (close code 1008) instead of growing memory.
+//!
+//! Token revocations travel on the same channel (`token_revoked`, never shown to clients):
+//! every instance drops its cached tokens at once and closes the sockets of the revoked token
+//! (close code 1008); each socket also re-reads its token every
+//! [`TOKEN_RECHECK`], in case a revocation message was missed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -30,6 +35,31 @@ use crate::store::{NewRun, Role, Scope};
 
 const CONNECTION_BUFFER: usize = 256;
 
+/// How often an open socket re-reads its token from the store (pub/sub carries revocations
+/// at once; this bounds a missed message).
+pub const TOKEN_RECHECK: Duration = Duration::from_secs(30);
+
+/// The pub/sub channel of realtime events and revocations on `backend`.
+fn channel(backend: &Backend) -> String {
+    format!(
+        "{}:{}:realtime",
+        backend.keys().prefix(),
+        backend.keys().env()
+    )
+}
+
+/// Tells every `keel serve` on `backend` that token `id` was revoked: they forget cached
+/// tokens and close its sockets within a second.
+pub async fn announce_revocation(backend: &Backend, id: &str) -> keel::Result<()> {
+    Events::new(backend)
+        .publish(
+            &channel(backend),
+            &json!({"type": "token_revoked", "token_id": id}),
+        )
+        .await
+        .map(|_| ())
+}
+
 /// `job_status` events per second and instance, at most.
 pub const JOB_EVENTS_PER_SECOND: u32 = 200;
 
@@ -45,6 +75,8 @@ struct Inner {
     out: mpsc::Sender<Value>,
     local: broadcast::Sender<Arc<Value>>,
     pending: Mutex<BTreeSet<String>>,
+    /// Bumped on every revocation seen, so cached tokens older than it are re-read.
+    revocations: std::sync::atomic::AtomicU64,
 }
 
 impl Realtime {
@@ -54,11 +86,7 @@ impl Realtime {
         config: &Config,
     ) -> keel::Result<(Realtime, Vec<JoinHandle<()>>)> {
         let events = Events::new(backend);
-        let channel = format!(
-            "{}:{}:realtime",
-            backend.keys().prefix(),
-            backend.keys().env()
-        );
+        let channel = channel(backend);
         let (out, mut out_rx) = mpsc::channel::<Value>(10_000);
         let (local, _) = broadcast::channel(CONNECTION_BUFFER);
         let rt = Realtime {
@@ -67,22 +95,26 @@ impl Realtime {
                 out,
                 local: local.clone(),
                 pending: Mutex::new(BTreeSet::new()),
+                revocations: Default::default(),
             }),
         };
         let mut tasks = Vec::new();
         let mut sub = events.subscribe(&[&channel], &[]).await?;
+        let hub = rt.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(e) = sub.next().await {
                 // Publishers batch events into arrays (see below).
-                match e.data {
-                    Value::Array(items) => {
-                        for v in items {
-                            let _ = local.send(Arc::new(v));
-                        }
+                let items = match e.data {
+                    Value::Array(items) => items,
+                    v => vec![v],
+                };
+                for v in items {
+                    if v["type"] == "token_revoked" {
+                        hub.inner
+                            .revocations
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
-                    v => {
-                        let _ = local.send(Arc::new(v));
-                    }
+                    let _ = local.send(Arc::new(v));
                 }
             }
         }));
@@ -179,6 +211,14 @@ impl Realtime {
         }));
     }
 
+    /// How many revocations this instance has heard of; a token cached before the latest one
+    /// is read again.
+    pub fn revocation_epoch(&self) -> u64 {
+        self.inner
+            .revocations
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Arc<Value>> {
         self.inner.local.subscribe()
     }
@@ -224,10 +264,20 @@ pub async fn socket(
         Some(t) => Scope::Tenant(t),
         None => Scope::All,
     };
-    ws.on_upgrade(move |socket| serve_socket(state, scope, socket))
+    let token_id = token.id;
+    ws.on_upgrade(move |socket| serve_socket(state, scope, token_id, socket))
 }
 
-async fn serve_socket(state: AppState, scope: Scope, mut socket: WebSocket) {
+async fn close_revoked(socket: &mut WebSocket) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: 1008,
+            reason: "token revoked".into(),
+        })))
+        .await;
+}
+
+async fn serve_socket(state: AppState, scope: Scope, token_id: String, mut socket: WebSocket) {
     let mut rx = state.realtime.subscribe();
     let snapshot = match crate::owner::all_stats(&state, &scope).await {
         Ok(v) => json!({"type": "snapshot", "queues": v}),
@@ -240,10 +290,25 @@ async fn serve_socket(state: AppState, scope: Scope, mut socket: WebSocket) {
     {
         return;
     }
+    let mut recheck = tokio::time::interval(TOKEN_RECHECK);
+    recheck.tick().await;
     loop {
         tokio::select! {
+            _ = recheck.tick() => {
+                if let Ok(None) = state.store.token_by_id(&token_id).await {
+                    close_revoked(&mut socket).await;
+                    return;
+                }
+            }
             ev = rx.recv() => match ev {
                 Ok(v) => {
+                    if v["type"] == "token_revoked" {
+                        if v["token_id"] == token_id.as_str() {
+                            close_revoked(&mut socket).await;
+                            return;
+                        }
+                        continue;
+                    }
                     let visible = v.get("queue").and_then(|q| q.as_str()).is_none_or(|q| state.can_see_queue(&scope, q));
                     if !visible {
                         continue;

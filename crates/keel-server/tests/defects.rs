@@ -387,3 +387,60 @@ async fn a_bulk_enqueue_failing_midway_says_what_was_added() {
     redis.kill().unwrap();
     redis.wait().unwrap();
 }
+
+/// A revocation made elsewhere (another instance, `keel token revoke`) applies at once here:
+/// the cached token is refused and its realtime socket is closed within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_loses_its_socket_and_cache_at_once() {
+    use futures::StreamExt;
+    let app = app(Db::Sqlite, true).await;
+    let addr = app.serve_socket().await;
+    let (s, _) = app.get_json("/api/owner/queues", Some(&app.viewer)).await;
+    assert_eq!(s, StatusCode::OK, "the token is now cached");
+    let url = format!("ws://{addr}/api/owner/realtime?token={}", app.viewer);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let first = ws.next().await.unwrap().unwrap();
+    assert!(first.to_text().unwrap().contains("snapshot"));
+    let id = app
+        .state()
+        .store
+        .authenticate(&app.viewer)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    // What `keel token revoke` does: the store, then the announcement.
+    assert!(app
+        .state()
+        .store
+        .revoke_token(&keel_server::store::Scope::All, &id)
+        .await
+        .unwrap());
+    let revoked_at = Instant::now();
+    keel_server::realtime::announce_revocation(&app.state().backend, &id)
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(m) = ws.next().await {
+            match m {
+                Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) => return frame,
+                Ok(other) => assert!(
+                    !other.to_text().unwrap_or("").contains("token_revoked"),
+                    "revocations are not shown to clients"
+                ),
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("the socket is closed within a second of the revocation");
+    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1008));
+    support::eventually("the cached token is refused", || async {
+        let (s, _) = app.get_json("/api/owner/queues", Some(&app.viewer)).await;
+        (s == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    assert!(revoked_at.elapsed() < Duration::from_secs(2));
+    app.stop().await;
+}

@@ -4,8 +4,8 @@
 mod support;
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use futures::StreamExt;
