@@ -245,13 +245,7 @@ impl RedisBackend {
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let started = Instant::now();
-        let timeout = self.inner.settings.command_timeout;
-        let result = match tokio::time::timeout(timeout, fut).await {
-            Ok(r) => r.map_err(|e| map_redis(what, e)),
-            Err(_) => Err(Error::BackendUnavailable(format!(
-                "{what}: Redis did not answer within {timeout:?}"
-            ))),
-        };
+        let result = self.redis_call(what, fut).await;
         if result.is_ok() {
             self.inner.kv.record(started.elapsed());
         }

@@ -14,10 +14,12 @@
 //! - `add_bulk` is documented as not atomic (bullmq adds each job with its own script).
 //!
 //! # Layout
+//! - [`circuit`](crate::circuit): calls fail fast while Redis is unreachable; a probe closes it.
 //! - [`convert`](crate::convert): Keel ↔ bullmq options, jobs, states, errors.
 //! - [`worker`](crate::worker): the worker adapter (processor wrapper, events, Retry-After).
 //! - this file: [`RedisBackend`], [`RedisSettings`].
 
+mod circuit;
 mod convert;
 mod kv;
 mod worker;
@@ -86,6 +88,8 @@ struct Inner {
     queues: Mutex<HashMap<String, Arc<BullQueue>>>,
     /// The toolkit's latency samples and outage logger.
     kv: kv::KvState,
+    /// Fails calls fast while Redis is unreachable.
+    circuit: Arc<circuit::Circuit>,
 }
 
 fn install_crypto_provider() {
@@ -123,6 +127,7 @@ impl RedisBackend {
                 conn,
                 queues: Mutex::new(HashMap::new()),
                 kv: kv::KvState::default(),
+                circuit: Default::default(),
             }),
         };
         backend.ping().await?;
@@ -134,36 +139,67 @@ impl RedisBackend {
         &self.inner.settings
     }
 
-    /// Runs `fut` bounded by the command timeout.
+    /// Whether calls are failing fast because Redis was found unreachable.
+    pub fn is_unreachable(&self) -> bool {
+        self.inner.circuit.is_open()
+    }
+
+    /// Runs `fut` bounded by the command timeout, failing fast while the circuit is open.
     async fn bounded<T>(
         &self,
         what: &str,
         fut: impl Future<Output = std::result::Result<T, bullmq::Error>>,
     ) -> Result<T> {
+        self.inner.circuit.check(what)?;
         match tokio::time::timeout(self.inner.settings.command_timeout, fut).await {
-            Ok(r) => r.map_err(|e| map_err(what, e)),
-            Err(_) => Err(Error::BackendUnavailable(format!(
-                "{what}: Redis did not answer within {:?}",
-                self.inner.settings.command_timeout
-            ))),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if circuit::bull_unreachable(&e) {
+                    self.inner.circuit.trip(&self.inner.conn);
+                }
+                Err(map_err(what, e))
+            }
+            Err(_) => {
+                self.inner.circuit.trip(&self.inner.conn);
+                Err(Error::BackendUnavailable(format!(
+                    "{what}: Redis did not answer within {:?}",
+                    self.inner.settings.command_timeout
+                )))
+            }
+        }
+    }
+
+    /// Runs a plain Redis call bounded by the command timeout, failing fast while the circuit
+    /// is open (the one funnel of plain commands, scripts and pipelines).
+    pub(crate) async fn redis_call<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
+        self.inner.circuit.check(what)?;
+        match tokio::time::timeout(self.inner.settings.command_timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if circuit::unreachable(&e) {
+                    self.inner.circuit.trip(&self.inner.conn);
+                }
+                Err(map_redis(what, e))
+            }
+            Err(_) => {
+                self.inner.circuit.trip(&self.inner.conn);
+                Err(Error::BackendUnavailable(format!(
+                    "{what}: Redis did not answer within {:?}",
+                    self.inner.settings.command_timeout
+                )))
+            }
         }
     }
 
     /// Runs a plain Redis command bounded by the command timeout.
     async fn cmd<T: redis::FromRedisValue>(&self, what: &str, cmd: redis::Cmd) -> Result<T> {
         let mut conn = self.inner.conn.connection();
-        match tokio::time::timeout(
-            self.inner.settings.command_timeout,
-            cmd.query_async::<T>(&mut conn),
-        )
-        .await
-        {
-            Ok(r) => r.map_err(|e| map_redis(what, e)),
-            Err(_) => Err(Error::BackendUnavailable(format!(
-                "{what}: Redis did not answer within {:?}",
-                self.inner.settings.command_timeout
-            ))),
-        }
+        self.redis_call(what, async move { cmd.query_async::<T>(&mut conn).await })
+            .await
     }
 
     /// Every key matching `pattern`, by `SCAN` (never `KEYS`, which blocks Redis).
