@@ -36,9 +36,8 @@ pub const SECRET_FRAGMENTS: &[&str] = &[
 /// Words that mark a secret only as a whole word of the key (`sessionId`, `x-auth`, `jwt`).
 pub const SECRET_WORDS: &[&str] = &["pwd", "pass", "auth", "session", "sid", "jwt"];
 
-/// HTTP authentication schemes whose parameter (one token, or a list for `Digest`) is a
-/// credential.
-const AUTH_SCHEMES: &[&str] = &["bearer", "basic", "negotiate", "digest"];
+/// HTTP authentication schemes whose parameter (one token) is a credential.
+const AUTH_SCHEMES: &[&str] = &["bearer", "basic", "negotiate"];
 
 /// Whether `key` names a secret (see the module docs).
 pub fn is_secret_key(key: &str) -> bool {
@@ -108,42 +107,59 @@ pub fn mask(value: &Value) -> Value {
     }
 }
 
-/// A free-text string with its credentials masked: auth scheme parameters, URL passwords and
-/// secret query parameters.
+/// A free-text string with its credentials masked: the parameter after an auth scheme
+/// (`Bearer abc` → `Bearer ***`, anywhere in the text), URL passwords and secret query
+/// parameters. `Digest` masks the rest of the string (its parameters are a list).
 pub fn mask_str(s: &str) -> String {
-    let trimmed = s.trim_start();
-    if let Some((scheme, rest)) = trimmed.split_once(' ') {
-        let scheme_lc = scheme.to_ascii_lowercase();
-        let param = rest.trim();
-        // "Basic idea ..." is prose: the credential is a single token (Digest: a list).
-        let credential_like =
-            !param.is_empty() && (scheme_lc == "digest" || !param.contains(char::is_whitespace));
-        if AUTH_SCHEMES.contains(&scheme_lc.as_str()) && credential_like {
-            return format!("{scheme} {MASK}");
-        }
+    if !s.contains(' ') && !s.contains("://") && !s.contains('?') {
+        return s.to_string();
     }
-    if s.contains("://") || s.contains('?') {
-        return redact_urls(s);
-    }
-    s.to_string()
-}
-
-/// Every URL inside `s` with its password and secret query parameters masked.
-fn redact_urls(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
-    // URLs end at whitespace or quotes; handle each whitespace-separated token.
+    let mut mask_next = false;
     while !rest.is_empty() {
+        // One token (up to white space or a quote), then its separators.
         let end = rest
             .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
             .unwrap_or(rest.len());
         let (token, tail) = rest.split_at(end);
-        out.push_str(&redact_url(token));
-        let sep_len = tail.chars().next().map(char::len_utf8).unwrap_or(0);
-        out.push_str(&tail[..sep_len]);
-        rest = &tail[sep_len..];
+        let sep_end = tail
+            .find(|c: char| !(c.is_whitespace() || c == '"' || c == '\''))
+            .unwrap_or(tail.len());
+        let (sep, after) = tail.split_at(sep_end);
+        if token.is_empty() {
+        } else if mask_next {
+            out.push_str(MASK);
+            mask_next = false;
+        } else {
+            let scheme = token.to_ascii_lowercase();
+            if scheme == "digest" && !after.is_empty() {
+                out.push_str(token);
+                out.push(' ');
+                out.push_str(MASK);
+                return out;
+            }
+            mask_next = AUTH_SCHEMES.contains(&scheme.as_str())
+                && !after.is_empty()
+                && sep.chars().all(|c| c == ' ')
+                && looks_like_credential(after);
+            out.push_str(&redact_url(token));
+        }
+        out.push_str(sep);
+        rest = after;
     }
     out
+}
+
+/// Whether the next token of `rest` looks like a credential rather than a word of prose
+/// ("Basic idea", "bearer of news"): long enough, no plain lower-case word.
+fn looks_like_credential(rest: &str) -> bool {
+    let token = rest
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+        .next()
+        .unwrap_or("");
+    let plain_word = token.chars().all(|c| c.is_ascii_lowercase());
+    token.len() >= 6 && !plain_word
 }
 
 /// One URL with any password replaced by `***` (`redis://user:***@host`) and the values of
@@ -265,6 +281,13 @@ mod tests {
             "list": ["password", {"SECRET": "s"}]
         });
         let out = mask(&input);
+        assert_eq!(
+            mask_str("curl -H 'Authorization: Bearer tok-123abc' https://x"),
+            "curl -H 'Authorization: Bearer ***' https://x"
+        );
+        assert_eq!(mask_str("sent with Bearer tok-123 ok"), "sent with Bearer *** ok");
+        assert_eq!(mask_str("the bearer of news"), "the bearer of news");
+        assert_eq!(mask_str("Digest username=\"a\", response=\"b\""), "Digest ***");
         assert_eq!(out["name"], "welcome");
         assert_eq!(out["headers"][0]["value"], "***");
         assert_eq!(out["headers"][0]["name"], "Authorization");
