@@ -285,9 +285,15 @@ mod tests {
             mask_str("curl -H 'Authorization: Bearer tok-123abc' https://x"),
             "curl -H 'Authorization: Bearer ***' https://x"
         );
-        assert_eq!(mask_str("sent with Bearer tok-123 ok"), "sent with Bearer *** ok");
+        assert_eq!(
+            mask_str("sent with Bearer tok-123 ok"),
+            "sent with Bearer *** ok"
+        );
         assert_eq!(mask_str("the bearer of news"), "the bearer of news");
-        assert_eq!(mask_str("Digest username=\"a\", response=\"b\""), "Digest ***");
+        assert_eq!(
+            mask_str("Digest username=\"a\", response=\"b\""),
+            "Digest ***"
+        );
         assert_eq!(out["name"], "welcome");
         assert_eq!(out["headers"][0]["value"], "***");
         assert_eq!(out["headers"][0]["name"], "Authorization");

@@ -4,10 +4,9 @@ use bullmq::types::{BackoffStrategy, JobProgress, KeepJobs as BullKeep, RemoveOn
 use keel_core::{Backoff, BackoffKind, Deduplication, Error, Job, JobOptions, JobState, KeepJobs};
 use serde_json::Value;
 
-/// Prefix of the custom backoff type that carries a jittered Keel backoff through Redis:
-/// `keel-<fixed|exponential>-<delay ms>-<jitter>`. BullMQ's built-in types have no jitter, so
-/// a jittered backoff is stored as a custom type that Keel's Redis worker computes (a Node
-/// worker cannot run such a job unless it registers the same strategy).
+/// Prefix of the custom backoff type earlier Keel versions stored for a jittered backoff
+/// (`keel-<fixed|exponential>-<delay ms>-<jitter>`). Still read, never written: the jitter now
+/// goes into BullMQ's own `backoff.jitter` field (see `scripts`), which Node workers apply.
 pub(crate) const JITTER_BACKOFF_PREFIX: &str = "keel-";
 
 /// Keel options → bullmq options.
@@ -33,24 +32,16 @@ pub(crate) fn to_bull_opts(opts: &JobOptions) -> bullmq::JobOptions {
     }
 }
 
+/// BullMQ's type and delay; bullmq-official has no field for the jitter, which Keel's
+/// scripts store beside them.
 fn to_bull_backoff(b: &Backoff) -> BackoffStrategy {
-    if b.jitter > 0.0 {
-        let kind = match b.kind {
-            BackoffKind::Fixed => "fixed",
-            BackoffKind::Exponential => "exponential",
-        };
-        return BackoffStrategy::Custom(format!(
-            "{JITTER_BACKOFF_PREFIX}{kind}-{}-{}",
-            b.delay_ms, b.jitter
-        ));
-    }
     match b.kind {
         BackoffKind::Fixed => BackoffStrategy::Fixed(b.delay_ms),
         BackoffKind::Exponential => BackoffStrategy::Exponential(b.delay_ms),
     }
 }
 
-/// Parses a jittered backoff type written by [`to_bull_backoff`].
+/// Parses a jittered backoff type written by earlier Keel versions.
 pub(crate) fn parse_jitter_backoff(name: &str) -> Option<Backoff> {
     let rest = name.strip_prefix(JITTER_BACKOFF_PREFIX)?;
     let mut parts = rest.splitn(3, '-');
@@ -243,7 +234,7 @@ mod tests {
             lifo: true,
             job_id: Some("a-1".into()),
             attempts: Some(4),
-            backoff: Some(Backoff::exponential(250).with_jitter(0.5)),
+            backoff: Some(Backoff::exponential(250)),
             remove_on_complete: Some(KeepJobs::remove_all()),
             remove_on_fail: Some(KeepJobs {
                 count: Some(5),
@@ -260,12 +251,14 @@ mod tests {
     }
 
     #[test]
-    fn jitter_backoff_name_parses_back() {
+    fn legacy_jitter_backoff_names_still_parse() {
         let b = Backoff::fixed(100).with_jitter(0.25);
-        let BackoffStrategy::Custom(name) = to_bull_backoff(&b) else {
-            panic!("custom expected")
-        };
-        assert_eq!(parse_jitter_backoff(&name), Some(b));
+        assert_eq!(parse_jitter_backoff("keel-fixed-100-0.25"), Some(b));
         assert_eq!(parse_jitter_backoff("other"), None);
+        // Written as BullMQ's own type now (the jitter travels in backoff.jitter).
+        assert!(matches!(
+            to_bull_backoff(&Backoff::exponential(5).with_jitter(0.5)),
+            BackoffStrategy::Exponential(5)
+        ));
     }
 }

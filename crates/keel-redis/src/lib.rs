@@ -1,8 +1,10 @@
 //! Keel's Redis queue backend, built on `bullmq-official` (the BullMQ authors' Rust port). Every
-//! multi-step queue transition runs one of BullMQ's own Lua scripts, so Node BullMQ 6 services,
-//! Bull Board and Keel share the same queues. Keel writes no queue scripts of its own; the only
-//! plain commands it issues are reads (`ZRANGEBYSCORE`, `SCAN`), the queue meta `version` field,
-//! and its own heartbeat keys.
+//! multi-step queue transition runs one of BullMQ's own Lua scripts, so Node BullMQ 5 and 6
+//! services, Bull Board and Keel share the same queues — except standard adds and the pause of
+//! a queue in BullMQ 5's layout, which run Keel's own scripts ([`scripts`](crate::scripts))
+//! written from BullMQ's documented behaviour. The only plain commands Keel issues are reads
+//! (`ZRANGEBYSCORE`, `SCAN`, `LRANGE`), the queue meta `version` field (when no client wrote
+//! one), and its own heartbeat keys.
 //!
 //! What this layer adds over bullmq-official (its rough edges):
 //! - every producer/admin call is bounded by [`RedisSettings::command_timeout`] and fails with
@@ -16,12 +18,15 @@
 //! # Layout
 //! - [`circuit`](crate::circuit): calls fail fast while Redis is unreachable; a probe closes it.
 //! - [`convert`](crate::convert): Keel ↔ bullmq options, jobs, states, errors.
+//! - [`scripts`](crate::scripts): Keel's own scripts: standard adds (BullMQ 5's paused layout,
+//!   backoff jitter), BullMQ 5-style pause/resume, the jitter of other adds.
 //! - [`worker`](crate::worker): the worker adapter (processor wrapper, events, Retry-After).
 //! - this file: [`RedisBackend`], [`RedisSettings`].
 
 mod circuit;
 mod convert;
 mod kv;
+mod scripts;
 mod worker;
 
 pub use kv::TRIVIAL_SCRIPT;
@@ -233,9 +238,11 @@ impl RedisBackend {
                 BullQueue::with_connection(name, self.inner.conn.clone(), opts),
             )
             .await?;
+        // Only when no client wrote one: Node BullMQ 5's `bullmq:5.…` tells Keel the queue is
+        // in BullMQ 5's layout (see `scripts`).
         self.cmd::<()>(
             "writing queue meta version",
-            redis::cmd("HSET")
+            redis::cmd("HSETNX")
                 .arg(q.keys().meta())
                 .arg("version")
                 .arg(META_VERSION)
@@ -251,8 +258,67 @@ impl RedisBackend {
         Ok(q)
     }
 
+    /// Waiting jobs of a queue whose `paused` list holds some (BullMQ 5's layout): `wait`
+    /// (newest first), then `paused`.
+    async fn list_waiting_with_paused(
+        &self,
+        q: &BullQueue,
+        offset: usize,
+        limit: usize,
+        asc: bool,
+    ) -> Result<Vec<Job>> {
+        let mut ids: Vec<String> = Vec::new();
+        for key in [q.keys().wait(), q.keys().paused()] {
+            let part: Vec<String> = self
+                .cmd(
+                    "listing waiting jobs",
+                    redis::cmd("LRANGE").arg(key).arg(0).arg(-1).to_owned(),
+                )
+                .await?;
+            ids.extend(part);
+        }
+        if asc {
+            ids.reverse();
+        }
+        let mut jobs = Vec::new();
+        for id in ids.into_iter().skip(offset).take(limit) {
+            if let Some(j) = self.bounded("reading a job", q.get_job(&id)).await? {
+                jobs.push(from_bull_job(q.name(), &j));
+            }
+        }
+        Ok(jobs)
+    }
+
     async fn add_one(&self, q: &BullQueue, job: NewJob) -> Result<Job> {
         let custom = job.opts.job_id.is_some() || job.opts.deduplication.is_some();
+        if scripts::is_standard(&job.opts) {
+            let timestamp = keel_core::now_ms();
+            let id = scripts::add_standard(self, q.keys(), &job, timestamp).await?;
+            if custom {
+                if let Some(stored) = self.bounded("reading a job", q.get_job(&id)).await? {
+                    return Ok(from_bull_job(q.name(), &stored));
+                }
+            }
+            return Ok(Job {
+                id,
+                queue: q.name().to_string(),
+                name: job.name,
+                data: job.data,
+                opts: job.opts,
+                attempts_made: 0,
+                attempts_started: 0,
+                stalled_counter: 0,
+                progress: Value::from(0),
+                timestamp,
+                processed_on: None,
+                finished_on: None,
+                failed_reason: None,
+                stacktrace: Vec::new(),
+                returnvalue: None,
+                processed_by: None,
+            });
+        }
+        let jitter = job.opts.backoff.clone().filter(|b| b.jitter > 0.0);
         let opts = convert::to_bull_opts(&job.opts);
         let added = self
             .bounded(
@@ -260,6 +326,9 @@ impl RedisBackend {
                 q.add(&job.name, job.data).options(opts).into_future(),
             )
             .await?;
+        if let Some(b) = &jitter {
+            scripts::patch_backoff(self, q.keys(), added.id(), b).await?;
+        }
         if custom {
             // The id may belong to an existing job (custom id or held deduplication id): BullMQ
             // then returns that id without writing, so read back what is stored.
@@ -282,34 +351,36 @@ impl QueueBackend for RedisBackend {
         self.add_one(&q, job).await
     }
 
-    /// Not atomic: bullmq adds each job with its own script, in parallel on the multiplexed
-    /// connection. On an error some jobs may have been added.
+    /// Not atomic: each job is added with its own script, in parallel on the multiplexed
+    /// connection. On an error some jobs may have been added (see `Queue::add_each` for a
+    /// per-job outcome).
     async fn add_bulk(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
         let q = self.queue(queue).await?;
-        if jobs
-            .iter()
-            .any(|j| j.opts.job_id.is_some() || j.opts.deduplication.is_some())
-        {
-            // Custom ids must return existing jobs: add one by one (in parallel).
-            let adds = jobs.into_iter().map(|j| self.add_one(&q, j));
-            return futures::future::try_join_all(adds).await;
-        }
-        let bulk = jobs
-            .into_iter()
-            .map(|j| bullmq::BulkJob::with_options(j.name, j.data, convert::to_bull_opts(&j.opts)))
-            .collect();
-        let added = self
-            .bounded("adding jobs in bulk", q.add_bulk(bulk))
-            .await?;
-        Ok(added.iter().map(|j| from_bull_job(queue, j)).collect())
+        let adds = jobs.into_iter().map(|j| self.add_one(&q, j));
+        futures::future::try_join_all(adds).await
     }
 
     async fn get_job(&self, queue: &str, id: &str) -> Result<Option<Job>> {
         let q = self.queue(queue).await?;
-        Ok(self
-            .bounded("reading a job", q.get_job(id))
-            .await?
-            .map(|j| from_bull_job(queue, &j)))
+        let Some(stored) = self.bounded("reading a job", q.get_job(id)).await? else {
+            return Ok(None);
+        };
+        let mut job = from_bull_job(queue, &stored);
+        if let Some(backoff) = &mut job.opts.backoff {
+            if backoff.jitter == 0.0 {
+                let raw: Option<String> = self
+                    .cmd(
+                        "reading a job's options",
+                        redis::cmd("HGET")
+                            .arg(q.keys().job_key(id))
+                            .arg("opts")
+                            .to_owned(),
+                    )
+                    .await?;
+                backoff.jitter = raw.as_deref().map(scripts::jitter_in).unwrap_or(0.0);
+            }
+        }
+        Ok(Some(job))
     }
 
     async fn job_state(&self, queue: &str, id: &str) -> Result<Option<JobState>> {
@@ -332,6 +403,18 @@ impl QueueBackend for RedisBackend {
             return Ok(Vec::new());
         }
         let q = self.queue(queue).await?;
+        if state == JobState::Waiting {
+            // A BullMQ 5 queue's paused jobs wait in `paused`: they are waiting too.
+            let parked: u64 = self
+                .cmd(
+                    "counting paused jobs",
+                    redis::cmd("LLEN").arg(q.keys().paused()).to_owned(),
+                )
+                .await?;
+            if parked > 0 {
+                return self.list_waiting_with_paused(&q, offset, limit, asc).await;
+            }
+        }
         let start = offset as i64;
         let end = (offset + limit - 1) as i64;
         let jobs = self
@@ -393,11 +476,18 @@ impl QueueBackend for RedisBackend {
 
     async fn pause(&self, queue: &str) -> Result<()> {
         let q = self.queue(queue).await?;
+        if scripts::is_v5_layout(self, q.keys()).await? {
+            return scripts::pause(self, q.keys()).await.map(|_| ());
+        }
         self.bounded("pausing", q.pause()).await
     }
 
     async fn resume(&self, queue: &str) -> Result<()> {
         let q = self.queue(queue).await?;
+        if scripts::is_v5_layout(self, q.keys()).await? {
+            // Moves every paused job (bullmq-official's resume moves at most 7000 per call).
+            return scripts::resume(self, q.keys()).await.map(|_| ());
+        }
         self.bounded("resuming", q.resume()).await
     }
 

@@ -155,26 +155,37 @@ fn wrap(
             };
             let terminal = err.is_final_for(&snapshot);
             if !terminal {
-                if let Some(wait) = err.retry_after() {
-                    let backoff = snapshot
-                        .opts
-                        .backoff
-                        .as_ref()
-                        .map(|b| b.delay_after(snapshot.attempts_made + 1, 0.0))
-                        .unwrap_or(0);
-                    if wait.as_millis() as u64 > backoff {
-                        let guard = job.lock().await;
-                        if delay_for_retry_after(&conn, &keys, &guard, &err, wait)
-                            .await
-                            .is_ok()
-                        {
-                            sink(WorkerEvent::Failed {
-                                job_id: snapshot.id.clone(),
-                                reason: err.message().to_string(),
-                                terminal: false,
-                            });
-                            return Err(bullmq::Error::Delayed);
-                        }
+                // bullmq-official computes BullMQ's backoffs without their jitter, and knows
+                // nothing of Retry-After: either makes Keel delay the retry itself.
+                let jitter = match &snapshot.opts.backoff {
+                    Some(_) => stored_jitter(&conn, &keys, &snapshot.id).await,
+                    None => 0.0,
+                };
+                let backoff = snapshot
+                    .opts
+                    .backoff
+                    .as_ref()
+                    .map(|b| {
+                        b.clone()
+                            .with_jitter(jitter)
+                            .delay_after(snapshot.attempts_made + 1, rand::random::<f64>())
+                    })
+                    .unwrap_or(0);
+                let retry_after = err.retry_after().map(|w| w.as_millis() as u64);
+                let own = jitter > 0.0 || retry_after.is_some_and(|w| w > backoff);
+                if own {
+                    let wait = Duration::from_millis(retry_after.unwrap_or(0).max(backoff));
+                    let guard = job.lock().await;
+                    if delay_for_retry_after(&conn, &keys, &guard, &err, wait)
+                        .await
+                        .is_ok()
+                    {
+                        sink(WorkerEvent::Failed {
+                            job_id: snapshot.id.clone(),
+                            reason: err.message().to_string(),
+                            terminal: false,
+                        });
+                        return Err(bullmq::Error::Delayed);
                     }
                 }
             }
@@ -190,7 +201,23 @@ fn wrap(
     })
 }
 
-/// Honours a `Retry-After` longer than the job's backoff: counts the attempt and records its
+/// The jitter stored in a job's options (0 when none, or when it cannot be read: the retry
+/// then waits the plain backoff).
+async fn stored_jitter(conn: &RedisConnection, keys: &QueueKeys, id: &str) -> f64 {
+    let mut c = conn.connection();
+    redis::cmd("HGET")
+        .arg(keys.job_key(id))
+        .arg("opts")
+        .query_async::<Option<String>>(&mut c)
+        .await
+        .ok()
+        .flatten()
+        .map(|raw| crate::scripts::jitter_in(&raw))
+        .unwrap_or(0.0)
+}
+
+/// Delays a retry by Keel's own reckoning (a `Retry-After` longer than the job's backoff, or a
+/// jittered backoff): counts the attempt and records its
 /// error on the job hash, then moves the job to delayed with BullMQ's `moveToDelayed` script
 /// (which, called from a processor, does not count an attempt: BullMQ's DelayedError
 /// semantics). If the process dies between the two steps the job stays active with its lock

@@ -1,6 +1,9 @@
-//! Interop with real Node BullMQ 6 on the same Redis: either side adds, either side processes,
-//! each sees the other's results and failures. Needs `node` and
-//! `npm install --prefix ../shared/bench/bullmq-peer` (bullmq 6.7.0); `.ci/run` installs it.
+//! Interop with real Node BullMQ 6 (and 5, which the seed projects pin) on the same Redis:
+//! either side adds, either side processes, each sees the other's results and failures; pause
+//! and resume from either side lose nothing. Needs `node`,
+//! `npm install --prefix ../shared/bench/bullmq-peer` (bullmq 6.7.0) and
+//! `npm install --prefix crates/keel/tests/interop/bullmq5` (bullmq 5.81.5); `.ci/run` installs
+//! both.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -11,24 +14,33 @@ use keel::{handler_fn, Backend, JobError, JobOptions, JobState, Queue};
 use serde_json::{json, Value};
 use tokio::process::Command;
 
-fn node_modules() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/bench/bullmq-peer/node_modules");
+fn node_modules(major: u8) -> PathBuf {
+    let (dir, install) = match major {
+        5 => (
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/bullmq5/node_modules"),
+            "crates/keel/tests/interop/bullmq5",
+        ),
+        _ => (
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/bench/bullmq-peer/node_modules"),
+            "../shared/bench/bullmq-peer",
+        ),
+    };
     assert!(
         dir.join("bullmq").is_dir(),
-        "Node BullMQ is not installed: run `npm install --prefix ../shared/bench/bullmq-peer` from the repo root (.ci/run does)"
+        "Node BullMQ {major} is not installed: run `npm install --prefix {install}` from the repo root (.ci/run does)"
     );
     dir
 }
 
-fn node(cmd: &str, queue: &str, prefix: &str, arg: Option<&str>) -> Command {
+fn node_v(major: u8, cmd: &str, queue: &str, prefix: &str, arg: Option<&str>) -> Command {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/node.cjs");
     let mut c = Command::new("node");
     c.arg(script).arg(cmd).arg(queue).arg(prefix);
     if let Some(a) = arg {
         c.arg(a);
     }
-    c.env("NODE_PATH", node_modules())
+    c.env("NODE_PATH", node_modules(major))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -36,9 +48,13 @@ fn node(cmd: &str, queue: &str, prefix: &str, arg: Option<&str>) -> Command {
 }
 
 async fn run_node(cmd: &str, queue: &str, prefix: &str, arg: Option<&str>) -> Value {
+    run_node_v(6, cmd, queue, prefix, arg).await
+}
+
+async fn run_node_v(major: u8, cmd: &str, queue: &str, prefix: &str, arg: Option<&str>) -> Value {
     let out = tokio::time::timeout(
         Duration::from_secs(40),
-        node(cmd, queue, prefix, arg).output(),
+        node_v(major, cmd, queue, prefix, arg).output(),
     )
     .await
     .expect("node helper timed out")
@@ -182,4 +198,193 @@ async fn keel_writes_the_meta_version_node_reads() {
     assert_eq!(stored.as_deref(), Some(keel_redis::META_VERSION));
     let v = run_node("version", q.name(), &prefix, None).await;
     assert!(v["version"].is_string(), "Node's getVersion() answers: {v}");
+}
+
+/// Node pauses, Keel adds, Node resumes: with BullMQ 5 (whose resume renames `paused` over
+/// `wait`) and 6, every job Keel added keeps its state and runs.
+async fn node_pause_keel_add_node_resume(major: u8) {
+    let (_b, q, prefix) = setup(&format!("pause{major}")).await;
+    let node_ids = run_node_v(major, "addn", q.name(), &prefix, Some("1")).await["ids"].clone();
+    let mut ids: Vec<String> = vec![node_ids[0].as_str().unwrap().to_string()];
+    for i in 0..2 {
+        ids.push(
+            q.add("before", json!({"i": i}), JobOptions::default())
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    assert_eq!(
+        run_node_v(major, "pause", q.name(), &prefix, None).await["paused"],
+        true
+    );
+    for i in 0..2 {
+        ids.push(
+            q.add("during", json!({"i": i}), JobOptions::default())
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let lifo = JobOptions {
+        lifo: true,
+        ..Default::default()
+    };
+    ids.push(q.add("during-lifo", json!({}), lifo).await.unwrap().id);
+    let during = run_node_v(major, "addn", q.name(), &prefix, Some("1")).await["ids"].clone();
+    ids.push(during[0].as_str().unwrap().to_string());
+    // While paused, Keel's counts and listing agree.
+    let c = q.counts().await.unwrap();
+    assert!(c.paused);
+    assert_eq!(c.waiting as usize, ids.len(), "{c:?}");
+    let listed = q.list(JobState::Waiting, 1, 100).await.unwrap();
+    assert_eq!(
+        listed.len(),
+        ids.len(),
+        "keel jobs lists what keel queues counts"
+    );
+    for id in &ids {
+        assert_eq!(
+            q.job_state(id).await.unwrap(),
+            Some(JobState::Waiting),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        run_node_v(major, "resume", q.name(), &prefix, None).await["paused"],
+        false
+    );
+    let counts = run_node_v(major, "counts", q.name(), &prefix, None).await;
+    assert_eq!(
+        counts["wait"].as_u64().unwrap() + counts["paused"].as_u64().unwrap_or(0),
+        ids.len() as u64,
+        "Node sees every job after its resume: {counts}"
+    );
+    let w = q
+        .worker()
+        .fallback(handler_fn(|_| async { Ok(json!("ok")) }))
+        .start()
+        .await
+        .unwrap();
+    for id in &ids {
+        wait_state(&q, id, JobState::Completed).await;
+    }
+    w.close(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Keel pauses, a Node producer adds, Keel adds, Node resumes (and the other way round).
+async fn keel_pause_node_add_node_resume(major: u8) {
+    let (_b, q, prefix) = setup(&format!("kpause{major}")).await;
+    // A Node Queue on the queue first (its constructor writes the meta version).
+    let mut ids: Vec<String> = run_node_v(major, "addn", q.name(), &prefix, Some("2")).await["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    ids.push(
+        q.add("before", json!({}), JobOptions::default())
+            .await
+            .unwrap()
+            .id,
+    );
+    q.pause().await.unwrap();
+    for v in run_node_v(major, "addn", q.name(), &prefix, Some("2")).await["ids"]
+        .as_array()
+        .unwrap()
+    {
+        ids.push(v.as_str().unwrap().to_string());
+    }
+    ids.push(
+        q.add("during", json!({}), JobOptions::default())
+            .await
+            .unwrap()
+            .id,
+    );
+    assert_eq!(q.counts().await.unwrap().waiting as usize, ids.len());
+    assert_eq!(
+        run_node_v(major, "resume", q.name(), &prefix, None).await["paused"],
+        false
+    );
+    // Pause and resume once more, from Keel, with Node jobs waiting.
+    q.pause().await.unwrap();
+    ids.push(
+        q.add("again", json!({}), JobOptions::default())
+            .await
+            .unwrap()
+            .id,
+    );
+    q.resume().await.unwrap();
+    let w = q
+        .worker()
+        .fallback(handler_fn(|_| async { Ok(json!("ok")) }))
+        .start()
+        .await
+        .unwrap();
+    for id in &ids {
+        wait_state(&q, id, JobState::Completed).await;
+    }
+    w.close(Duration::from_secs(5)).await.unwrap();
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.completed as usize, c.waiting), (ids.len(), 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bullmq5_pause_then_keel_adds_then_resume_loses_nothing() {
+    node_pause_keel_add_node_resume(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bullmq6_pause_then_keel_adds_then_resume_loses_nothing() {
+    node_pause_keel_add_node_resume(6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keel_pause_beside_bullmq5_loses_nothing() {
+    keel_pause_node_add_node_resume(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keel_pause_beside_bullmq6_loses_nothing() {
+    keel_pause_node_add_node_resume(6).await;
+}
+
+/// A jittered backoff is stored in BullMQ's own field, so a Node worker retries such a job
+/// (it used to be left active under a Keel-only custom type), and the stored options read
+/// back with their jitter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitter_is_stored_the_bullmq_way_and_node_retries_it() {
+    let (_b, q, prefix) = setup("jitter").await;
+    let opts = |delay_ms| JobOptions {
+        attempts: Some(2),
+        delay_ms,
+        backoff: Some(keel::Backoff::exponential(50).with_jitter(0.5)),
+        ..Default::default()
+    };
+    let standard = q.add("x", json!({}), opts(None)).await.unwrap();
+    let delayed = q.add("x", json!({}), opts(Some(1))).await.unwrap();
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    for id in [&standard.id, &delayed.id] {
+        let raw: String = redis::cmd("HGET")
+            .arg(format!("{prefix}:{}:{id}", q.name()))
+            .arg("opts")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let stored: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(
+            stored["backoff"],
+            json!({"type": "exponential", "delay": 50, "jitter": 0.5}),
+            "{raw}"
+        );
+        assert_eq!(stored["attempts"], 2);
+    }
+    // A Node worker that always fails: both jobs use their two attempts and end failed.
+    run_node("fail", q.name(), &prefix, Some("3000")).await;
+    for id in [&standard.id, &delayed.id] {
+        let j = wait_state(&q, id, JobState::Failed).await;
+        assert_eq!(j.attempts_made, 2, "{id} was retried by Node");
+        assert_eq!(j.opts.backoff.unwrap().jitter, 0.5);
+    }
 }

@@ -1,6 +1,8 @@
 // Drives stock Node BullMQ for Keel's interop tests. Usage:
 //   node node.cjs <cmd> <queue> <prefix> [arg]
-// cmd: add | wait <id> | work <ms> (ok) | fail <ms> | get <id> | version
+// cmd: add | addn <n> | wait <id> | work <ms> (ok) | fail <ms> | get <id> | version
+//      | pause | resume | counts | waiting (ids in wait and paused)
+// NODE_PATH picks the BullMQ major (6 from shared/bench/bullmq-peer, 5 from ./bullmq5).
 // Prints one JSON line. Every command is bounded in time.
 const { Queue, Worker, QueueEvents } = require('bullmq');
 const connection = { host: '127.0.0.1', port: Number(process.env.REDIS_PORT || 6379) };
@@ -38,6 +40,23 @@ const hardCap = setTimeout(() => { console.error('node helper: hard cap reached'
     const job = await q.getJob(arg);
     const state = job ? await job.getState() : null;
     console.log(JSON.stringify(job ? { state, returnvalue: job.returnvalue, failedReason: job.failedReason, attemptsMade: job.attemptsMade, data: job.data } : null));
+    await q.close();
+  } else if (cmd === 'addn') {
+    const q = new Queue(name, opts);
+    const ids = [];
+    for (let i = 0; i < Number(arg || 1); i++) {
+      ids.push((await q.add('from-node', { i }, { attempts: 1 })).id);
+    }
+    console.log(JSON.stringify({ ids }));
+    await q.close();
+  } else if (cmd === 'pause' || cmd === 'resume') {
+    const q = new Queue(name, opts);
+    await (cmd === 'pause' ? q.pause() : q.resume());
+    console.log(JSON.stringify({ paused: await q.isPaused() }));
+    await q.close();
+  } else if (cmd === 'counts') {
+    const q = new Queue(name, opts);
+    console.log(JSON.stringify(await q.getJobCounts('wait', 'paused', 'active', 'completed', 'failed', 'delayed', 'prioritized')));
     await q.close();
   } else if (cmd === 'version') {
     const q = new Queue(name, opts);
