@@ -290,7 +290,9 @@ async fn pause_resume(
 ) -> Result<(), Failure> {
     keel_core_validate_queue(queue)?;
     let backend = shared_backend(config, if pause { "keel pause" } else { "keel resume" }).await?;
-    let q = known_queue(config, &backend, queue).await?;
+    // Any valid name, as `keel enqueue` takes: pausing a queue before its first job is how
+    // an operator holds jobs that are about to arrive.
+    let q = config.queue(&backend, queue)?;
     if pause {
         q.pause().await?;
     } else {

@@ -223,8 +223,8 @@ fn bad_input_is_refused_and_changes_nothing() {
         (&["--json", "enqueue", "dlq:mail", "x"], "QUEUE"),
         (&["--json", "jobs", "mail", "--state", "done"], "--state"),
         (&["--json", "jobs", "mail", "--limit", "0"], "--limit"),
-        (&["--json", "pause", "nosuch"], "QUEUE"),
-        (&["--json", "resume", "nosuch"], "QUEUE"),
+        (&["--json", "pause", "bad:name"], "QUEUE"),
+        (&["--json", "resume", "bad:name"], "QUEUE"),
         (&["--json", "dlq", "nosuch", "list"], "QUEUE"),
     ];
     for (args, field) in cases {
@@ -239,6 +239,29 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert!(
         cli.counts("nosuch").is_null(),
         "no queue was created by the refused commands"
+    );
+}
+
+/// `keel pause` takes every queue `keel enqueue` takes, a queue without jobs yet included;
+/// `keel token create --tenant` refuses a tenant no queue names (the API does too).
+#[test]
+fn pause_takes_what_enqueue_takes_and_tenants_must_exist() {
+    let cli = Cli::new();
+    cli.ok(&["--json", "pause", "fresh"]);
+    cli.ok(&["--json", "enqueue", "fresh", "x"]);
+    let row = cli.counts("fresh");
+    assert_eq!(
+        (&row["paused"], &row["waiting"]),
+        (&json!(true), &json!(1)),
+        "{row}"
+    );
+    cli.ok(&["--json", "resume", "fresh"]);
+    assert_eq!(cli.counts("fresh")["paused"], json!(false));
+    cli.bad(
+        &[
+            "--json", "token", "create", "--role", "admin", "--tenant", "nobody",
+        ],
+        "--tenant",
     );
 }
 

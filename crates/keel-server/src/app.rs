@@ -526,6 +526,11 @@ fn owner_api() -> Router<AppState> {
             "/api/owner/queues/{queue}/dlq/{id}",
             delete(owner::remove_dlq),
         )
+        // The seeds' route for the same.
+        .route(
+            "/api/owner/queues/{queue}/dlq/{id}/remove",
+            delete(owner::remove_dlq),
+        )
         .route("/api/owner/logs/audit", get(owner::audit_log))
         .route("/api/owner/logs/access", get(owner::access_log))
         .route("/api/owner/runs", get(owner::list_runs))

@@ -145,6 +145,13 @@ pub const ROUTES: &[Route] = &[
         &[],
     ),
     r(
+        "delete",
+        "/api/owner/queues/{queue}/dlq/{id}/remove",
+        "Remove a dead letter (the seeds' route)",
+        A,
+        &[],
+    ),
+    r(
         "get",
         "/api/owner/logs/audit",
         "Audit log, newest first",

@@ -502,6 +502,8 @@ async fn bulk_outcome(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobsQuery {
+    /// `status` is the seeds' name for it.
+    #[serde(alias = "status")]
     state: Option<String>,
     page: Option<usize>,
     limit: Option<usize>,
@@ -915,6 +917,8 @@ pub struct LogQuery {
     id: Option<i64>,
     action: Option<String>,
     resource: Option<String>,
+    /// `actorId` is the seeds' name for it.
+    #[serde(alias = "actorId")]
     actor: Option<String>,
     from: Option<String>,
     to: Option<String>,

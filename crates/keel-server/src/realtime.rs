@@ -5,11 +5,12 @@
 //! `job_status` (attempts finished by any `keel serve` worker, at most 200 per second per
 //! instance), `queue_stats` and
 //! `dlq_stats` (at most once per second per queue, after anything changed it). Events travel
-//! through pub/sub on the backend (Redis, or the memory bus), so every instance sees every
-//! instance's events. Each connection reads from a bounded buffer: a client that falls 256
+//! through pub/sub on the backend (Redis, or the memory bus) on the seeds' channel
+//! `<prefix>:terminal:events` (the toolkit prefix; one JSON event per message, as the seeds'
+//! subscribers read them), so every instance sees every instance's events. Each connection reads from a bounded buffer: a client that falls 256
 //! events behind is disconnected (close code 1008) instead of growing memory.
 //!
-//! Token revocations travel on the same channel (`token_revoked`, never shown to clients):
+//! Token revocations travel on `<prefix>:<env>:tokens:revoked` (never shown to clients):
 //! every instance drops its cached tokens at once and closes the sockets of the revoked token
 //! (close code 1008); each socket also re-reads its token every
 //! [`TOKEN_RECHECK`], in case a revocation message was missed.
@@ -39,10 +40,15 @@ const CONNECTION_BUFFER: usize = 256;
 /// at once; this bounds a missed message).
 pub const TOKEN_RECHECK: Duration = Duration::from_secs(30);
 
-/// The pub/sub channel of realtime events and revocations on `backend`.
+/// The pub/sub channel of realtime events on `backend`: the seeds' `<prefix>:terminal:events`.
 fn channel(backend: &Backend) -> String {
+    keel::pubsub::channels::terminal_events(backend.keys().prefix())
+}
+
+/// The pub/sub channel of token revocations on `backend`.
+fn revocations(backend: &Backend) -> String {
     format!(
-        "{}:{}:realtime",
+        "{}:{}:tokens:revoked",
         backend.keys().prefix(),
         backend.keys().env()
     )
@@ -53,7 +59,7 @@ fn channel(backend: &Backend) -> String {
 pub async fn announce_revocation(backend: &Backend, id: &str) -> keel::Result<()> {
     Events::new(backend)
         .publish(
-            &channel(backend),
+            &revocations(backend),
             &json!({"type": "token_revoked", "token_id": id}),
         )
         .await
@@ -99,17 +105,18 @@ impl Realtime {
             }),
         };
         let mut tasks = Vec::new();
-        let mut sub = events.subscribe(&[&channel], &[]).await?;
+        let revoked = revocations(backend);
+        let mut sub = events.subscribe(&[&channel, &revoked], &[]).await?;
         let hub = rt.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(e) = sub.next().await {
-                // Publishers batch events into arrays (see below).
+                // Earlier versions batched events into arrays: still read.
                 let items = match e.data {
                     Value::Array(items) => items,
                     v => vec![v],
                 };
                 for v in items {
-                    if v["type"] == "token_revoked" {
+                    if e.channel == revoked && v["type"] == "token_revoked" {
                         hub.inner
                             .revocations
                             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -120,21 +127,10 @@ impl Realtime {
         }));
         let (ev, ch) = (events.clone(), channel.clone());
         tasks.push(tokio::spawn(async move {
-            // One PUBLISH per burst: what is queued is sent as one array (up to 256 events).
-            while let Some(first) = out_rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < 256 {
-                    match out_rx.try_recv() {
-                        Ok(v) => batch.push(v),
-                        Err(_) => break,
-                    }
-                }
-                let msg = if batch.len() == 1 {
-                    batch.pop().unwrap_or(Value::Null)
-                } else {
-                    Value::Array(batch)
-                };
-                if let Err(e) = ev.publish(&ch, &msg).await {
+            // One event per message, as the seeds' subscribers read them (at most
+            // JOB_EVENTS_PER_SECOND job events and one stats pair per queue and second).
+            while let Some(v) = out_rx.recv().await {
+                if let Err(e) = ev.publish(&ch, &v).await {
                     tracing::debug!(error = %e, "realtime events not published");
                 }
             }

@@ -444,3 +444,83 @@ async fn a_revoked_token_loses_its_socket_and_cache_at_once() {
     assert!(revoked_at.elapsed() < Duration::from_secs(2));
     app.stop().await;
 }
+
+/// The seeds' names where Keel had its own: `status` for `state`, `actorId` for `actor`,
+/// `DELETE …/dlq/:id/remove`, and realtime events on `<prefix>:terminal:events`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_names_are_accepted() {
+    use futures::StreamExt;
+    let app = app(Db::Sqlite, false).await;
+    let backend = app.state().backend.clone();
+    let channel = keel::pubsub::channels::terminal_events(backend.keys().prefix());
+    let mut events = keel::Events::new(&backend)
+        .subscribe(&[&channel], &[])
+        .await
+        .unwrap();
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/owner/queues/mail/jobs",
+            Some(&app.admin),
+            Some(json!({"name": "welcome"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["jobs"][0]["id"].as_str().unwrap().to_string();
+    let stats = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let e = events.next().await.unwrap();
+            if e.data["type"] == "queue_stats" {
+                return e.data;
+            }
+        }
+    })
+    .await
+    .expect("queue_stats on the terminal events channel");
+    assert_eq!(stats["queue"], "mail");
+    assert!(stats.is_object(), "one event per message: {stats}");
+
+    let (s, v) = app
+        .get_json(
+            "/api/owner/queues/mail/jobs?status=waiting",
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["jobs"][0]["id"], id.as_str());
+    let actor = audit_actions(&app).await[0]["actor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = app
+        .get_json(
+            &format!(
+                "/api/owner/logs/audit?actorId={}",
+                support::urlencode(&actor)
+            ),
+            Some(&app.owner),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["actor"] == actor.as_str()));
+    assert!(!v["items"].as_array().unwrap().is_empty());
+
+    let q = keel::Queue::new(&backend, "mail").unwrap();
+    let job = q.get_job(&id).await.unwrap().unwrap();
+    let entry = q.dlq().record(&job, "boom", vec![]).await.unwrap();
+    let (s, v) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/owner/queues/mail/dlq/{}/remove", entry.id),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(q.dlq().count().await.unwrap(), 0);
+    app.stop().await;
+}

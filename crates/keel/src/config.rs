@@ -25,7 +25,7 @@
 //! ```toml
 //! [toolkit]
 //! prefix = "keel"                   # toolkit keys are prefix:env:category:...:vN
-//! env = "prod"                      # KEEL_ENV overrides; default "dev"
+//! env = "prod"                      # KEEL_ENV (else NODE_ENV) overrides; default "dev"
 //!
 //! [ratelimit.policies.api]          # the seeds' policies are built in; this overrides one
 //! algorithm = "gcra"                # gcra | sliding_window | sliding_log | fixed_window
@@ -240,8 +240,8 @@ struct RawRedis {
 struct RawQueue {
     attempts: Option<u32>,
     backoff: Option<RawBackoff>,
-    remove_on_complete: Option<KeepJobs>,
-    remove_on_fail: Option<KeepJobs>,
+    remove_on_complete: Option<RawKeep>,
+    remove_on_fail: Option<RawKeep>,
     concurrency: Option<usize>,
     lock_duration_ms: Option<u64>,
     stalled_interval_ms: Option<u64>,
@@ -253,6 +253,35 @@ struct RawQueue {
     #[serde(default)]
     schedulers: BTreeMap<String, RawScheduler>,
     tenant: Option<String>,
+}
+
+/// `remove_on_complete` / `remove_on_fail` as written, BullMQ's forms: `false` keeps every
+/// finished job, `true` removes each at once, a number keeps that many (and nothing else), a
+/// table sets `count` and/or `age_s` over what the level above says (a partial table keeps
+/// the other field).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawKeep {
+    Flag(bool),
+    Count(usize),
+    Table(KeepJobs),
+}
+
+impl RawKeep {
+    fn over(&self, inherited: Option<&KeepJobs>) -> Option<KeepJobs> {
+        match self {
+            RawKeep::Flag(false) => None,
+            RawKeep::Flag(true) => Some(KeepJobs::remove_all()),
+            RawKeep::Count(n) => Some(KeepJobs::count(*n)),
+            RawKeep::Table(t) => {
+                let base = inherited.cloned().unwrap_or_default();
+                Some(KeepJobs {
+                    count: t.count.or(base.count),
+                    age_s: t.age_s.or(base.age_s),
+                })
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -485,14 +514,18 @@ impl Config {
         }
         let keys = {
             let prefix = raw.toolkit.prefix.unwrap_or_else(|| "keel".into());
-            let env_name = env("KEEL_ENV")
-                .or(raw.toolkit.env)
-                .unwrap_or_else(|| "dev".into());
+            // KEEL_ENV, else NODE_ENV (what the seeds' services key by), else the file.
+            let (env_name, env_field) = match (env("KEEL_ENV"), env("NODE_ENV"), raw.toolkit.env) {
+                (Some(e), _, _) => (e, "KEEL_ENV"),
+                (None, Some(e), _) => (e, "NODE_ENV"),
+                (None, None, Some(e)) => (e, "toolkit.env"),
+                (None, None, None) => ("dev".into(), "toolkit.env"),
+            };
             Keys::new(&prefix, &env_name).map_err(|e| {
                 let field = if e.field() == Some("prefix") {
                     "toolkit.prefix"
                 } else {
-                    "toolkit.env"
+                    env_field
                 };
                 ConfigError::invalid(field, e.to_string())
             })?
@@ -805,10 +838,10 @@ fn resolve(
         q.job_defaults.backoff = Some(backoff);
     }
     if let Some(r) = &raw.remove_on_complete {
-        q.job_defaults.remove_on_complete = Some(r.clone());
+        q.job_defaults.remove_on_complete = r.over(q.job_defaults.remove_on_complete.as_ref());
     }
     if let Some(r) = &raw.remove_on_fail {
-        q.job_defaults.remove_on_fail = Some(r.clone());
+        q.job_defaults.remove_on_fail = r.over(q.job_defaults.remove_on_fail.as_ref());
     }
     if let Some(c) = raw.concurrency {
         if c == 0 || c > 10_000 {
@@ -958,6 +991,78 @@ handler = { kind = "http", url = "http://127.0.0.1:9000/hook", timeout_ms = 5000
 "#;
 
     #[test]
+    fn partial_retention_merges_with_the_level_above() {
+        let text = r#"
+[defaults]
+remove_on_complete = { age_s = 3600 }
+
+[queues.a]
+
+[queues.b]
+remove_on_complete = { count = 5 }
+remove_on_fail = false
+
+[queues.c]
+remove_on_complete = true
+
+[queues.d]
+remove_on_complete = 10
+"#;
+        let c = Config::parse(text, &no_env).unwrap();
+        let keep = |count, age_s| Some(KeepJobs { count, age_s });
+        // The built-in count 1000 stays under [defaults]' age.
+        assert_eq!(
+            c.queues["a"].job_defaults.remove_on_complete,
+            keep(Some(1000), Some(3600))
+        );
+        assert_eq!(
+            c.queues["b"].job_defaults.remove_on_complete,
+            keep(Some(5), Some(3600))
+        );
+        assert_eq!(
+            c.queues["b"].job_defaults.remove_on_fail, None,
+            "false keeps every failed job"
+        );
+        assert_eq!(
+            c.queues["a"].job_defaults.remove_on_fail,
+            keep(None, Some(604_800))
+        );
+        assert_eq!(
+            c.queues["c"].job_defaults.remove_on_complete,
+            Some(KeepJobs::remove_all())
+        );
+        assert_eq!(
+            c.queues["d"].job_defaults.remove_on_complete,
+            keep(Some(10), None)
+        );
+        let err =
+            Config::parse("[queues.x]\nremove_on_fail = { agee = 1 }\n", &no_env).unwrap_err();
+        assert!(err.to_string().contains("remove_on_fail"), "{err}");
+    }
+
+    #[test]
+    fn the_seed_examples_keep_the_seeds_retention() {
+        let rabbit =
+            Config::parse(include_str!("../../../examples/24rabbit.toml"), &no_env).unwrap();
+        assert_eq!(
+            rabbit.queues["publish"].job_defaults.remove_on_complete,
+            Some(KeepJobs {
+                count: Some(1000),
+                age_s: Some(86_400)
+            }),
+            "seed 004: 24 h and 1000"
+        );
+        let teknav = Config::parse(include_str!("../../../examples/teknav.toml"), &no_env).unwrap();
+        let q = &teknav.queues["ai-content"].job_defaults;
+        assert_eq!(
+            q.remove_on_complete,
+            Some(KeepJobs::count(10)),
+            "seed 002: removeOnComplete 10"
+        );
+        assert_eq!(q.remove_on_fail, None, "seed 002: removeOnFail false");
+    }
+
+    #[test]
     fn the_documented_example_parses() {
         let env = |k: &str| (k == "WEBHOOK_SECRET").then(|| "s3cret".to_string());
         let c = Config::parse(ISSUE_EXAMPLE, &env).unwrap();
@@ -1074,6 +1179,17 @@ handler = { kind = "http", url = "http://127.0.0.1:9000/hook", timeout_ms = 5000
         };
         let c = Config::parse(text, &env).unwrap();
         assert_eq!(c.keys, Keys::new("shop", "prod").unwrap());
+        // NODE_ENV where KEEL_ENV is unset; KEEL_ENV wins over it; both over the file.
+        let node = |k: &str| (k == "NODE_ENV").then(|| "staging".to_string());
+        let file = "[toolkit]\nenv = \"filed\"\n";
+        assert_eq!(Config::parse(file, &node).unwrap().keys.env(), "staging");
+        let both = |k: &str| match k {
+            "NODE_ENV" => Some("staging".to_string()),
+            "KEEL_ENV" => Some("prod".to_string()),
+            _ => None,
+        };
+        assert_eq!(Config::parse(file, &both).unwrap().keys.env(), "prod");
+        assert_eq!(Config::parse(file, &|_| None).unwrap().keys.env(), "filed");
         let get = |n: &str| {
             c.rate_policies
                 .iter()
