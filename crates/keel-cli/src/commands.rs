@@ -14,9 +14,7 @@ use crate::{Cli, Command, DlqAction, Failure};
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(url) = cli.redis {
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err(Error::invalid("--redis", "must start with redis:// or rediss://").into());
-        }
+        keel::config::check_redis_url(&url).map_err(|m| Error::invalid("--redis", m))?;
         config.redis_url = Some(url);
     }
     if let Some(prefix) = cli.prefix {

@@ -318,6 +318,120 @@ fn unreachable_redis_exits_3() {
     assert_eq!(v["error"]["code"], json!("backend-unavailable"));
 }
 
+/// A Redis Cluster (a real cluster-enabled node, or a cluster URL) ends Keel with exit 2 and a
+/// message that says so, not a raw `MOVED`.
+#[test]
+fn a_redis_cluster_is_refused_clearly() {
+    let cli = Cli::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = cli.dir.path().join("nodes.conf");
+    /// Stops the node however the test ends.
+    struct Node(std::process::Child);
+    impl Drop for Node {
+        fn drop(&mut self) {
+            self.0.kill().ok();
+            self.0.wait().ok();
+        }
+    }
+    let _node = Node(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                conf.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server"),
+    );
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < until);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for url in [
+        format!("redis://127.0.0.1:{port}"),
+        format!("redis+cluster://127.0.0.1:{port}"),
+        format!("redis://127.0.0.1:{port},127.0.0.1:{}", port + 1),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .current_dir(cli.dir.path())
+            .args(["--json", "--redis", &url, "queues"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{url}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("Redis Cluster"), "{url}: {message}");
+        assert!(!message.contains("Moved"), "{message}");
+    }
+}
+
+/// Start-up errors name the URL they could not reach, never its password, also when it is a
+/// query parameter.
+#[test]
+fn startup_errors_never_show_passwords() {
+    let cli = Cli::new();
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "REDIS_URL",
+            "redis://127.0.0.1:1/?password=hunter2",
+            &["--json", "queues"],
+        ),
+        (
+            "REDIS_URL",
+            "redis://:hunter2@127.0.0.1:1",
+            &["--json", "queues"],
+        ),
+        (
+            "DATABASE_URL",
+            "postgres://app@127.0.0.1:1/x?password=hunter2",
+            &["--json", "token", "list"],
+        ),
+        (
+            "DATABASE_URL",
+            "postgres://app:hunter2@127.0.0.1:1/x",
+            &["--json", "token", "list"],
+        ),
+    ];
+    for (var, url, args) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .current_dir(cli.dir.path())
+            .env_remove("REDIS_URL")
+            .env(var, url)
+            .args(*args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(3), "{var}={url}: {text}");
+        assert!(!text.contains("hunter2"), "{var}={url} leaked: {text}");
+        assert!(
+            text.contains("127.0.0.1:1"),
+            "the error names the address: {text}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_replay_and_remove_real_entries() {
     let cli = Cli::new();

@@ -203,6 +203,16 @@ pub(crate) fn map_err(what: &str, e: bullmq::Error) -> Error {
 
 /// Maps a Redis client error: connection trouble is `backend-unavailable`.
 pub(crate) fn map_redis(what: &str, e: redis::RedisError) -> Error {
+    // A Redis Cluster node answering for a slot it does not own.
+    if matches!(
+        e.code(),
+        Some("MOVED" | "ASK" | "CROSSSLOT" | "CLUSTERDOWN")
+    ) {
+        return Error::invalid(
+            "REDIS_URL",
+            format!("{what}: Redis answered {e}: this is a Redis Cluster, which Keel does not support yet; use a standalone Redis"),
+        );
+    }
     // OOM (maxmemory reached under noeviction), LOADING, READONLY replicas, MASTERDOWN: Redis
     // is there but refuses work for now, like an outage.
     let refusing = matches!(

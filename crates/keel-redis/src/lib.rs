@@ -78,6 +78,41 @@ impl std::fmt::Debug for RedisSettings {
 /// The URL with any password (and secret query parameter) replaced by `***`.
 pub use keel_core::secrets::redact_url;
 
+/// The error for a Redis Cluster: not supported yet (bad configuration, exit 2).
+pub(crate) fn cluster_unsupported(url: &str) -> Error {
+    Error::invalid(
+        "REDIS_URL",
+        format!(
+            "{} is a Redis Cluster; Keel does not support Redis Cluster yet: point REDIS_URL at a standalone Redis (or a primary with replicas)",
+            redact_url(url)
+        ),
+    )
+}
+
+/// Checks a Redis URL's form: `redis://` or `rediss://` and one host. The forms that name a
+/// Redis Cluster (`redis+cluster://`, several comma-separated hosts) are refused with a
+/// message saying Cluster is not supported yet.
+pub fn check_url(url: &str) -> std::result::Result<(), String> {
+    let scheme = url.split("://").next().unwrap_or("");
+    let hosts = url
+        .split("://")
+        .nth(1)
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    if scheme.contains("cluster") || hosts.contains(',') {
+        return Err(
+            "names a Redis Cluster; Keel does not support Redis Cluster yet: use a standalone Redis"
+                .into(),
+        );
+    }
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err("must start with redis:// or rediss://".into());
+    }
+    Ok(())
+}
+
 /// The Redis backend: one multiplexed connection shared by every queue handle of the process;
 /// each worker gets its own connections from bullmq (a blocking one for fetching).
 #[derive(Clone)]
@@ -114,6 +149,9 @@ impl RedisBackend {
                 format!("{:?} must be non-empty and contain no ':'", settings.prefix),
             ));
         }
+        check_url(&settings.url).map_err(|m| {
+            Error::invalid("REDIS_URL", format!("{}: {m}", redact_url(&settings.url)))
+        })?;
         let conn_opts = RedisConnectionOptions::new().url(settings.url.clone());
         let timeout = settings.command_timeout;
         let conn = tokio::time::timeout(timeout, RedisConnection::new_managed_only(&conn_opts))
@@ -136,7 +174,29 @@ impl RedisBackend {
             }),
         };
         backend.ping().await?;
+        backend.refuse_cluster_node().await?;
         Ok(backend)
+    }
+
+    /// Fails with a clear message when the server is a Redis Cluster node (a `MOVED` reply
+    /// would come later, mid-operation).
+    async fn refuse_cluster_node(&self) -> Result<()> {
+        let info: String = match self
+            .cmd(
+                "reading INFO cluster",
+                redis::cmd("INFO").arg("cluster").to_owned(),
+            )
+            .await
+        {
+            Ok(i) => i,
+            // INFO may be renamed or disabled on managed Redis: nothing to learn then.
+            Err(Error::Backend(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+            return Err(cluster_unsupported(&self.inner.settings.url));
+        }
+        Ok(())
     }
 
     /// The settings this backend was made with.

@@ -473,12 +473,12 @@ impl Config {
         }
         let redis_url = env("REDIS_URL").or(raw.redis.url);
         if let Some(url) = &redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(ConfigError::invalid(
-                    "redis.url",
-                    "must start with redis:// or rediss://",
-                ));
-            }
+            let key = if env("REDIS_URL").is_some() {
+                "REDIS_URL"
+            } else {
+                "redis.url"
+            };
+            check_redis_url(url).map_err(|m| ConfigError::invalid(key, m))?;
         }
         let prefix = env("REDIS_KEY_PREFIX")
             .or(raw.redis.prefix)
@@ -770,6 +770,11 @@ fn rate_policies(
         }
     }
     Ok(policies.into_values().collect())
+}
+
+/// Checks a Redis URL's form (see [`keel_redis::check_url`]).
+pub fn check_redis_url(url: &str) -> Result<(), String> {
+    keel_redis::check_url(url)
 }
 
 /// SPEC §1 defaults: attempts 3, exponential backoff from 1 s, keep completed 24 h / 1000,
