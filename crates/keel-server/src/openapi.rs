@@ -209,23 +209,262 @@ pub const ROUTES: &[Route] = &[
     ),
 ];
 
+/// The schema of a query parameter, by its name (the names mean the same on every route).
+fn query_schema(path: &str, name: &str) -> Value {
+    match name {
+        "page" => json!({"type": "integer", "minimum": 1}),
+        "limit" => json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+        "minutes" => json!({"type": "integer", "minimum": 1, "maximum": 1440}),
+        "id" => json!({"type": "integer", "format": "int64"}),
+        "dry_run" => json!({"type": "boolean"}),
+        "cursor" => json!({"type": "string", "pattern": "^[0-9]+$"}),
+        "search" => json!({"type": "string", "maxLength": 256}),
+        "from" | "to" => json!({"type": "string", "format": "date-time"}),
+        "state" => json!({"type": "string", "enum": [
+            "waiting", "active", "delayed", "prioritized", "completed", "failed", "waiting-children"
+        ]}),
+        "status" if path == "/api/owner/runs" => {
+            json!({"type": "string", "enum": ["completed", "failed", "dead"]})
+        }
+        _ => json!({"type": "string"}),
+    }
+}
+
+/// An object whose listed members are all required.
+fn object(members: &[(&str, Value)]) -> Value {
+    let properties: Map<String, Value> = members
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let required: Vec<&str> = members.iter().map(|(k, _)| *k).collect();
+    json!({"type": "object", "required": required, "properties": properties})
+}
+
+fn int() -> Value {
+    json!({"type": "integer"})
+}
+
+fn count() -> Value {
+    json!({"type": "integer", "minimum": 0})
+}
+
+fn text() -> Value {
+    json!({"type": "string"})
+}
+
+fn nullable(mut v: Value) -> Value {
+    v["nullable"] = json!(true);
+    v
+}
+
+fn array(items: Value) -> Value {
+    json!({"type": "array", "items": items})
+}
+
+fn any() -> Value {
+    json!({})
+}
+
+/// A page of a listing: `items` plus `total`, `page`, `limit`.
+fn page_of(items: Value) -> Value {
+    object(&[
+        ("items", array(items)),
+        ("total", count()),
+        ("page", int()),
+        ("limit", int()),
+    ])
+}
+
+/// The schemas of the answers, by name (see `components.schemas`).
+fn schemas() -> Value {
+    let queue_stats = object(&[
+        ("name", text()),
+        ("waiting", count()),
+        ("active", count()),
+        ("delayed", count()),
+        ("prioritized", count()),
+        ("completed", count()),
+        ("failed", count()),
+        ("dlq", count()),
+        ("paused", json!({"type": "boolean"})),
+        ("tenant", nullable(text())),
+    ]);
+    let job_summary = object(&[
+        ("id", text()),
+        ("name", text()),
+        ("data", any()),
+        ("attemptsMade", count()),
+        ("timestamp", int()),
+        ("processedOn", nullable(int())),
+        ("finishedOn", nullable(int())),
+        ("failedReason", nullable(text())),
+        ("progress", any()),
+    ]);
+    let job = object(&[
+        ("id", text()),
+        ("queue", text()),
+        ("name", text()),
+        ("data", any()),
+        ("opts", json!({"type": "object"})),
+        ("attemptsMade", count()),
+        ("attemptsStarted", count()),
+        ("stalledCounter", count()),
+        ("progress", any()),
+        ("timestamp", int()),
+        ("processedOn", nullable(int())),
+        ("finishedOn", nullable(int())),
+        ("failedReason", nullable(text())),
+        ("stacktrace", array(text())),
+        ("returnvalue", any()),
+        ("processedBy", nullable(text())),
+    ]);
+    let dead_letter = object(&[
+        ("id", text()),
+        ("originalJobId", text()),
+        ("originalQueue", text()),
+        ("name", text()),
+        ("data", any()),
+        ("opts", json!({"type": "object"})),
+        ("lastError", text()),
+        ("stacktrace", array(text())),
+        ("failedAt", int()),
+        ("attempts", count()),
+    ]);
+    let log_entry = |extra: &[(&str, Value)]| {
+        let mut members = vec![
+            ("id", int()),
+            ("at", int()),
+            ("actor", text()),
+            ("action", text()),
+            ("resource", text()),
+            ("ip", nullable(text())),
+            ("user_agent", nullable(text())),
+            ("tenant_id", nullable(text())),
+        ];
+        members.extend(extra.iter().cloned());
+        object(&members)
+    };
+    let token = object(&[
+        ("id", text()),
+        ("name", text()),
+        (
+            "role",
+            json!({"type": "string", "enum": ["owner", "admin", "viewer"]}),
+        ),
+        ("hint", text()),
+        ("tenant_id", nullable(text())),
+        ("created_at", int()),
+        ("last_used_at", nullable(int())),
+        ("revoked_at", nullable(int())),
+    ]);
+    json!({
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string", "nullable": true}}
+        }}},
+        "NewJob": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string"}, "data": {}, "opts": {"type": "object"}
+        }},
+        "Health": object(&[("status", text()), ("checks", json!({"type": "object"}))]),
+        "Status": object(&[("status", text())]),
+        "QueueStats": queue_stats,
+        "Queues": object(&[("queues", array(json!({"$ref": "#/components/schemas/QueueStats"})))]),
+        "JobPage": object(&[
+            ("queue", text()),
+            ("state", text()),
+            ("total", count()),
+            ("limit", int()),
+            ("next_cursor", nullable(text())),
+            ("jobs", array(job_summary)),
+        ]),
+        "JobDetail": object(&[
+            ("job", job),
+            ("state", nullable(text())),
+            ("logs", array(text())),
+            ("log_count", count()),
+            ("runs", array(json!({"type": "object"}))),
+        ]),
+        "DeadLetters": object(&[
+            ("queue", text()),
+            ("total", count()),
+            ("page", int()),
+            ("limit", int()),
+            ("entries", array(dead_letter)),
+            ("unreadable", array(text())),
+        ]),
+        "Added": object(&[("jobs", array(object(&[("id", text()), ("name", text())])))]),
+        "AuditLog": page_of(log_entry(&[("status", int()), ("payload", any())])),
+        "AccessLog": page_of(log_entry(&[("cached", json!({"type": "boolean"})), ("fields", array(text()))])),
+        "Runs": page_of(json!({"type": "object"})),
+        "Run": object(&[("run", json!({"type": "object"})), ("events", array(json!({"type": "object"})))]),
+        "PerMinute": object(&[
+            ("from", int()),
+            ("minutes", array(object(&[("minute", int()), ("completed", count()), ("failed", count())]))),
+        ]),
+        "Workers": object(&[("workers", array(json!({"type": "object"})))]),
+        "Tokens": object(&[("tokens", array(token.clone()))]),
+        "NewToken": object(&[("token", token), ("secret", text())]),
+    })
+}
+
+/// The schema of a route's 200 (or 201) answer.
+fn ok_schema(method: &str, path: &str) -> Value {
+    let named = |n: &str| json!({"$ref": format!("#/components/schemas/{n}")});
+    match (method, path) {
+        ("get", "/api/health") | ("get", "/api/health/ready") => named("Health"),
+        ("get", "/api/health/live") | ("get", "/api/health/redis") => named("Status"),
+        ("get", "/api/owner/queues") => named("Queues"),
+        ("get", "/api/owner/queues/{queue}/stats") => named("QueueStats"),
+        ("get", "/api/owner/queues/{queue}/jobs") => named("JobPage"),
+        ("post", "/api/owner/queues/{queue}/jobs") => named("Added"),
+        ("get", "/api/owner/queues/{queue}/jobs/{id}") => named("JobDetail"),
+        ("get", "/api/owner/queues/{queue}/dlq") => named("DeadLetters"),
+        ("get", "/api/owner/logs/audit") => named("AuditLog"),
+        ("get", "/api/owner/logs/access") => named("AccessLog"),
+        ("get", "/api/owner/runs") => named("Runs"),
+        ("get", "/api/owner/runs/{id}") => named("Run"),
+        ("get", "/api/owner/runs/per-minute") => named("PerMinute"),
+        ("get", "/api/owner/workers") => named("Workers"),
+        ("get", "/api/owner/tokens") => named("Tokens"),
+        ("post", "/api/owner/tokens") => named("NewToken"),
+        _ => json!({"type": "object"}),
+    }
+}
+
+/// What a route's 200 answer is.
+fn ok_content(method: &str, path: &str) -> Value {
+    match path {
+        "/metrics" => json!({"application/openmetrics-text": {"schema": {"type": "string"}}}),
+        _ => json!({"application/json": {"schema": ok_schema(method, path)}}),
+    }
+}
+
 fn operation(route: &Route) -> Value {
     let mut params: Vec<Value> = route
         .path
         .split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}))
         .collect();
-    params.extend(route.query.iter().map(
-        |q| json!({"name": q, "in": "query", "required": false, "schema": {"type": "string"}}),
-    ));
+    params.extend(route.query.iter().map(|q| {
+        json!({"name": q, "in": "query", "required": false, "schema": query_schema(route.path, q)})
+    }));
+    let error = json!({"$ref": "#/components/responses/Error"});
+    // Every route can answer these: bad input, unknown route or resource, the rate limit or a
+    // head over the limits, a backend outage, a timeout, a fault (always in the error shape).
     let mut responses = json!({
-        "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
-        "400": {"$ref": "#/components/responses/Error"},
-        "404": {"$ref": "#/components/responses/Error"},
-        "429": {"$ref": "#/components/responses/Error"},
-        "503": {"$ref": "#/components/responses/Error"},
+        "200": {"description": "OK", "content": ok_content(route.method, route.path)},
+        "400": error, "404": error, "408": error, "429": error, "431": error,
+        "500": error, "503": error,
     });
+    if route.method != "get" {
+        // Changes can collide with the current state (a job that is active, a token revoked).
+        responses["409"] = error.clone();
+    }
+    if route.path == "/api/owner/realtime" {
+        responses["101"] = json!({"description": "Switching to the WebSocket protocol"});
+        responses["426"] = error.clone();
+    }
     let mut op = json!({
         "summary": route.summary,
         "operationId": format!("{}{}", route.method, route.path.replace(['/', '{', '}', '.'], "_")),
@@ -242,8 +481,23 @@ fn operation(route: &Route) -> Value {
             {"$ref": "#/components/schemas/NewJob"},
             {"type": "array", "items": {"$ref": "#/components/schemas/NewJob"}, "maxItems": 1000}
         ]}}}});
-        responses["201"] = json!({"description": "Added"});
-        responses["413"] = json!({"$ref": "#/components/responses/Error"});
+        responses["201"] =
+            json!({"description": "Added", "content": ok_content("post", route.path)});
+        responses["413"] = error.clone();
+        responses["415"] = error.clone();
+    }
+    if route.method == "post" && route.path == "/api/owner/tokens" {
+        op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["name", "role"], "additionalProperties": false,
+            "properties": {
+                "name": {"type": "string"},
+                "role": {"type": "string", "enum": ["owner", "admin", "viewer"]},
+                "tenant": {"type": "string", "nullable": true}
+            }
+        }}}});
+        responses["201"] = json!({"description": "Created (the secret is shown once)", "content": ok_content("post", route.path)});
+        responses["413"] = error.clone();
+        responses["415"] = error.clone();
     }
     op["responses"] = responses;
     op
@@ -264,15 +518,7 @@ pub fn spec() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                    "type": "object", "required": ["code", "message"],
-                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string", "nullable": true}}
-                }}},
-                "NewJob": {"type": "object", "required": ["name"], "properties": {
-                    "name": {"type": "string"}, "data": {}, "opts": {"type": "object"}
-                }}
-            },
+            "schemas": schemas(),
             "responses": {"Error": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}
         }
     })

@@ -225,7 +225,7 @@ pub async fn socket(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let secret = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -261,6 +261,17 @@ pub async fn socket(
         None => Scope::All,
     };
     let token_id = token.id;
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return ApiError::new(
+                axum::http::StatusCode::UPGRADE_REQUIRED,
+                "upgrade-required",
+                format!("this is a WebSocket endpoint: {e}"),
+            )
+            .into_response()
+        }
+    };
     ws.on_upgrade(move |socket| serve_socket(state, scope, token_id, socket))
 }
 
