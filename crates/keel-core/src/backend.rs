@@ -149,6 +149,10 @@ pub struct JobContext {
     pub job: Job,
     /// Progress and log lines.
     pub control: Arc<dyn JobControl>,
+    /// Stalls of this job first reported by this attempt: earlier attempts whose worker died
+    /// (or lost the job's lock) and that were recovered, each reported once across workers.
+    /// Always 0 in memory (nothing stalls within one process).
+    pub recovered_stalls: u32,
 }
 
 impl JobContext {

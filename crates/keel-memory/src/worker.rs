@@ -120,6 +120,7 @@ async fn run_one(shared: &Arc<Shared>, job: Job) {
             cell: shared.cell.clone(),
             job_id: job_id.clone(),
         }),
+        recovered_stalls: 0,
     };
     // Its own task: a panic stays inside it, and close() can abort it at the deadline.
     let handle = tokio::spawn((shared.processor)(ctx));

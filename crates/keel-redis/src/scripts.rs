@@ -10,6 +10,7 @@
 //!   `wait` and `paused`), so that a Node BullMQ 5 resume never renames `paused` over jobs
 //!   waiting in `wait`.
 //! - [`patch_backoff`]: the jitter of a delayed or prioritized job (added by bullmq-official).
+//! - [`note_stalls`]: a job's stalls (BullMQ's `stc`) reported once across workers.
 //!
 //! A queue is in BullMQ 5's layout when a Node BullMQ 5 `Queue` wrote its meta `version`
 //! (`bullmq:5.…`; Keel never overwrites another client's version) or a `paused` list exists.
@@ -27,6 +28,8 @@ static ADD_STANDARD: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../lua/add_standard.lua")));
 static PAUSE_V5: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../lua/pause_v5.lua")));
+static NOTE_STALLS: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../lua/note_stalls.lua")));
 static PATCH_BACKOFF: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../lua/patch_backoff.lua")));
 
@@ -172,4 +175,16 @@ pub(crate) fn jitter_in(raw_opts: &str) -> f64 {
         .and_then(|v| v["backoff"]["jitter"].as_f64())
         .filter(|j| (0.0..=1.0).contains(j))
         .unwrap_or(0.0)
+}
+
+/// How many of the job's stalls no worker has reported yet (and marks them reported).
+pub(crate) async fn note_stalls(
+    conn: &bullmq::redis_connection::RedisConnection,
+    keys: &QueueKeys,
+    id: &str,
+) -> std::result::Result<u32, redis::RedisError> {
+    let mut inv = NOTE_STALLS.prepare_invoke();
+    inv.key(keys.job_key(id));
+    let mut c = conn.connection();
+    inv.invoke_async::<u32>(&mut c).await
 }

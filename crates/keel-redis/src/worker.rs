@@ -118,7 +118,7 @@ async fn pump_events(worker: Arc<bullmq::Worker>, verdicts: Verdicts, sink: Work
                     terminal,
                 }
             }
-            BullEvent::Stalled { job_id } => WorkerEvent::Stalled { job_id },
+            // Stalls are reported by the processor wrapper, once per stall across workers.
             BullEvent::Error(message) => WorkerEvent::Error { message },
             BullEvent::Closed => break,
             _ => continue,
@@ -145,9 +145,25 @@ fn wrap(
         let sink = sink.clone();
         Box::pin(async move {
             let job = Arc::new(tokio::sync::Mutex::new(job));
+            // A job recovered after its worker died: report each stall once, here and to the
+            // processor (run records, metrics). It is retried, not failed, until the stall
+            // limit says poison pill.
+            let recovered_stalls = if snapshot.stalled_counter > 0 {
+                crate::scripts::note_stalls(&conn, &keys, &snapshot.id)
+                    .await
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            if recovered_stalls > 0 {
+                sink(WorkerEvent::Stalled {
+                    job_id: snapshot.id.clone(),
+                });
+            }
             let ctx = JobContext {
                 job: snapshot.clone(),
                 control: Arc::new(RedisControl { job: job.clone() }),
+                recovered_stalls,
             };
             let err = match processor(ctx).await {
                 Ok(value) => return Ok(value),

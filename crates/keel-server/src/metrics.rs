@@ -38,6 +38,7 @@ struct Inner {
     dlq_jobs: Family<Labels, Gauge>,
     completed: Family<Labels, Counter>,
     failed: Family<Labels, Counter>,
+    stalled: Family<Labels, Counter>,
     duration: Family<Labels, Histogram, fn() -> Histogram>,
     http: Family<Labels, Counter>,
     rate_limited: Family<Labels, Counter>,
@@ -69,6 +70,7 @@ impl Metrics {
         let dlq_jobs = Family::<Labels, Gauge>::default();
         let completed = Family::<Labels, Counter>::default();
         let failed = Family::<Labels, Counter>::default();
+        let stalled = Family::<Labels, Counter>::default();
         let duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
             duration_histogram,
         );
@@ -90,6 +92,11 @@ impl Metrics {
             "jobs_failed",
             "Job attempts failed in this process's workers",
             failed.clone(),
+        );
+        registry.register(
+            "jobs_stalled",
+            "Job attempts lost to a dead worker or an expired lock and recovered, seen by this process's workers",
+            stalled.clone(),
         );
         registry.register(
             "job_duration_seconds",
@@ -138,6 +145,7 @@ impl Metrics {
                 dlq_jobs,
                 completed,
                 failed,
+                stalled,
                 duration,
                 http,
                 rate_limited,
@@ -196,6 +204,14 @@ impl Metrics {
             .duration
             .get_or_create(queue_labels)
             .observe(seconds);
+    }
+
+    /// `n` stalls of a job of this queue were recovered.
+    pub fn jobs_stalled(&self, queue_labels: &Vec<(String, String)>, n: u32) {
+        self.inner
+            .stalled
+            .get_or_create(queue_labels)
+            .inc_by(n as u64);
     }
 
     /// Run-record buffer figures.

@@ -224,7 +224,7 @@ fn query_schema(path: &str, name: &str) -> Value {
             "waiting", "active", "delayed", "prioritized", "completed", "failed", "waiting-children"
         ]}),
         "status" if path == "/api/owner/runs" => {
-            json!({"type": "string", "enum": ["completed", "failed", "dead"]})
+            json!({"type": "string", "enum": ["completed", "failed", "dead", "stalled"]})
         }
         _ => json!({"type": "string"}),
     }

@@ -1074,10 +1074,10 @@ pub async fn list_runs(
 ) -> ApiResult<Response> {
     caller.require(Role::Viewer)?;
     if let Some(s) = &q.status {
-        if !["completed", "failed", "dead"].contains(&s.as_str()) {
+        if !["completed", "failed", "dead", "stalled"].contains(&s.as_str()) {
             return Err(ApiError::invalid(
                 "status",
-                "one of completed, failed, dead",
+                "one of completed, failed, dead, stalled",
             ));
         }
     }

@@ -258,7 +258,8 @@ pub struct NewRun {
     pub name: String,
     /// Attempt number, from 1.
     pub attempt: i64,
-    /// `completed`, `failed` (will retry) or `dead` (no attempt left).
+    /// `completed`, `failed` (will retry), `dead` (no attempt left) or `stalled` (the attempt
+    /// died with its worker and was recovered).
     pub status: String,
     /// Started, ms.
     pub started_at: i64,

@@ -524,3 +524,59 @@ async fn the_seeds_names_are_accepted() {
     assert_eq!(q.dlq().count().await.unwrap(), 0);
     app.stop().await;
 }
+
+/// A job recovered after its worker died is counted once: a `stalled` run in the records, the
+/// `keel_jobs_stalled` metric, and the job is retried rather than failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_job_has_a_stalled_run_and_metric() {
+    let hook = support::webhook().await;
+    let config = format!(
+        "[ratelimit.policies.owner-api]\nlimit = 100000\nwindow_ms = 60000\n\n[queues.mail]\nattempts = 2\nhandler = {{ kind = \"http\", url = \"{hook}\" }}\n"
+    );
+    let (backend, prefix) = support::redis_with_prefix().await;
+    // The job as BullMQ's stalled check leaves it: its worker died once (stc = 1), and it is
+    // back in wait.
+    let q = keel::Queue::new(&backend, "mail").unwrap();
+    let job = q
+        .add("welcome", json!({"to": "a"}), Default::default())
+        .await
+        .unwrap();
+    let out = std::process::Command::new("redis-cli")
+        .args(["hset", &format!("{prefix}:mail:{}", job.id), "stc", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let app = App::start_with(&config, backend, Db::Sqlite, true).await;
+    support::eventually("completed", || async {
+        (q.job_state(&job.id).await.unwrap() == Some(keel::JobState::Completed)).then_some(())
+    })
+    .await;
+    let runs = support::eventually("two runs", || async {
+        let (_, v) = app
+            .get_json(
+                &format!("/api/owner/runs?job_id={}", job.id),
+                Some(&app.viewer),
+            )
+            .await;
+        (v["total"] == 2).then(|| v["items"].as_array().unwrap().clone())
+    })
+    .await;
+    let statuses: Vec<&str> = runs.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert!(
+        statuses.contains(&"stalled") && statuses.contains(&"completed"),
+        "{statuses:?}"
+    );
+    let (s, v) = app
+        .get_json(
+            &format!("/api/owner/runs?status=stalled&job_id={}", job.id),
+            Some(&app.viewer),
+        )
+        .await;
+    assert_eq!((s, &v["total"]), (StatusCode::OK, &json!(1)), "{v}");
+    let (_, _, metrics) = app.raw_text("/metrics").await;
+    assert!(
+        metrics.contains("keel_jobs_stalled_total{queue=\"mail\"} 1"),
+        "{metrics}"
+    );
+    app.stop().await;
+}

@@ -104,15 +104,22 @@ pub fn unique_keys() -> keel::Keys {
 
 /// A Redis backend with unique queue and toolkit prefixes.
 pub async fn redis() -> Backend {
+    redis_with_prefix().await.0
+}
+
+/// A Redis backend with unique prefixes, and its queue key prefix.
+pub async fn redis_with_prefix() -> (Backend, String) {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    Backend::redis(keel::backend::RedisSettings {
+    let prefix = format!("ks-{}", uuid::Uuid::new_v4().simple());
+    let backend = Backend::redis(keel::backend::RedisSettings {
         url,
-        prefix: format!("ks-{}", uuid::Uuid::new_v4().simple()),
+        prefix: prefix.clone(),
         command_timeout: Duration::from_secs(5),
     })
     .await
     .expect("Redis must be running (see README)")
-    .with_keys(unique_keys())
+    .with_keys(unique_keys());
+    (backend, prefix)
 }
 
 /// A free loopback port.
