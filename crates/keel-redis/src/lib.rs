@@ -318,6 +318,30 @@ impl RedisBackend {
         Ok(q)
     }
 
+    /// Whether `name` is a dead-letter queue that was never written (no meta key). Reading such
+    /// a queue answers "empty" without opening it: opening a queue writes its meta hash, and a
+    /// DLQ should appear in Redis (and in Bull Board's listings) only once it holds an entry.
+    async fn unwritten_dlq(&self, name: &str) -> Result<bool> {
+        if !name.starts_with(keel_core::DLQ_PREFIX)
+            || self
+                .inner
+                .queues
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(name)
+        {
+            return Ok(false);
+        }
+        let meta = format!("{}:{name}:meta", self.inner.settings.prefix);
+        let exists: bool = self
+            .cmd(
+                "looking for a queue",
+                redis::cmd("EXISTS").arg(meta).to_owned(),
+            )
+            .await?;
+        Ok(!exists)
+    }
+
     /// Waiting jobs of a queue whose `paused` list holds some (BullMQ 5's layout): `wait`
     /// (newest first), then `paused`.
     async fn list_waiting_with_paused(
@@ -421,6 +445,9 @@ impl QueueBackend for RedisBackend {
     }
 
     async fn get_job(&self, queue: &str, id: &str) -> Result<Option<Job>> {
+        if self.unwritten_dlq(queue).await? {
+            return Ok(None);
+        }
         let q = self.queue(queue).await?;
         let Some(stored) = self.bounded("reading a job", q.get_job(id)).await? else {
             return Ok(None);
@@ -444,6 +471,9 @@ impl QueueBackend for RedisBackend {
     }
 
     async fn job_state(&self, queue: &str, id: &str) -> Result<Option<JobState>> {
+        if self.unwritten_dlq(queue).await? {
+            return Ok(None);
+        }
         let q = self.queue(queue).await?;
         let state = self
             .bounded("reading a job state", q.get_job_state(id))
@@ -459,7 +489,7 @@ impl QueueBackend for RedisBackend {
         limit: usize,
         asc: bool,
     ) -> Result<Vec<Job>> {
-        if limit == 0 {
+        if limit == 0 || self.unwritten_dlq(queue).await? {
             return Ok(Vec::new());
         }
         let q = self.queue(queue).await?;
@@ -487,6 +517,9 @@ impl QueueBackend for RedisBackend {
     }
 
     async fn counts(&self, queue: &str) -> Result<QueueCounts> {
+        if self.unwritten_dlq(queue).await? {
+            return Ok(QueueCounts::default());
+        }
         let q = self.queue(queue).await?;
         let types = [
             "wait",

@@ -388,3 +388,72 @@ async fn jitter_is_stored_the_bullmq_way_and_node_retries_it() {
         assert_eq!(j.opts.backoff.unwrap().jitter, 0.5);
     }
 }
+
+/// Node's `Queue.getWorkers()` (what Bull Board lists) finds Keel's worker by its connection
+/// name, and a DLQ leaves no key in Redis until it holds an entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sees_keel_workers_and_dlqs_appear_only_when_written() {
+    let (_b, q, prefix) = setup("workers").await;
+    let job = q
+        .add(
+            "x",
+            json!({}),
+            JobOptions {
+                attempts: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let w = q
+        .worker()
+        .name("keel-w1")
+        .fallback(handler_fn(|ctx| async move {
+            if ctx.job.name == "x" {
+                Ok(json!("ok"))
+            } else {
+                Err(JobError::retry("no"))
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    wait_state(&q, &job.id, JobState::Completed).await;
+    let seen = run_node("workers", q.name(), &prefix, None).await;
+    assert_eq!(seen["workers"].as_array().map(Vec::len), Some(1), "{seen}");
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let dlq_meta = format!("{prefix}:dlq-{}:meta", q.name());
+    // The reconciler and counts ran over the DLQ: still nothing written.
+    assert_eq!(q.dlq().count().await.unwrap(), 0);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&dlq_meta)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(!exists, "an empty DLQ leaves no meta key");
+    let bad = q
+        .add(
+            "y",
+            json!({}),
+            JobOptions {
+                attempts: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait_state(&q, &bad.id, JobState::Failed).await;
+    let until = Instant::now() + Duration::from_secs(10);
+    while q.dlq().count().await.unwrap() == 0 {
+        assert!(Instant::now() < until, "the entry is written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&dlq_meta)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(exists);
+    w.close(Duration::from_secs(5)).await.unwrap();
+}

@@ -1,7 +1,7 @@
 // Drives stock Node BullMQ for Keel's interop tests. Usage:
 //   node node.cjs <cmd> <queue> <prefix> [arg]
 // cmd: add | addn <n> | wait <id> | work <ms> (ok) | fail <ms> | get <id> | version
-//      | pause | resume | counts | waiting (ids in wait and paused)
+//      | pause | resume | counts | workers (connection names Queue.getWorkers() finds)
 // NODE_PATH picks the BullMQ major (6 from shared/bench/bullmq-peer, 5 from ./bullmq5).
 // Prints one JSON line. Every command is bounded in time.
 const { Queue, Worker, QueueEvents } = require('bullmq');
@@ -57,6 +57,10 @@ const hardCap = setTimeout(() => { console.error('node helper: hard cap reached'
   } else if (cmd === 'counts') {
     const q = new Queue(name, opts);
     console.log(JSON.stringify(await q.getJobCounts('wait', 'paused', 'active', 'completed', 'failed', 'delayed', 'prioritized')));
+    await q.close();
+  } else if (cmd === 'workers') {
+    const q = new Queue(name, opts);
+    console.log(JSON.stringify({ workers: (await q.getWorkers()).map((w) => w.name) }));
     await q.close();
   } else if (cmd === 'version') {
     const q = new Queue(name, opts);
