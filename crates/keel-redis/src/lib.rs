@@ -59,7 +59,7 @@ pub const META_VERSION: &str = "bullmq-official:1.4.4";
 pub struct RedisSettings {
     /// `redis://[user:pass@]host:port[/db]` or `rediss://...`.
     pub url: String,
-    /// Key prefix (BullMQ's `prefix`, default `bull`; `{bull}` for Redis Cluster).
+    /// Key prefix (BullMQ's `prefix`, default `bull`).
     pub prefix: String,
     /// Upper bound on one producer/admin call; past it the call fails `backend-unavailable`.
     pub command_timeout: Duration,

@@ -145,11 +145,7 @@ async fn a_realtime_client_that_does_not_read_is_disconnected() {
     let (mut slow, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     // Flood the hub: far more than the connection's buffer, far more than socket buffers hold.
     let events = Events::new(&backend);
-    let channel = format!(
-        "{}:{}:realtime",
-        backend.keys().prefix(),
-        backend.keys().env()
-    );
+    let channel = keel::pubsub::channels::terminal_events(backend.keys().prefix());
     let big = "x".repeat(16 * 1024);
     for i in 0..2000 {
         events
