@@ -209,20 +209,23 @@ impl RedisBackend {
         self.inner.circuit.is_open()
     }
 
-    /// Runs `fut` bounded by the command timeout, failing fast while the circuit is open.
-    async fn bounded<T>(
+    /// Runs `fut` bounded by the command timeout, failing fast while the circuit is open and
+    /// opening it when the call finds Redis unreachable (per `unreachable`).
+    async fn guarded<T, E>(
         &self,
         what: &str,
-        fut: impl Future<Output = std::result::Result<T, bullmq::Error>>,
+        fut: impl Future<Output = std::result::Result<T, E>>,
+        unreachable: fn(&E) -> bool,
+        map: fn(&str, E) -> Error,
     ) -> Result<T> {
         self.inner.circuit.check(what)?;
         match tokio::time::timeout(self.inner.settings.command_timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                if circuit::bull_unreachable(&e) {
+                if unreachable(&e) {
                     self.inner.circuit.trip(&self.inner.conn);
                 }
-                Err(map_err(what, e))
+                Err(map(what, e))
             }
             Err(_) => {
                 self.inner.circuit.trip(&self.inner.conn);
@@ -234,30 +237,24 @@ impl RedisBackend {
         }
     }
 
-    /// Runs a plain Redis call bounded by the command timeout, failing fast while the circuit
-    /// is open (the one funnel of plain commands, scripts and pipelines).
+    /// A bullmq call through [`RedisBackend::guarded`].
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = std::result::Result<T, bullmq::Error>>,
+    ) -> Result<T> {
+        self.guarded(what, fut, circuit::bull_unreachable, map_err)
+            .await
+    }
+
+    /// A plain Redis call (command, script, pipeline) through [`RedisBackend::guarded`].
     pub(crate) async fn redis_call<T>(
         &self,
         what: &str,
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T> {
-        self.inner.circuit.check(what)?;
-        match tokio::time::timeout(self.inner.settings.command_timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                if circuit::unreachable(&e) {
-                    self.inner.circuit.trip(&self.inner.conn);
-                }
-                Err(map_redis(what, e))
-            }
-            Err(_) => {
-                self.inner.circuit.trip(&self.inner.conn);
-                Err(Error::BackendUnavailable(format!(
-                    "{what}: Redis did not answer within {:?}",
-                    self.inner.settings.command_timeout
-                )))
-            }
-        }
+        self.guarded(what, fut, circuit::unreachable, map_redis)
+            .await
     }
 
     /// Runs a plain Redis command bounded by the command timeout.

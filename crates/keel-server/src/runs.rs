@@ -162,33 +162,38 @@ impl RunRecorder {
             let job = ctx.job.clone();
             let started_ms = keel::now_ms() as i64;
             let started = Instant::now();
+            let run = NewRun {
+                tenant_id: tenant_id.clone(),
+                queue: queue.clone(),
+                job_id: job.id.clone(),
+                name: job.name.clone(),
+                attempt: job.attempts_made as i64 + 1,
+                status: String::new(),
+                started_at: started_ms,
+                finished_at: started_ms,
+                error: None,
+                worker: worker.clone(),
+                trace_id: job
+                    .data
+                    .get("traceId")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>())),
+            };
             if ctx.recovered_stalls > 0 {
                 // The attempt(s) before this one died with their worker: a run of their own,
                 // so the record shows why the job ran again.
                 metrics.jobs_stalled(&labels, ctx.recovered_stalls);
-                let run = NewRun {
-                    tenant_id: tenant_id.clone(),
-                    queue: queue.clone(),
-                    job_id: job.id.clone(),
-                    name: job.name.clone(),
-                    attempt: job.attempts_made as i64 + 1,
+                let stalled = NewRun {
                     status: "stalled".into(),
-                    started_at: job.processed_on.map(|p| p as i64).unwrap_or(started_ms),
-                    finished_at: started_ms,
                     error: Some(format!(
-                        "the worker running this attempt died or lost the job's lock; recovered and retried ({} stall(s) so far, the queue's limit is the poison-pill limit)",
+                        "the worker running this attempt died or lost the job's lock; recovered and retried ({} stall(s) so far; the queue's max_stalled_count is the poison-pill limit)",
                         job.stalled_counter
                     )),
-                    worker: worker.clone(),
-                    trace_id: job
-                        .data
-                        .get("traceId")
-                        .and_then(|v| v.as_str())
-                        .map(str::to_string)
-                        .unwrap_or_default(),
+                    ..run.clone()
                 };
-                realtime.job_status(&run);
-                recorder.record(run);
+                realtime.job_status(&stalled);
+                recorder.record(stalled);
             }
             let fut = inner(ctx);
             let guard = Finish {
@@ -196,24 +201,7 @@ impl RunRecorder {
                 recorder: recorder.clone(),
                 metrics: metrics.clone(),
                 realtime: realtime.clone(),
-                run: Some(NewRun {
-                    tenant_id: tenant_id.clone(),
-                    queue: queue.clone(),
-                    job_id: job.id.clone(),
-                    name: job.name.clone(),
-                    attempt: job.attempts_made as i64 + 1,
-                    status: String::new(),
-                    started_at: started_ms,
-                    finished_at: started_ms,
-                    error: None,
-                    worker: worker.clone(),
-                    trace_id: job
-                        .data
-                        .get("traceId")
-                        .and_then(|v| v.as_str())
-                        .map(str::to_string)
-                        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>())),
-                }),
+                run: Some(run),
                 started,
             };
             Box::pin(async move {

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::process::Child;
 use std::time::Duration;
 
@@ -20,18 +19,14 @@ fn start_redis(port: u16) -> Child {
     support::start_redis(port, &[])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_down_gives_503_fails_open_and_recovers() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut redis = start_redis(port);
+/// An app on a private Redis (command timeout `timeout`) that took one job.
+async fn app_on_private_redis(timeout: Duration) -> (Child, u16, App) {
+    let port = support::free_port();
+    let redis = start_redis(port);
     let backend = Backend::redis(RedisSettings {
         url: format!("redis://127.0.0.1:{port}"),
         prefix: "ko".into(),
-        command_timeout: Duration::from_secs(1),
+        command_timeout: timeout,
     })
     .await
     .unwrap()
@@ -46,6 +41,12 @@ async fn redis_down_gives_503_fails_open_and_recovers() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);
+    (redis, port, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_gives_503_fails_open_and_recovers() {
+    let (mut redis, port, app) = app_on_private_redis(Duration::from_secs(1)).await;
     let mut web = support::Web::signed_in(&app, &app.admin).await;
     assert_eq!(web.get("/queues/mail").await.status, StatusCode::OK);
 
@@ -188,26 +189,7 @@ async fn a_realtime_client_that_does_not_read_is_disconnected() {
 /// once Redis does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_every_route_answers_at_once() {
-    let port = support::free_port();
-    let mut redis = start_redis(port);
-    let backend = Backend::redis(RedisSettings {
-        url: format!("redis://127.0.0.1:{port}"),
-        prefix: "kf".into(),
-        command_timeout: Duration::from_secs(5),
-    })
-    .await
-    .unwrap()
-    .with_keys(support::unique_keys());
-    let app = App::start(CONFIG, backend, Db::Sqlite).await;
-    let (s, _) = app
-        .call(
-            Method::POST,
-            "/api/owner/queues/mail/jobs",
-            Some(&app.admin),
-            Some(json!({"name": "a"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
+    let (mut redis, port, app) = app_on_private_redis(Duration::from_secs(5)).await;
     redis.kill().unwrap();
     redis.wait().unwrap();
     // The first call finds it gone.

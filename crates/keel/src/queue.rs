@@ -107,18 +107,10 @@ impl Queue {
         self.raw().add(&self.name, job).await
     }
 
-    /// Adds a dead letter to this (`dlq-*`) queue: the one way in that [`Queue::add`] refuses.
-    pub(crate) async fn add_dead_letter(&self, job: NewJob) -> Result<Job> {
-        let job = self.prepare_unchecked(job)?;
-        self.raw().add(&self.name, job).await
-    }
-
-    /// Adds several jobs. Every job is validated before any is added, so bad input adds nothing.
-    /// Not atomic on Redis: if the backend fails midway, some jobs may have been added.
-    pub async fn add_bulk(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+    /// Every job prepared, or the first bad one's error naming it (`jobs[3].opts.attempts`).
+    fn prepare_all(&self, jobs: Vec<NewJob>) -> Result<Vec<NewJob>> {
         self.check_producible()?;
-        let jobs = jobs
-            .into_iter()
+        jobs.into_iter()
             .enumerate()
             .map(|(i, j)| {
                 self.prepare_unchecked(j).map_err(|e| match e {
@@ -129,7 +121,19 @@ impl Queue {
                     other => other,
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect()
+    }
+
+    /// Adds a dead letter to this (`dlq-*`) queue: the one way in that [`Queue::add`] refuses.
+    pub(crate) async fn add_dead_letter(&self, job: NewJob) -> Result<Job> {
+        let job = self.prepare_unchecked(job)?;
+        self.raw().add(&self.name, job).await
+    }
+
+    /// Adds several jobs. Every job is validated before any is added, so bad input adds nothing.
+    /// Not atomic on Redis: if the backend fails midway, some jobs may have been added.
+    pub async fn add_bulk(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        let jobs = self.prepare_all(jobs)?;
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -140,20 +144,7 @@ impl Queue {
     /// nothing). Each add then succeeds or fails on its own and the outcomes come back in
     /// order, so that a caller whose backend failed midway knows exactly which jobs exist.
     pub async fn add_each(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Job>>> {
-        self.check_producible()?;
-        let jobs = jobs
-            .into_iter()
-            .enumerate()
-            .map(|(i, j)| {
-                self.prepare_unchecked(j).map_err(|e| match e {
-                    Error::InvalidInput { field, message } => Error::InvalidInput {
-                        field: format!("jobs[{i}].{field}"),
-                        message,
-                    },
-                    other => other,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let jobs = self.prepare_all(jobs)?;
         // Issued in order on the shared connection; awaited together.
         let adds = jobs.into_iter().map(|j| self.raw().add(&self.name, j));
         Ok(futures::future::join_all(adds).await)

@@ -81,6 +81,13 @@ async fn setup(tag: &str) -> (Backend, Queue, String) {
     (b, q, prefix)
 }
 
+fn one_attempt() -> JobOptions {
+    JobOptions {
+        attempts: Some(1),
+        ..Default::default()
+    }
+}
+
 async fn wait_state(q: &Queue, id: &str, state: JobState) -> keel::Job {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
@@ -141,17 +148,7 @@ async fn keel_adds_node_processes_keel_reads_completed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_in_node_shows_in_keel() {
     let (_b, q, prefix) = setup("nfail").await;
-    let job = q
-        .add(
-            "x",
-            json!({}),
-            JobOptions {
-                attempts: Some(1),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let job = q.add("x", json!({}), one_attempt()).await.unwrap();
     run_node("fail", q.name(), &prefix, Some("2500")).await;
     let failed = wait_state(&q, &job.id, JobState::Failed).await;
     assert_eq!(failed.failed_reason.as_deref(), Some("node says no"));
@@ -394,17 +391,7 @@ async fn jitter_is_stored_the_bullmq_way_and_node_retries_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_sees_keel_workers_and_dlqs_appear_only_when_written() {
     let (_b, q, prefix) = setup("workers").await;
-    let job = q
-        .add(
-            "x",
-            json!({}),
-            JobOptions {
-                attempts: Some(1),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let job = q.add("x", json!({}), one_attempt()).await.unwrap();
     let w = q
         .worker()
         .name("keel-w1")
