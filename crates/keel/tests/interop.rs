@@ -444,3 +444,93 @@ async fn node_sees_keel_workers_and_dlqs_appear_only_when_written() {
     assert!(exists);
     w.close(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A Node-produced job's jitter is read (bullmq-official's parser drops it) and applied by
+/// Keel's worker: its retries wait a jittered backoff and the job ends completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keel_keeps_and_applies_the_jitter_of_node_jobs() {
+    let (_b, q, prefix) = setup("njitter").await;
+    let id = run_node("addjitter", q.name(), &prefix, None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let job = q.get_job(&id).await.unwrap().unwrap();
+    assert_eq!(
+        job.opts.backoff,
+        Some(keel::Backoff::exponential(40).with_jitter(0.5))
+    );
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}:{}:{id}", q.name());
+    let w = q
+        .worker()
+        .fallback(handler_fn(|ctx| async move {
+            if ctx.job.attempts_made < 2 {
+                Err(JobError::retry("not yet"))
+            } else {
+                Ok(json!("third time"))
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    // The first retry waits 40 ms less up to half: within [20, 40), never the plain 40 (should
+    // the poll miss it, the second waits within [40, 80), never the plain 80).
+    let until = Instant::now() + Duration::from_secs(10);
+    let delay: u64 = loop {
+        let d: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("delay")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        match d.and_then(|d| d.parse().ok()) {
+            Some(d) if d > 0 => break d,
+            _ => {}
+        }
+        assert!(Instant::now() < until, "no retry delay was written");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    assert!(
+        (20..80).contains(&delay) && delay != 40,
+        "jittered delay {delay}"
+    );
+    let done = wait_state(&q, &id, JobState::Completed).await;
+    w.close(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(done.attempts_made, 3);
+}
+
+/// The configuration is the source of truth for a queue's rate limit at start: one that is no
+/// longer configured is cleared from the queue's meta (where Node workers read it too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_removed_from_the_config_is_cleared_at_start() {
+    let prefix = format!("ki-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let b = Backend::redis(RedisSettings {
+        url: "redis://127.0.0.1:6379".into(),
+        prefix: prefix.clone(),
+        command_timeout: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let meta = format!("{prefix}:limited:meta");
+    let limited = "[queues.limited]\nhandler = { kind = \"log\" }\nrate_limit = { max = 5, duration_ms = 1000 }\n";
+    let unlimited = "[queues.limited]\nhandler = { kind = \"log\" }\n";
+    for (text, expect) in [(limited, Some("5".to_string())), (unlimited, None)] {
+        let config = keel::config::Config::parse(text, &|_| None).unwrap();
+        let workers = keel::runner::start_workers(&config, &b, &["limited".into()], None)
+            .await
+            .unwrap();
+        let max: Option<String> = redis::cmd("HGET")
+            .arg(&meta)
+            .arg("max")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(max, expect, "{text}");
+        keel::runner::close_all(workers, Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+}

@@ -41,6 +41,11 @@ const hardCap = setTimeout(() => { console.error('node helper: hard cap reached'
     const state = job ? await job.getState() : null;
     console.log(JSON.stringify(job ? { state, returnvalue: job.returnvalue, failedReason: job.failedReason, attemptsMade: job.attemptsMade, data: job.data } : null));
     await q.close();
+  } else if (cmd === 'addjitter') {
+    const q = new Queue(name, opts);
+    const job = await q.add('from-node', { n: 1 }, { attempts: 3, backoff: { type: 'exponential', delay: 40, jitter: 0.5 } });
+    console.log(JSON.stringify({ id: job.id }));
+    await q.close();
   } else if (cmd === 'addn') {
     const q = new Queue(name, opts);
     const ids = [];
