@@ -159,6 +159,35 @@ pub fn start_redis(port: u16, extra: &[&str]) -> std::process::Child {
     child
 }
 
+/// An app on `config` and a private Redis (command timeout `timeout`) that took one job into
+/// `mail`: the Redis process, its port, the app.
+pub async fn app_on_private_redis(
+    config: &str,
+    timeout: Duration,
+) -> (std::process::Child, u16, App) {
+    let port = free_port();
+    let redis = start_redis(port, &[]);
+    let backend = Backend::redis(keel::backend::RedisSettings {
+        url: format!("redis://127.0.0.1:{port}"),
+        prefix: "ko".into(),
+        command_timeout: timeout,
+    })
+    .await
+    .unwrap()
+    .with_keys(unique_keys());
+    let app = App::start(config, backend, Db::Sqlite).await;
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/api/owner/queues/mail/jobs",
+            Some(&app.admin),
+            Some(serde_json::json!({"name": "a"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    (redis, port, app)
+}
+
 /// Polls until `check` gives a value (10 s at most).
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
