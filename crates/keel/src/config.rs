@@ -160,8 +160,8 @@ struct RawRuns {
     buffer: Option<usize>,
 }
 
-/// `[server]`: the HTTP server of `keel serve`.
-#[derive(Debug, Clone, PartialEq)]
+/// `[server]`: the HTTP server of `keel serve`. Its `Debug` masks the database password.
+#[derive(Clone, PartialEq)]
 pub struct ServerConfig {
     /// Address to bind (default 127.0.0.1).
     pub host: String,
@@ -392,6 +392,26 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[locks.NAME]` policies.
     pub locks: BTreeMap<String, LockPolicy>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("request_timeout", &self.request_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("trust_proxy", &self.trust_proxy)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(keel_redis::redact_url),
+            )
+            .field("db_max_connections", &self.db_max_connections)
+            .field("record_runs", &self.record_runs)
+            .field("run_buffer", &self.run_buffer)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -994,6 +1014,22 @@ attempts = 2
 backoff = { type = "fixed", delay_ms = 100 }
 handler = { kind = "http", url = "http://127.0.0.1:9000/hook", timeout_ms = 5000, secret_env = "WEBHOOK_SECRET" }
 "#;
+
+    #[test]
+    fn debug_output_masks_database_and_redis_passwords() {
+        let env = |k: &str| match k {
+            "DATABASE_URL" => Some("postgres://app:hunter2@db/app?password=hunter3".to_string()),
+            "REDIS_URL" => Some("redis://:hunter4@cache:6379".to_string()),
+            _ => None,
+        };
+        let c = Config::parse("", &env).unwrap();
+        for shown in [format!("{c:?}"), format!("{:?}", c.server)] {
+            for secret in ["hunter2", "hunter3", "hunter4"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+        }
+        assert!(format!("{:?}", c.server).contains("postgres://app:***@db/app"));
+    }
 
     #[test]
     fn partial_retention_merges_with_the_level_above() {
