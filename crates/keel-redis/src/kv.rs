@@ -5,7 +5,8 @@
 //! The rate-limit scripts transcribe `keel_core::ratemath` line by line, with `now` from Redis
 //! `TIME` (µs) so every process agrees on the clock. Each touches one key. Lock scripts touch
 //! the lock and its fencing counter, which share a hash tag (`keel::keys`), so they are
-//! Cluster-safe.
+//! Cluster-safe. The scripts are `lua/*.lua`, each opening with its KEYS, ARGV and return value
+//! (`lua/redis_now.lua` is prepended to the rate-limit ones).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::LazyLock;
@@ -81,154 +82,24 @@ impl KvState {
     }
 }
 
-/// Redis's clock in µs as `now`: the first lines of every rate-limit script.
-macro_rules! redis_now {
-    () => {
-        "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    };
-}
-
-/// A script, hashed once on first use.
+/// A script from `lua/`, hashed once on first use.
 macro_rules! script {
-    ($(#[$doc:meta])* $name:ident = $body:expr) => {
+    ($(#[$doc:meta])* $name:ident = $($file:literal),+) => {
         $(#[$doc])*
-        static $name: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new($body));
+        static $name: LazyLock<redis::Script> = LazyLock::new(|| {
+            redis::Script::new(concat!($(include_str!(concat!("../lua/", $file))),+))
+        });
     };
 }
 
-script!(
-    GCRA = concat!(
-        redis_now!(),
-        r#"
-local limit, period, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local interval = math.max(math.floor(period * 1000 / math.max(limit, 1)), 1)
-local tolerance = interval * math.max(burst, 1)
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local new_tat = tat + interval * cost
-local allow_at = new_tat - tolerance
-if now < allow_at then
-  local rem = math.floor(math.max(now - (tat - tolerance), 0) / interval)
-  return {0, math.min(rem, burst), math.ceil((tat - now) / 1000), math.max(math.ceil((allow_at - now) / 1000), 1)}
-end
-local rem = math.floor((now - (new_tat - tolerance)) / interval)
-local keep = math.max(math.ceil((new_tat - now) / 1000), 1)
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', keep)
-return {1, math.min(rem, burst), keep, 0}
-"#
-    )
-);
-
-script!(
-    SLIDING_WINDOW = concat!(
-        redis_now!(),
-        r#"
-local limit, w, cost = tonumber(ARGV[1]), math.max(tonumber(ARGV[2]) * 1000, 1), tonumber(ARGV[3])
-local idx = math.floor(now / w)
-local elapsed = now - idx * w
-local st = redis.call('HMGET', KEYS[1], 'w', 'c', 'p')
-local cur, prev = 0, 0
-if st[1] then
-  local sw = tonumber(st[1])
-  if sw == idx then cur = tonumber(st[2]); prev = tonumber(st[3])
-  elseif sw + 1 == idx then prev = tonumber(st[2]) end
-end
-local est = math.floor(prev * (w - elapsed) / w) + cur
-local until_end = math.max(math.ceil((w - elapsed) / 1000), 1)
-if est + cost > limit then
-  local retry = w - elapsed
-  if cur + cost <= limit and prev > 0 then
-    local allowed_prev = limit - cur - cost
-    retry = math.max(w - math.floor(allowed_prev * w / prev) - elapsed, 1)
-  end
-  return {0, math.max(limit - est, 0), until_end, math.max(math.ceil(retry / 1000), 1)}
-end
-redis.call('HSET', KEYS[1], 'w', string.format('%.0f', idx), 'c', cur + cost, 'p', prev)
-redis.call('PEXPIRE', KEYS[1], math.ceil((w - elapsed + w) / 1000))
-return {1, limit - est - cost, until_end, 0}
-"#
-    )
-);
-
-script!(
-    FIXED_WINDOW = concat!(
-        redis_now!(),
-        r#"
-local limit, w, cost = tonumber(ARGV[1]), math.max(tonumber(ARGV[2]) * 1000, 1), tonumber(ARGV[3])
-local idx = math.floor(now / w)
-local until_end = math.max(math.ceil((w - (now - idx * w)) / 1000), 1)
-local st = redis.call('HMGET', KEYS[1], 'w', 'c')
-local count = 0
-if st[1] and tonumber(st[1]) == idx then count = tonumber(st[2]) end
-if count + cost > limit then
-  return {0, math.max(limit - count, 0), until_end, until_end}
-end
-redis.call('HSET', KEYS[1], 'w', string.format('%.0f', idx), 'c', count + cost)
-redis.call('PEXPIRE', KEYS[1], until_end)
-return {1, limit - count - cost, until_end, 0}
-"#
-    )
-);
-
-script!(
-    SLIDING_LOG = concat!(
-        redis_now!(),
-        r#"
-local limit, window_ms, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local w = window_ms * 1000
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - w))
-local count = redis.call('ZCARD', KEYS[1])
-if count + cost > limit then
-  local retry = w
-  if cost <= limit then
-    local i = count + cost - limit - 1
-    local e = redis.call('ZRANGE', KEYS[1], i, i, 'WITHSCORES')
-    retry = math.max(tonumber(e[2]) + w - now, 0)
-  end
-  local reset = 0
-  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  if last[2] then reset = math.max(tonumber(last[2]) + w - now, 0) end
-  return {0, math.max(limit - count, 0), math.max(math.ceil(reset / 1000), 1), math.max(math.ceil(retry / 1000), 1)}
-end
-local score = string.format('%.0f', now)
-for i = 1, cost do redis.call('ZADD', KEYS[1], score, ARGV[4] .. ':' .. i) end
-redis.call('PEXPIRE', KEYS[1], math.max(window_ms, 1))
-return {1, limit - count - cost, math.max(window_ms, 1), 0}
-"#
-    )
-);
-
-script!(
-    LOCK_ACQUIRE = r#"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('INCR', KEYS[2])
-end
-return false
-"#
-);
-
-script!(
-    LOCK_RELEASE = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#
-);
-
-script!(
-    LOCK_EXTEND = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"#
-);
-
-script!(
-    INCR_TTL = r#"
-local existed = redis.call('EXISTS', KEYS[1])
-local v = redis.call('INCRBY', KEYS[1], ARGV[1])
-if existed == 0 and ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return v
-"#
-);
+script!(GCRA = "redis_now.lua", "gcra.lua");
+script!(SLIDING_WINDOW = "redis_now.lua", "sliding_window.lua");
+script!(FIXED_WINDOW = "redis_now.lua", "fixed_window.lua");
+script!(SLIDING_LOG = "redis_now.lua", "sliding_log.lua");
+script!(LOCK_ACQUIRE = "lock_acquire.lua");
+script!(LOCK_RELEASE = "lock_release.lua");
+script!(LOCK_EXTEND = "lock_extend.lua");
+script!(INCR_TTL = "incr_ttl.lua");
 
 /// A trivial script, for benchmarking `EVALSHA` round trips against the toolkit's own.
 pub static TRIVIAL_SCRIPT: LazyLock<redis::Script> =

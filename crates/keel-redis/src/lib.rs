@@ -18,10 +18,13 @@
 //! # Layout
 //! - [`circuit`](crate::circuit): calls fail fast while Redis is unreachable; a probe closes it.
 //! - [`convert`](crate::convert): Keel ↔ bullmq options, jobs, states, errors.
+//! - `kv`: the toolkit (`keel_core::KvBackend`) on Redis.
 //! - [`scripts`](crate::scripts): Keel's own scripts: standard adds (BullMQ 5's paused layout,
 //!   backoff jitter), BullMQ 5-style pause/resume, the jitter of other adds.
 //! - [`worker`](crate::worker): the worker adapter (processor wrapper, events, Retry-After).
 //! - this file: [`RedisBackend`], [`RedisSettings`].
+//! - `lua/`: every script Keel runs itself (queue and toolkit), each opening with its KEYS,
+//!   ARGV and return value, loaded with `include_str!`.
 
 mod circuit;
 mod convert;
