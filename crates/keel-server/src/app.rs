@@ -189,7 +189,12 @@ impl Caller {
 
 /// Reads `Authorization: Bearer <secret>`.
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_in(&parts.headers)
+}
+
+/// Reads `Authorization: Bearer <secret>` from headers.
+pub fn bearer_in(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, secret) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
 }
@@ -205,11 +210,10 @@ impl FromRequestParts<AppState> for Caller {
             ApiError::unauthorized("send Authorization: Bearer <token> (keel token create)")
         })?;
         let token = state.authenticate(secret).await?;
-        let scope = match &token.tenant_id {
-            Some(t) => Scope::Tenant(t.clone()),
-            None => Scope::All,
+        let caller = Caller {
+            scope: token.scope(),
+            token,
         };
-        let caller = Caller { token, scope };
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }

@@ -12,11 +12,16 @@ use rand::RngCore;
 /// Every token secret starts with this, so leaked secrets are recognisable by scanners.
 pub const SECRET_PREFIX: &str = "keel_";
 
+/// `bytes` random bytes in hex (session ids, CSRF tokens, secrets).
+pub fn random_hex(bytes: usize) -> String {
+    let mut raw = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut raw);
+    hex::encode(raw)
+}
+
 /// A new token secret: `keel_` and 256 random bits in hex.
 pub fn new_secret() -> String {
-    let mut raw = [0u8; 32];
-    rand::rng().fill_bytes(&mut raw);
-    format!("{SECRET_PREFIX}{}", hex::encode(raw))
+    format!("{SECRET_PREFIX}{}", random_hex(32))
 }
 
 /// An argon2id hash (PHC string) of `password`.

@@ -28,7 +28,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::store::{LogFilter, MinuteCounts, NewAccess, NewAudit, Role, RunFilter, Scope};
 
 /// Most jobs one enqueue call may add.
-pub const MAX_BULK: usize = 1000;
+pub const MAX_ENQUEUE_BATCH: usize = 1000;
 /// Most jobs a search looks at per request.
 pub const SEARCH_SCAN: usize = 5000;
 
@@ -357,10 +357,10 @@ fn parse_items(raw: &Value) -> ApiResult<(Vec<EnqueueItem>, bool)> {
     };
     match raw {
         Value::Array(items) => {
-            if items.is_empty() || items.len() > MAX_BULK {
+            if items.is_empty() || items.len() > MAX_ENQUEUE_BATCH {
                 return Err(ApiError::invalid(
                     "body",
-                    format!("send 1 to {MAX_BULK} jobs; got {}", items.len()),
+                    format!("send 1 to {MAX_ENQUEUE_BATCH} jobs; got {}", items.len()),
                 ));
             }
             let parsed = items

@@ -227,20 +227,14 @@ pub async fn socket(
     Query(q): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let secret = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_string())
+    let secret = crate::app::bearer_in(&headers)
+        .map(str::to_string)
         .or_else(|| q.get("token").cloned());
     let token = match secret {
-        Some(secret) => match state.store.authenticate(&secret).await {
-            Ok(Some(t)) => t,
-            Ok(None) => {
-                return ApiError::unauthorized("the token is unknown or revoked").into_response()
-            }
-            Err(e) => return ApiError::from(e).into_response(),
+        // The same cached, revocation-aware check as every owner route.
+        Some(secret) => match state.authenticate(&secret).await {
+            Ok(t) => t,
+            Err(e) => return e.into_response(),
         },
         // The console's pages: the session cookie (same origin only).
         None => match crate::console::session_token(&state, &headers).await {
@@ -256,10 +250,7 @@ pub async fn socket(
     if token.role < Role::Viewer {
         return ApiError::forbidden("needs the viewer role").into_response();
     }
-    let scope = match token.tenant_id {
-        Some(t) => Scope::Tenant(t),
-        None => Scope::All,
-    };
+    let scope = token.scope();
     let token_id = token.id;
     let ws = match ws {
         Ok(ws) => ws,

@@ -122,6 +122,16 @@ pub struct ApiToken {
     pub revoked_at: Option<i64>,
 }
 
+impl ApiToken {
+    /// What the token may see: everything, or its tenant's.
+    pub fn scope(&self) -> Scope {
+        match &self.tenant_id {
+            Some(t) => Scope::Tenant(t.clone()),
+            None => Scope::All,
+        }
+    }
+}
+
 /// A new audit entry.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NewAudit {

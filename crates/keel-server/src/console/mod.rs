@@ -31,13 +31,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use keel::Sessions;
-use rand::RngCore;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use crate::app::{AppState, Caller};
-use crate::store::{ApiToken, MinuteCounts, Role, Scope};
+use crate::store::{ApiToken, MinuteCounts, Role};
 use view::{enc, esc, query, short, time, time_of, Pager};
 
 /// Session cookie name.
@@ -47,7 +47,7 @@ const FLASH_COOKIE: &str = "keel_flash";
 /// How long a console session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Most jobs one bulk action touches.
-pub const BULK_MAX: u64 = 10_000;
+pub const MAX_BULK_ACTION: u64 = 10_000;
 const PAGE_SIZE: usize = 25;
 
 const CSS: &str = include_str!("../../assets/console.css");
@@ -76,9 +76,7 @@ struct SessionData {
 }
 
 fn random_hex() -> String {
-    let mut raw = [0u8; 32];
-    rand::rng().fill_bytes(&mut raw);
-    hex::encode(raw)
+    crate::auth::random_hex(32)
 }
 
 /// A cookie of the request.
@@ -219,10 +217,7 @@ impl FromRequestParts<AppState> for Ctx {
                 ))
             }
         };
-        let scope = match &token.tenant_id {
-            Some(t) => Scope::Tenant(t.clone()),
-            None => Scope::All,
-        };
+        let scope = token.scope();
         let api = parts
             .extensions
             .get::<InternalApi>()
@@ -410,7 +405,7 @@ impl Ctx {
     fn done(&self, form: &Form, fallback: &str, ok: bool, message: &str) -> Response {
         let back = form
             .get("back")
-            .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
+            .filter(|b| is_local_path(b))
             .unwrap_or(fallback);
         let text = if ok {
             message.to_string()
@@ -1176,7 +1171,7 @@ async fn bulk(
     if form.get("confirm") != Some("yes") {
         let count = if all {
             match ctx.get(&format!("/api/owner/queues/{qe}/stats")).await {
-                Ok(s) => s[&state].as_u64().unwrap_or(0).min(BULK_MAX),
+                Ok(s) => s[&state].as_u64().unwrap_or(0).min(MAX_BULK_ACTION),
                 Err(f) => return ctx.failed(f),
             }
         } else {
@@ -1236,7 +1231,7 @@ async fn bulk(
         .get("expected")
         .and_then(|e| e.parse::<u64>().ok())
         .unwrap_or(0)
-        .min(BULK_MAX);
+        .min(MAX_BULK_ACTION);
     let (mut ok, mut failed, mut first_error) = (0u64, 0u64, None::<String>);
     if all {
         // Jobs leave the state as they are handled, so the first page is read again until the
@@ -1281,7 +1276,7 @@ async fn bulk(
             }
         }
     } else {
-        for id in ids.iter().take(BULK_MAX as usize) {
+        for id in ids.iter().take(MAX_BULK_ACTION as usize) {
             match job_call(&ctx, &q, id, retry).await {
                 Ok(()) => ok += 1,
                 Err(f) => {
@@ -2227,12 +2222,16 @@ fn login_page(
     resp
 }
 
+/// A path on this site (`/x`), never another origin (`//host`, `/\\host`, `https://…`):
+/// where a redirect after a form may go.
+fn is_local_path(p: &str) -> bool {
+    p.starts_with('/') && !p.starts_with("//") && !p.contains('\\')
+}
+
 fn safe_next(next: Option<&str>) -> String {
-    next.filter(|n| {
-        n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.starts_with("/login")
-    })
-    .unwrap_or("/")
-    .to_string()
+    next.filter(|n| is_local_path(n) && !n.starts_with("/login"))
+        .unwrap_or("/")
+        .to_string()
 }
 
 async fn login(
