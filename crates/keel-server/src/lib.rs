@@ -8,6 +8,7 @@
 //! - [`store`]: [`store::RecordStore`] and its PostgreSQL/SQLite implementation, migrations.
 //! - [`runs`]: job-run records off the hot path; [`metrics`]: Prometheus; [`openapi`]: the document.
 //! - [`auth`]: token secrets, argon2id passwords; [`mask`]: secrets masked out of audit payloads.
+//! - [`tags`]: the owner cache's tags.
 //! - [`error`]: the one error shape; [`listener`]: hyper connections with slowloris bounds.
 //! - [`console`]: the operator console (server-rendered pages over the owner API).
 
@@ -26,3 +27,4 @@ pub mod realtime;
 pub mod runs;
 pub mod serve;
 pub mod store;
+pub mod tags;

@@ -93,9 +93,9 @@ async fn commit(store: &dyn RecordStore, cache: Option<&Cache>, items: Vec<Item>
     if result.is_ok() {
         if let Some(c) = cache {
             let tags: &[&str] = match (audit.is_empty(), access.is_empty()) {
-                (false, false) => &["audit", "access"],
-                (false, true) => &["audit"],
-                _ => &["access"],
+                (false, false) => &[crate::tags::AUDIT, crate::tags::ACCESS],
+                (false, true) => &[crate::tags::AUDIT],
+                _ => &[crate::tags::ACCESS],
             };
             let _ = c.invalidate_tags(tags).await;
         }

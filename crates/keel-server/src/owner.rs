@@ -83,10 +83,6 @@ async fn invalidate(state: &AppState, tags: &[&str]) {
     }
 }
 
-pub(crate) fn queue_tag(queue: &str) -> String {
-    format!("queue-{queue}")
-}
-
 /// Runs a mutation and writes its audit entry, whatever the outcome.
 async fn audited<F, Fut>(
     state: &AppState,
@@ -274,7 +270,7 @@ pub async fn list_queues(State(state): State<AppState>, caller: Caller) -> ApiRe
         &state,
         &caller,
         "queues",
-        &["queues"],
+        &[crate::tags::QUEUES],
         Duration::from_secs(10),
         || async { all_stats(&state, &caller.scope).await },
     )
@@ -301,7 +297,7 @@ pub async fn queue_stats(
 ) -> ApiResult<Response> {
     caller.require(Role::Viewer)?;
     let q = visible_queue(&state, &caller, &queue).await?;
-    let tag = queue_tag(&queue);
+    let tag = crate::tags::queue(&queue);
     let (stats, cached) = cached(
         &state,
         &caller,
@@ -397,7 +393,7 @@ where
         caller.require(Role::Admin)?;
         let q = visible_queue(state, caller, queue).await?;
         let out = change(q).await?;
-        invalidate(state, &["queues", &queue_tag(queue)]).await;
+        invalidate(state, &[crate::tags::QUEUES, &crate::tags::queue(queue)]).await;
         state.realtime.queue_changed(queue);
         Ok(out)
     })
@@ -478,7 +474,7 @@ async fn bulk_outcome(
         }
     }
     if !added.is_empty() {
-        invalidate(state, &["queues", &queue_tag(queue)]).await;
+        invalidate(state, &[crate::tags::QUEUES, &crate::tags::queue(queue)]).await;
         state.realtime.queue_changed(queue);
     }
     let first = first.expect("one failed");
@@ -1001,7 +997,7 @@ pub async fn audit_log(
     let filter = log_filter(&q)?;
     let (page, limit) = page_limit(q.page, q.limit, 50)?;
     let listing = Listing {
-        tag: "audit",
+        tag: crate::tags::AUDIT,
         ttl: Duration::from_secs(15),
         action: "owner.read.audit_log",
         resource: "logs:audit",
@@ -1095,7 +1091,7 @@ pub async fn list_runs(
     };
     let (page, limit) = page_limit(q.page, q.limit, 50)?;
     let listing = Listing {
-        tag: "runs",
+        tag: crate::tags::RUNS,
         ttl: Duration::from_secs(30),
         action: "owner.read.runs",
         resource: "runs",
@@ -1170,7 +1166,7 @@ pub async fn runs_per_minute(
         &state,
         &caller,
         &format!("runs-per-minute|{from}|{minutes}"),
-        &["runs"],
+        &[crate::tags::RUNS],
         Duration::from_secs(10),
         || async {
             let found = state.store.runs_per_minute(&caller.scope, from).await?;

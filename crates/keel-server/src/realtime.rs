@@ -149,8 +149,8 @@ impl Realtime {
                 };
                 if !queues.is_empty() {
                     let mut tags: Vec<String> =
-                        queues.iter().map(|q| crate::owner::queue_tag(q)).collect();
-                    tags.push("queues".into());
+                        queues.iter().map(|q| crate::tags::queue(q)).collect();
+                    tags.push(crate::tags::QUEUES.into());
                     let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
                     if let Err(e) = cache.invalidate_tags(&tags).await {
                         tracing::debug!(error = %e, "owner cache not invalidated");

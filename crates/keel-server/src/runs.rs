@@ -278,7 +278,7 @@ async fn write(
         Ok(()) => {
             c.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
             if let Some(cache) = cache {
-                let _ = cache.invalidate_tags(&["runs"]).await;
+                let _ = cache.invalidate_tags(&[crate::tags::RUNS]).await;
             }
         }
         Err(e) => {
