@@ -436,10 +436,12 @@ async fn request_bounds(timeout: Duration, req: Request, next: Next) -> Response
 /// Where a request's path or query carries a NUL byte (`%00`): `path`, or the query
 /// parameter's name. No store holds NUL in text, so such input is refused before any handler.
 fn nul_field(uri: &axum::http::Uri) -> Option<String> {
-    if uri.path().to_ascii_lowercase().contains("%00") {
+    // A NUL can only arrive percent-encoded (a raw one is no valid URI), and `0` has no case:
+    // one substring search per request, no decoding unless it finds one.
+    if uri.path().contains("%00") {
         return Some("path".into());
     }
-    let query = uri.query()?;
+    let query = uri.query().filter(|q| q.contains("%00"))?;
     form_urlencoded::parse(query.as_bytes())
         .find(|(k, v)| k.contains('\0') || v.contains('\0'))
         .map(|(k, _)| {
