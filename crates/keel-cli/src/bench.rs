@@ -2,6 +2,10 @@
 //! Keel (`engine: "keel"`) and on raw bullmq-official with no Keel layer
 //! (`engine: "bullmq-official"`), one JSON line per scenario on stdout.
 //!
+//! Over 600 lines on purpose: every scenario shares the timing, round and JSON-line helpers
+//! below, and the file mirrors `shared/bench/bullmq-peer/bench.mjs` scenario for scenario so the
+//! two can be read side by side.
+//!
 //! Completions are timed when the handler returns (Node's peer times its `completed` events,
 //! which fire right after); at steady state the rates are the same.
 

@@ -1,5 +1,8 @@
 //! The owner API: queues, jobs, dead letters, logs, runs and tokens.
 //!
+//! Over 600 lines until the server-layers issue (open) splits the owner API into one file per
+//! resource (`api/queues.rs`, …) over an `ops/` layer; not split piecemeal before that reshaping.
+//!
 //! Roles: `viewer` reads queues, jobs, dead letters and runs; `admin` also changes them and
 //! reads the audit and access logs; `owner` also manages tokens. A token bound to a tenant sees
 //! only the queues bound to that tenant (others answer 404, as if they did not exist) and only

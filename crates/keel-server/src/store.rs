@@ -1,5 +1,8 @@
 //! Durable records: tenants, users, API tokens, the audit and data-access logs, and job runs.
 //!
+//! Over 600 lines until the server-layers issue (open) moves the records into their own crate
+//! (`keel-records`) with one module per record kind; not split piecemeal before that.
+//!
 //! [`RecordStore`] is the contract; [`SqlStore`] implements it for PostgreSQL and for SQLite
 //! (sqlx, runtime queries through `sqlx::Any`, each database with its own migrations, up and
 //! down, under `migrations/<db>/`). The queries are written once in the SQL both databases

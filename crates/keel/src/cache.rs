@@ -1,6 +1,9 @@
 //! Typed JSON cache with stampede protection, stale serving, probabilistic early refresh and
 //! tag invalidation that survives eviction.
 //!
+//! Over 600 lines (tests from line ~640): the cache's read, write, stampede and tag paths share
+//! one key layout and one set of counters; split them and the invariants between them scatter.
+//!
 //! # How an item is stored
 //! One key per item (`prefix:env:cache:{ns}:item:<key>:v1`) holding a JSON envelope:
 //! `{"v": value, "e": fresh_until_ms, "d": compute_ms, "t": {"tag": "version"}}`. The key lives

@@ -1,5 +1,8 @@
 //! The operator console: server-rendered pages over the owner API, served by `keel serve`.
 //!
+//! Over 600 lines until the server-layers issue (open) splits the console into one file per page
+//! over typed operations; not split piecemeal before that reshaping.
+//!
 //! - **Sign-in** with an API token (the owner token printed at first start, or any token from
 //!   `keel token create`): the server keeps a session on the backend (12 h) and sets an
 //!   `HttpOnly; SameSite=Strict` cookie holding only the session id. Each request re-reads the
