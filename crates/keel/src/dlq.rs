@@ -292,7 +292,19 @@ impl DeadLetterQueue {
     /// its entry, describing its latest failure; no entry outlives its job's failure. An entry
     /// whose job is gone (aged out or removed) stays: the DLQ is where the record survives.
     pub async fn reconcile_once(&self, window: Duration) -> Result<ReconcileReport> {
-        let mut report = self.record_missing(window).await?;
+        self.reconcile_settled(window, Duration::ZERO).await
+    }
+
+    /// [`DeadLetterQueue::reconcile_once`] for failures older than `grace` only: a worker
+    /// records a fresh failure itself (with its handler's stack) within milliseconds, and a
+    /// reconciler racing it would write the entry first, without that stack. The workers'
+    /// background pass uses [`crate::worker::RECONCILE_GRACE`].
+    pub async fn reconcile_settled(
+        &self,
+        window: Duration,
+        grace: Duration,
+    ) -> Result<ReconcileReport> {
+        let mut report = self.record_missing(window, grace).await?;
         report.removed = self.remove_stale().await?;
         Ok(report)
     }
@@ -318,16 +330,16 @@ impl DeadLetterQueue {
         Ok(removed)
     }
 
-    async fn record_missing(&self, window: Duration) -> Result<ReconcileReport> {
-        let now = now_ms();
-        let mut from = now.saturating_sub(window.as_millis() as u64);
+    async fn record_missing(&self, window: Duration, grace: Duration) -> Result<ReconcileReport> {
+        let until = now_ms().saturating_sub(grace.as_millis() as u64);
+        let mut from = until.saturating_sub(window.as_millis() as u64);
         let mut report = ReconcileReport::default();
         loop {
             let batch = self
                 .original
                 .backend()
                 .raw()
-                .failed_between(self.original.name(), from, now, RECONCILE_BATCH)
+                .failed_between(self.original.name(), from, until, RECONCILE_BATCH)
                 .await?;
             let full = batch.len() == RECONCILE_BATCH;
             for job in &batch {

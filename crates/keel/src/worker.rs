@@ -24,6 +24,9 @@ use crate::queue::Queue;
 
 /// How often a dead-lettering worker runs the reconciler.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
+/// How old a failure must be before the background reconciler records it (the worker that saw
+/// it records it first, with the handler's stack; the next pass catches what it missed).
+pub const RECONCILE_GRACE: Duration = Duration::from_secs(10);
 /// How far back the reconciler looks for failed jobs without a DLQ entry.
 pub const RECONCILE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Most final failures a worker remembers until their terminal events arrive.
@@ -318,7 +321,10 @@ async fn record_failure(
 
 async fn reconcile_loop(dlq: DeadLetterQueue, stop: CancellationToken) {
     loop {
-        match dlq.reconcile_once(RECONCILE_WINDOW).await {
+        match dlq
+            .reconcile_settled(RECONCILE_WINDOW, RECONCILE_GRACE)
+            .await
+        {
             Ok(r) if r.recorded > 0 => {
                 info!(
                     dlq = dlq.name(),
