@@ -118,8 +118,11 @@ impl MemoryKv {
 
     fn with<T>(&self, f: impl FnOnce(&mut Store, u64) -> T) -> T {
         self.ops.fetch_add(1, Ordering::Relaxed);
-        let now = now_us();
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        // Read under the lock, as Redis reads TIME inside its script: calls then see time in
+        // the order they run (read before it, a rate-limit log could hold a later time than
+        // the `now` of the call that checks it, and answer a reset past the window).
+        let now = now_us();
         store.sweep(now);
         f(&mut store, now)
     }

@@ -326,7 +326,11 @@ pub async fn ratelimit_parallel_clients_get_exactly_the_limit(b: Backend) {
                 r > Duration::ZERO && r <= Duration::from_millis(HOUR),
                 "{algorithm:?} {r:?}"
             );
-            assert!(d.reset_after <= Duration::from_millis(HOUR));
+            assert!(
+                d.reset_after <= Duration::from_millis(HOUR),
+                "{algorithm:?} {:?}",
+                d.reset_after
+            );
             assert!(d.headers().iter().any(|(h, _)| *h == "Retry-After"));
         }
         // Another subject has its own budget.
