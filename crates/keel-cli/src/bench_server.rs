@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use keel::config::Config;
 use keel::{handler_fn, Backend, JobOptions, KeepJobs, NewJob, Queue, RatePolicy};
-use keel_server::store::{RecordStore, Role};
+use keel_records::prelude::*;
+use keel_records::{RecordStore, Role};
 use serde_json::{json, Value};
 
 /// Server scenario names.

@@ -314,6 +314,32 @@ impl From<keel::Error> for Failure {
     }
 }
 
+impl From<keel_records::StoreError> for Failure {
+    fn from(e: keel_records::StoreError) -> Failure {
+        use keel_records::StoreError as E;
+        let exit = match &e {
+            E::NotFound(_) | E::Conflict(_) | E::Invalid { .. } => 2,
+            E::Unavailable(_) => 3,
+            E::Database(_) => 1,
+        };
+        Failure {
+            code: e.code(),
+            field: e.field().map(str::to_string),
+            message: e.to_string(),
+            exit,
+        }
+    }
+}
+
+impl From<keel_server::serve::ServeError> for Failure {
+    fn from(e: keel_server::serve::ServeError) -> Failure {
+        match e {
+            keel_server::serve::ServeError::Queue(e) => e.into(),
+            keel_server::serve::ServeError::Records(e) => e.into(),
+        }
+    }
+}
+
 impl From<keel::config::ConfigError> for Failure {
     fn from(e: keel::config::ConfigError) -> Failure {
         Failure {

@@ -2,7 +2,8 @@
 
 use keel::config::Config;
 use keel::Error;
-use keel_server::store::{RecordStore, Role, Scope};
+use keel_records::prelude::*;
+use keel_records::{Role, Scope, StoreError};
 use serde_json::json;
 
 use crate::{Failure, MigrateAction, TokenAction};
@@ -49,7 +50,7 @@ pub async fn migrate(
 pub async fn token(config: &Config, action: TokenAction, json_out: bool) -> Result<(), Failure> {
     if let TokenAction::Create { role, .. } = &action {
         role.parse::<Role>().map_err(|e| match e {
-            Error::InvalidInput { message, .. } => Error::invalid("--role", message),
+            StoreError::Invalid { message, .. } => StoreError::invalid("--role", message),
             other => other,
         })?;
     }

@@ -18,7 +18,7 @@ pub fn dlq_name(queue: &str) -> String {
 /// Checks a queue name: non-empty, at most [`MAX_NAME_LEN`] bytes, no `:`, no whitespace or
 /// control characters. The error names the field `queue`.
 pub fn validate_queue_name(name: &str) -> Result<()> {
-    validate_name("queue", name)
+    validate_bullmq_name("queue", name)
 }
 
 /// Checks a caller-chosen job id with the same rules as queue names, plus BullMQ's own rule for
@@ -27,7 +27,7 @@ pub fn validate_queue_name(name: &str) -> Result<()> {
 /// BullMQ refuses it ("Custom Id cannot be integers") and hands out numeric ids itself. `007`,
 /// `+5` or `1e3` are not integers by that rule and pass, as they do in BullMQ.
 pub fn validate_job_id(id: &str) -> Result<()> {
-    validate_name("job_id", id)?;
+    validate_bullmq_name("job_id", id)?;
     if is_bullmq_integer_id(id) {
         return Err(Error::invalid(
             "job_id",
@@ -65,7 +65,7 @@ fn is_bullmq_integer_id(id: &str) -> bool {
     shown == id
 }
 
-fn validate_name(field: &str, value: &str) -> Result<()> {
+fn validate_bullmq_name(field: &str, value: &str) -> Result<()> {
     if value.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
     }
@@ -85,6 +85,24 @@ fn validate_name(field: &str, value: &str) -> Result<()> {
         return Err(Error::invalid(
             field,
             format!("{value:?} contains whitespace or control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A name Keel chooses among a small set (namespace, policy, session kind): letters, digits,
+/// `-`, `_`, `.`.
+pub fn validate_name(field: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(Error::invalid(field, "must be 1 to 128 characters"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("{name:?} contains {c:?}; use letters, digits, '-', '_' or '.'"),
         ));
     }
     Ok(())

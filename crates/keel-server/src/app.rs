@@ -26,7 +26,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::realtime::Realtime;
 use crate::runs::RunRecorder;
-use crate::store::{ApiToken, RecordStore, Role, Scope};
+use keel_records::{ApiToken, RecordStore, Role, Scope};
 
 /// Everything a request handler reaches. Cheap to clone.
 #[derive(Clone)]
@@ -92,8 +92,7 @@ impl AppState {
 
     /// The token whose secret this is, from the 10 s cache or the store.
     pub async fn authenticate(&self, secret: &str) -> ApiResult<ApiToken> {
-        use sha2::Digest;
-        let key = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
+        let key = keel_records::secret::sha256_hex(secret);
         let epoch = self.realtime.revocation_epoch();
         {
             let cache = self.token_cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -280,29 +279,26 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload-too-large",
+                    crate::error::ErrorCode::PayloadTooLarge,
                     format!(
                         "the body is over the limit of {} bytes",
                         state.config.server.body_limit_bytes
                     ),
                 )
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed-body", e.body_text())
+                ApiError::new(crate::error::ErrorCode::MalformedBody, e.body_text())
             }
         })?;
         if !json_type {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
+                crate::error::ErrorCode::UnsupportedMediaType,
                 "send the body as Content-Type: application/json",
             ));
         }
         let raw: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| ApiError {
             field: None,
             ..ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
+                crate::error::ErrorCode::MalformedJson,
                 format!("the body is not valid JSON: {e}"),
             )
         })?;
@@ -310,11 +306,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             let path = e.path().to_string();
             ApiError {
                 field: Some(if path == "." { "body".into() } else { path }),
-                ..ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid-input",
-                    e.inner().to_string(),
-                )
+                ..ApiError::new(crate::error::ErrorCode::InvalidInput, e.inner().to_string())
             }
         })?;
         Ok(JsonBody(value, raw))
@@ -340,8 +332,7 @@ async fn owner_rate_limit(State(state): State<AppState>, req: Request, next: Nex
             ApiError {
                 retry_after: d.retry_after.map(|r| r.as_millis().div_ceil(1000) as u64),
                 ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate-limited",
+                    crate::error::ErrorCode::RateLimited,
                     format!(
                         "over {} requests per {} s from this address",
                         d.limit, d.window_s
@@ -391,8 +382,7 @@ async fn not_found(
         return crate::console::not_found_page(uri.path());
     }
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not-found",
+        crate::error::ErrorCode::NotFound,
         format!("no route {method} {}", uri.path()),
     )
     .into_response()
@@ -409,9 +399,7 @@ async fn request_bounds(timeout: Duration, req: Request, next: Next) -> Response
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>();
     if headers.len() > MAX_HEADERS || head_bytes > MAX_HEAD_BYTES {
-        return ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers-too-large",
+        return ApiError::new(crate::error::ErrorCode::HeadersTooLarge,
             format!(
                 "the request head has {} headers and {head_bytes} bytes; at most {MAX_HEADERS} headers and {MAX_HEAD_BYTES} bytes are accepted",
                 headers.len()
@@ -422,8 +410,7 @@ async fn request_bounds(timeout: Duration, req: Request, next: Next) -> Response
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request-timeout",
+            crate::error::ErrorCode::RequestTimeout,
             format!(
                 "the request took longer than {} ms and was abandoned",
                 timeout.as_millis()
@@ -469,7 +456,7 @@ async fn refuse_nul(State(state): State<AppState>, req: Request, next: Next) -> 
         let (mut parts, _) = req.into_parts();
         let caller = Caller::from_request_parts(&mut parts, &state).await.ok();
         let meta = Meta::from_request_parts(&mut parts, &state).await.ok();
-        let entry = crate::store::NewAudit {
+        let entry = keel_records::NewAudit {
             tenant_id: caller.as_ref().and_then(Caller::tenant),
             actor: caller
                 .as_ref()
@@ -479,7 +466,7 @@ async fn refuse_nul(State(state): State<AppState>, req: Request, next: Next) -> 
             resource: format!("{} {}", parts.method, parts.uri.path()),
             ip: meta.as_ref().map(|m| m.ip.clone()),
             user_agent: meta.and_then(|m| m.user_agent),
-            status: err.status.as_u16() as i64,
+            status: err.status().as_u16() as i64,
             payload: Some(serde_json::json!({"field": field, "query": parts.uri.query()})),
         };
         if let Err(e) = state.logs.write(crate::logs::LogEntry::Audit(entry)).await {
@@ -492,8 +479,7 @@ async fn refuse_nul(State(state): State<AppState>, req: Request, next: Next) -> 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
     tracing::error!("a request handler panicked");
     ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
+        crate::error::ErrorCode::Internal,
         "the server failed on this request; it was logged",
     )
     .into_response()
@@ -579,12 +565,12 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
             ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
+                crate::error::ErrorCode::MethodNotAllowed,
                 format!("{method} is not allowed on {}", uri.path()),
             )
         })
         .layer(middleware::from_fn_with_state(state.clone(), refuse_nul))
+        .layer(middleware::from_fn(crate::error::log_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,

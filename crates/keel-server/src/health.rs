@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::app::{AppState, Caller};
 use crate::error::ApiResult;
-use crate::store::Role;
+use keel_records::Role;
 
 /// `GET /api/health`: overall status, versions and uptime.
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {

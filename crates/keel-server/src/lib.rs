@@ -5,15 +5,14 @@
 //! - [`serve`]: start-up and shutdown (workers, records, first owner token, HTTP server).
 //! - [`app`]: state, extractors, rate-limit and metrics middleware, the router.
 //! - [`owner`]: the owner API handlers; [`health`]: health routes; [`realtime`]: WebSocket.
-//! - [`store`]: [`store::RecordStore`] and its PostgreSQL/SQLite implementation, migrations.
+//! - the records (tokens, logs, runs) are the `keel-records` crate.
 //! - [`runs`]: job-run records off the hot path; [`metrics`]: Prometheus; [`openapi`]: the document.
-//! - [`auth`]: token secrets, argon2id passwords; [`mask`]: secrets masked out of audit payloads.
+//! - [`mask`]: secrets masked out of audit payloads.
 //! - [`tags`]: the owner cache's tags.
 //! - [`error`]: the one error shape; [`listener`]: hyper connections with slowloris bounds.
 //! - [`console`]: the operator console (server-rendered pages over the owner API).
 
 pub mod app;
-pub mod auth;
 pub mod console;
 pub mod error;
 pub mod health;
@@ -26,5 +25,4 @@ pub mod owner;
 pub mod realtime;
 pub mod runs;
 pub mod serve;
-pub mod store;
 pub mod tags;

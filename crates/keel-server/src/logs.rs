@@ -10,7 +10,7 @@ use keel::{Cache, Error, Result};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::store::{NewAccess, NewAudit, RecordStore};
+use keel_records::{NewAccess, NewAudit, RecordStore};
 
 const BATCH: usize = 500;
 /// Batches committing at once: a commit waits for the WAL flush, so several in flight keep

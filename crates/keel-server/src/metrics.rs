@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::app::AppState;
-use crate::store::Scope;
+use keel_records::Scope;
 
 type Labels = Vec<(String, String)>;
 

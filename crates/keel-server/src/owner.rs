@@ -24,11 +24,10 @@ use keel::{Error, JobOptions, JobState, NewJob, Queue, Write};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::app::{AppState, Caller, JsonBody, Meta};
 use crate::error::{ApiError, ApiResult};
-use crate::store::{LogFilter, MinuteCounts, NewAccess, NewAudit, Role, RunFilter, Scope};
+use keel_records::{LogFilter, MinuteCounts, NewAccess, NewAudit, Role, RunFilter, Scope};
 
 /// Most jobs one enqueue call may add.
 pub const MAX_ENQUEUE_BATCH: usize = 1000;
@@ -56,10 +55,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = ApiResult<T>>,
 {
-    let key = hex::encode(Sha256::digest(format!(
-        "{}|{what}",
-        scope_key(&caller.scope)
-    )));
+    let key = keel_records::secret::sha256_hex(&format!("{}|{what}", scope_key(&caller.scope)));
     match state.cache.get::<Value>(&key).await {
         Ok(Some(v)) => {
             state.metrics.cache("owner-api", true);
@@ -103,7 +99,7 @@ where
     let result = run().await;
     let status = match &result {
         Ok((s, _)) => s.as_u16(),
-        Err(e) => e.status.as_u16(),
+        Err(e) => e.status().as_u16(),
     };
     let entry = NewAudit {
         tenant_id: caller.tenant(),
@@ -471,7 +467,7 @@ async fn bulk_outcome(
             Err(e) => {
                 let e = ApiError::from(e);
                 not_added
-                    .push(json!({"index": index, "error": {"code": e.code, "message": e.message}}));
+                    .push(json!({"index": index, "error": {"code": e.code.as_str(), "message": e.message}}));
                 first.get_or_insert(e);
             }
         }

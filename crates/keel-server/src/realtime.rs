@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::{NewRun, Role, Scope};
+use keel_records::{NewRun, Role, Scope};
 
 const CONNECTION_BUFFER: usize = 256;
 
@@ -256,8 +256,7 @@ pub async fn socket(
         Ok(ws) => ws,
         Err(e) => {
             return ApiError::new(
-                axum::http::StatusCode::UPGRADE_REQUIRED,
-                "upgrade-required",
+                crate::error::ErrorCode::UpgradeRequired,
                 format!("this is a WebSocket endpoint: {e}"),
             )
             .into_response()

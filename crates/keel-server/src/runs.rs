@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 use crate::realtime::Realtime;
-use crate::store::{NewRun, RecordStore};
+use keel_records::{NewRun, RecordStore};
 
 const BATCH: usize = 2000;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);

@@ -12,14 +12,30 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel::config::Config;
-use keel::{Backend, BackendKind, Error, Heartbeat, Result, Worker};
+use keel::{Backend, BackendKind, Error, Heartbeat, Worker};
+use keel_records::StoreError;
 use tokio::task::JoinHandle;
 
 use crate::app::{AppState, Inner};
 use crate::metrics::Metrics;
 use crate::realtime::Realtime;
 use crate::runs::RunRecorder;
-use crate::store::{PoolSettings, RecordStore, Role, SqlStore};
+use keel_records::prelude::*;
+use keel_records::{PoolSettings, Role, SqlStore};
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The queue backend, or configuration read by the library.
+    #[error(transparent)]
+    Queue(#[from] keel::Error),
+    /// The records database.
+    #[error(transparent)]
+    Records(#[from] StoreError),
+}
+
+/// Result of start-up and shutdown.
+pub type Result<T, E = ServeError> = std::result::Result<T, E>;
 
 /// The default records database when `DATABASE_URL` is unset.
 pub const DEFAULT_DATABASE: &str = "sqlite:./data/keel.db";
@@ -50,7 +66,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<SqlStore>> {
         if let Some(dir) = std::path::Path::new(path).parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::invalid(
+                    StoreError::invalid(
                         "DATABASE_URL",
                         format!("cannot create {}: {e}", dir.display()),
                     )
@@ -90,11 +106,11 @@ pub async fn prepare(
                 None => match store.create_tenant(t).await {
                     Ok(t) => t,
                     // Another instance created it meanwhile.
-                    Err(Error::Conflict(_)) => store
+                    Err(StoreError::Conflict(_)) => store
                         .tenant_by_name(t)
                         .await?
-                        .ok_or_else(|| Error::Backend(format!("tenant {t} vanished")))?,
-                    Err(e) => return Err(e),
+                        .ok_or_else(|| StoreError::NotFound(format!("tenant {t}")))?,
+                    Err(e) => return Err(e.into()),
                 },
             };
             queue_tenants.insert(name.clone(), tenant.id);
@@ -189,20 +205,35 @@ impl Server {
     }
 }
 
-/// `keel serve`: runs until SIGTERM/SIGINT.
+/// `keel serve`: binds the configured address and serves until SIGTERM/SIGINT.
 pub async fn run(config: Config, shutdown_deadline: Duration) -> Result<()> {
-    let backend = config.backend().await?;
-    if backend.kind() == BackendKind::Memory {
-        tracing::warn!("MEMORY BACKEND: no Redis configured (REDIS_URL or [redis] url). Queues and toolkit state live only in this process and are lost when it exits.");
-    }
-    let store = open_store(&config).await?;
-    store.migrate_up().await?;
     let addr: SocketAddr = format!("{}:{}", config.server.host, config.server.port)
         .parse()
         .map_err(|_| Error::invalid("server.host", "not an address"))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::invalid("PORT", format!("cannot listen on {addr}: {e}")))?;
+    serve(config, listener, keel::shutdown_signal(), shutdown_deadline).await
+}
+
+/// Serves on `listener` until `shutdown` resolves: stops taking requests, lets in-flight
+/// requests finish, closes the workers (in-flight jobs finish within `shutdown_deadline`) and
+/// flushes the run records.
+pub async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown_deadline: Duration,
+) -> Result<()> {
+    let backend = config.backend().await?;
+    if backend.kind() == BackendKind::Memory {
+        tracing::warn!("MEMORY BACKEND: no Redis configured (REDIS_URL or [redis] url). Queues and toolkit state live only in this process and are lost when it exits.");
+    }
+    let store = open_store(&config).await?;
+    store.migrate_up().await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::invalid("PORT", e.to_string()))?;
     if let Some(secret) = first_owner_token(&*store).await? {
         println!("Owner token (shown once; stored only as a hash):\n\n    {secret}\n\nUse it as: Authorization: Bearer <token>, or sign in to the console at http://{addr}/");
     }
@@ -213,7 +244,7 @@ pub async fn run(config: Config, shutdown_deadline: Duration) -> Result<()> {
         header_read_timeout: config.server.header_read_timeout,
         ..Default::default()
     };
-    crate::listener::serve(listener, app, limits, keel::shutdown_signal()).await;
+    crate::listener::serve(listener, app, limits, shutdown).await;
     tracing::info!("shutting down: finishing in-flight jobs");
     server.shutdown(shutdown_deadline).await?;
     tracing::info!("keel serve stopped");

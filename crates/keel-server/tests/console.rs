@@ -221,7 +221,7 @@ async fn revoking_the_token_ends_its_sessions() {
     let (_, token) = app
         .state()
         .store
-        .create_token("short-lived", keel_server::store::Role::Admin, None)
+        .create_token("short-lived", keel_records::Role::Admin, None)
         .await
         .unwrap();
     let mut web = Web::signed_in(&app, &token).await;

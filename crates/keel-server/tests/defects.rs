@@ -413,7 +413,7 @@ async fn a_revoked_token_loses_its_socket_and_cache_at_once() {
     assert!(app
         .state()
         .store
-        .revoke_token(&keel_server::store::Scope::All, &id)
+        .revoke_token(&keel_records::Scope::All, &id)
         .await
         .unwrap());
     let revoked_at = Instant::now();

@@ -78,23 +78,7 @@ pub fn validate_part(field: &str, part: &str) -> Result<()> {
     Ok(())
 }
 
-/// A name Keel chooses among a small set (namespace, policy, session kind): letters, digits,
-/// `-`, `_`, `.`.
-pub fn validate_name(field: &str, name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 128 {
-        return Err(Error::invalid(field, "must be 1 to 128 characters"));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        return Err(Error::invalid(
-            field,
-            format!("{name:?} contains {c:?}; use letters, digits, '-', '_' or '.'"),
-        ));
-    }
-    Ok(())
-}
+pub use keel_core::names::validate_name;
 
 /// The key space of one application and environment.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,7 +40,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use crate::app::{AppState, Caller};
-use crate::store::{ApiToken, MinuteCounts, Role};
+use keel_records::{ApiToken, MinuteCounts, Role};
 use view::{enc, esc, query, short, time, time_of, Pager};
 
 /// Session cookie name.
@@ -79,7 +79,7 @@ struct SessionData {
 }
 
 fn random_hex() -> String {
-    crate::auth::random_hex(32)
+    keel_records::secret::random_hex(32)
 }
 
 /// A cookie of the request.
@@ -2268,7 +2268,7 @@ async fn login(
     let secret = form.get("token").unwrap_or_default().trim().to_string();
     let token = match state.authenticate(&secret).await {
         Ok(t) => t,
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+        Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
             // Failed sign-ins count against the `login` policy (5 per 15 minutes per address);
             // the failure that uses up the last one locks the address.
             let locked = match state.limiter.check("login", &meta.ip).await {
@@ -2295,7 +2295,7 @@ async fn login(
             );
         }
         Err(e) => {
-            return bare_error(e.status, "Sign-in unavailable", &e.message);
+            return bare_error(e.status(), "Sign-in unavailable", &e.message);
         }
     };
     let data = SessionData {

@@ -13,81 +13,13 @@ use axum::Router;
 use http_body_util::BodyExt;
 use keel::config::Config;
 use keel::Backend;
+use keel_records::{RecordStore, Role};
 use keel_server::app::AppState;
 use keel_server::serve::Server;
-use keel_server::store::{PoolSettings, RecordStore, Role, SqlStore};
 use serde_json::Value;
 use tower::ServiceExt;
 
-/// A store on a database no other test uses; dropped (PostgreSQL) or deleted (SQLite) after.
-pub struct TestDb {
-    pub store: Arc<SqlStore>,
-    cleanup: Option<(String, String)>,
-    _dir: Option<tempfile_dir::Dir>,
-}
-
-mod tempfile_dir {
-    /// A directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn admin_url() -> String {
-    std::env::var("KEEL_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-pub async fn postgres() -> TestDb {
-    let name = format!("keel_t_{}", uuid::Uuid::new_v4().simple());
-    let admin = SqlStore::connect(&admin_url(), &PoolSettings::default())
-        .await
-        .expect("PostgreSQL must be running (see README)");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(admin.pool())
-        .await
-        .unwrap();
-    let base = admin_url();
-    let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
-    let store = SqlStore::connect(&url, &PoolSettings::default())
-        .await
-        .unwrap();
-    TestDb {
-        store: Arc::new(store),
-        cleanup: Some((base, name)),
-        _dir: None,
-    }
-}
-
-pub async fn sqlite() -> TestDb {
-    let dir = std::env::temp_dir().join(format!("keel-t-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite:{}", dir.join("records.db").display());
-    let store = SqlStore::connect(&url, &PoolSettings::default())
-        .await
-        .unwrap();
-    TestDb {
-        store: Arc::new(store),
-        cleanup: None,
-        _dir: Some(tempfile_dir::Dir(dir)),
-    }
-}
-
-impl TestDb {
-    pub async fn close(self) {
-        self.store.pool().close().await;
-        if let Some((base, name)) = &self.cleanup {
-            if let Ok(admin) = SqlStore::connect(base, &PoolSettings::default()).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(admin.pool())
-                    .await;
-            }
-        }
-    }
-}
+pub use keel_records::testing::{postgres, sqlite, TestDb};
 
 /// Which records database an app uses.
 pub enum Db {

@@ -1,12 +1,10 @@
 //! The records store suite, run against PostgreSQL (a fresh database per test) and SQLite (a
 //! fresh file per test).
 
-mod support;
-
-use support::{postgres, sqlite};
-
-use keel_server::store::{
-    LogFilter, NewAccess, NewAudit, NewRun, RecordStore, Role, RunFilter, Scope, SqlStore,
+use keel_records::testing::{postgres, sqlite};
+use keel_records::{
+    Admin, LogFilter, LogStore, NewAccess, NewAudit, NewRun, PoolSettings, Role, RunFilter,
+    RunStore, Scope, SqlStore, TenantStore, TokenStore, UserStore,
 };
 use serde_json::json;
 
@@ -42,18 +40,19 @@ both!(
     logs_filter_and_page_newest_first,
     runs_are_recorded_with_events,
     users_have_argon2id_passwords,
+    users_are_listed_scoped_and_disabled,
 );
 
 async fn migrations_up_down_up(s: &SqlStore) {
     let applied = s.migrate_up().await.unwrap();
-    assert_eq!(applied.len(), 2, "{applied:?}");
+    assert_eq!(applied.len(), 3, "{applied:?}");
     assert!(s.migrate_up().await.unwrap().is_empty(), "up is idempotent");
     s.create_token("t", Role::Owner, None).await.unwrap();
-    // One step down drops only the newest migration (an index): the tables stay.
-    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[1]]);
+    // One step down drops only the newest migration (a column): the tables stay.
+    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[2]]);
     assert_eq!(s.list_tokens(&Scope::All).await.unwrap().len(), 1);
-    let reverted = s.migrate_down(1).await.unwrap();
-    assert_eq!(reverted, vec![applied[0]]);
+    let reverted = s.migrate_down(2).await.unwrap();
+    assert_eq!(reverted, vec![applied[1], applied[0]]);
     assert!(
         s.list_tokens(&Scope::All).await.is_err(),
         "tables are gone after down"
@@ -450,4 +449,81 @@ async fn users_have_argon2id_passwords(s: &SqlStore) {
         .await
         .unwrap();
     assert!(hash.starts_with("$argon2id$"));
+}
+
+async fn users_are_listed_scoped_and_disabled(s: &SqlStore) {
+    s.migrate_up().await.unwrap();
+    let acme = s.create_tenant("acme").await.unwrap();
+    let pw = "a long enough password";
+    let ada = s
+        .create_user("ada@example.com", pw, Role::Owner, None)
+        .await
+        .unwrap();
+    let bob = s
+        .create_user("bob@acme.test", pw, Role::Viewer, Some(&acme.id))
+        .await
+        .unwrap();
+    assert_eq!(ada.actor(), "user:ada@example.com");
+    assert_eq!(bob.scope(), Scope::Tenant(acme.id.clone()));
+    let all: Vec<String> = s
+        .list_users(&Scope::All)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.email)
+        .collect();
+    assert_eq!(all, ["ada@example.com", "bob@acme.test"]);
+    let mine = s.list_users(&bob.scope()).await.unwrap();
+    assert_eq!(mine.len(), 1, "a tenant sees only its own users");
+    assert_eq!(mine[0].id, bob.id);
+    // A tenant cannot disable someone outside it.
+    assert!(!s
+        .disable_user(&bob.scope(), "ADA@example.com")
+        .await
+        .unwrap());
+    assert!(s.user_by_id(&ada.id).await.unwrap().is_some());
+    for bad in ["no-at-sign", "a@", "@b", "a b@c.d", "a@b@c"] {
+        let e = s
+            .create_user(bad, pw, Role::Viewer, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.field(), Some("email"), "{bad}");
+    }
+    // Disabled: the right password no longer signs in, and the session re-check fails.
+    assert!(s
+        .disable_user(&Scope::All, "ADA@example.com")
+        .await
+        .unwrap());
+    assert!(!s
+        .disable_user(&Scope::All, "ada@example.com")
+        .await
+        .unwrap());
+    assert!(s
+        .verify_user("ada@example.com", pw)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s.user_by_id(&ada.id).await.unwrap().is_none());
+    let listed = s.list_users(&Scope::All).await.unwrap();
+    assert!(listed[0].disabled_at.is_some() && listed[1].disabled_at.is_none());
+    assert!(s.verify_user("bob@acme.test", pw).await.unwrap().is_some());
+}
+
+/// A database that does not answer is `database-unavailable` (503 in the server), not the
+/// queue backend's `backend-unavailable`.
+#[tokio::test]
+async fn an_unreachable_database_is_database_unavailable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let settings = PoolSettings {
+        acquire_timeout: std::time::Duration::from_millis(500),
+        ..PoolSettings::default()
+    };
+    let url = format!("postgres://keel:hunter2secret@127.0.0.1:{port}/x");
+    let e = SqlStore::connect(&url, &settings).await.unwrap_err();
+    assert_eq!(e.code(), "database-unavailable", "{e}");
+    assert!(!e.to_string().contains("hunter2secret"), "{e}");
 }

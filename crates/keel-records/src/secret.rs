@@ -1,16 +1,21 @@
-//! Secrets and passwords: API token secrets (random, shown once, stored as SHA-256), console
-//! passwords (argon2id), and the roles each route needs.
+//! Secrets and passwords: API token secrets (random, shown once, stored as SHA-256) and
+//! account passwords (argon2id, the OWASP recommendation).
 
 use std::sync::LazyLock;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use keel::{Error, Result};
 use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Result, StoreError};
 
 /// Every token secret starts with this, so leaked secrets are recognisable by scanners.
 pub const SECRET_PREFIX: &str = "keel_";
+
+/// The shortest password an account may have.
+pub const MIN_PASSWORD_CHARS: usize = 12;
 
 /// `bytes` random bytes in hex (session ids, CSRF tokens, secrets).
 pub fn random_hex(bytes: usize) -> String {
@@ -24,13 +29,19 @@ pub fn new_secret() -> String {
     format!("{SECRET_PREFIX}{}", random_hex(32))
 }
 
+/// SHA-256 of `text` in hex: how token secrets are stored and looked up (a secret has 256
+/// random bits, so a fast hash is enough; passwords get argon2id).
+pub fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
 /// An argon2id hash (PHC string) of `password`.
 pub fn hash_password(password: &str) -> Result<String> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| Error::Backend(format!("hashing a password: {e}")))
+        .map_err(|e| StoreError::Database(format!("hashing a password: {e}")))
 }
 
 /// Whether `password` matches the PHC `hash`.

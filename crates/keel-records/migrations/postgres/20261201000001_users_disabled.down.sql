@@ -1,0 +1,1 @@
+ALTER TABLE keel_users DROP COLUMN disabled_at;

@@ -1,0 +1,130 @@
+//! The records contract, one trait per record kind so that each kind's implementation lives in
+//! its own module; [`RecordStore`] is all of them (what the server holds as
+//! `Arc<dyn RecordStore>`). Every read of tenant-owned rows takes a [`Scope`].
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::model::{
+    AccessEntry, ApiToken, AuditEntry, JobRun, LogFilter, MinuteCounts, NewAccess, NewAudit,
+    NewRun, Page, PoolHealth, Role, RunEvent, RunFilter, Scope, Tenant, User,
+};
+
+/// The database itself: its kind, migrations and health.
+#[async_trait]
+pub trait Admin: Send + Sync + 'static {
+    /// `postgres` or `sqlite`.
+    fn database(&self) -> &'static str;
+    /// Applies pending migrations; returns the versions applied.
+    async fn migrate_up(&self) -> Result<Vec<i64>>;
+    /// Reverts the latest `steps` migrations; returns the versions reverted.
+    async fn migrate_down(&self, steps: usize) -> Result<Vec<i64>>;
+    /// `SELECT 1` and pool figures.
+    async fn health(&self) -> Result<PoolHealth>;
+}
+
+/// Tenants.
+#[async_trait]
+pub trait TenantStore: Send + Sync + 'static {
+    /// Creates a tenant.
+    async fn create_tenant(&self, name: &str) -> Result<Tenant>;
+    /// A tenant by name.
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>>;
+}
+
+/// Named accounts of the console (people), with argon2id passwords.
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Creates a user with an argon2id password hash (at least 12 characters).
+    async fn create_user(
+        &self,
+        email: &str,
+        password: &str,
+        role: Role,
+        tenant: Option<&str>,
+    ) -> Result<User>;
+    /// The user if `password` matches and the account is not disabled. An unknown email costs
+    /// the same work as a wrong password.
+    async fn verify_user(&self, email: &str, password: &str) -> Result<Option<User>>;
+    /// Users visible in `scope`, by email.
+    async fn list_users(&self, scope: &Scope) -> Result<Vec<User>>;
+    /// Disables the account with this email; false if unknown or already disabled.
+    async fn disable_user(&self, scope: &Scope, email: &str) -> Result<bool>;
+    /// The user with this id, unless disabled (console sessions re-check their account).
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>>;
+}
+
+/// API tokens (automation's credentials).
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// Creates a token; returns it and its secret (shown once, stored only hashed).
+    async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        tenant: Option<&str>,
+    ) -> Result<(ApiToken, String)>;
+    /// Tokens visible in `scope`, newest first.
+    async fn list_tokens(&self, scope: &Scope) -> Result<Vec<ApiToken>>;
+    /// Revokes a token; false if unknown or already revoked.
+    async fn revoke_token(&self, scope: &Scope, id: &str) -> Result<bool>;
+    /// The live token whose secret this is (and records its use).
+    async fn authenticate(&self, secret: &str) -> Result<Option<ApiToken>>;
+    /// Live tokens with the owner role and no tenant.
+    async fn count_owner_tokens(&self) -> Result<i64>;
+    /// The token with this id, unless it is revoked (console sessions re-check their token
+    /// with it).
+    async fn token_by_id(&self, id: &str) -> Result<Option<ApiToken>>;
+}
+
+/// The audit and data-access logs.
+#[async_trait]
+pub trait LogStore: Send + Sync + 'static {
+    /// Appends to the audit log.
+    async fn record_audit(&self, entry: NewAudit) -> Result<i64>;
+    /// Appends audit and access entries in one transaction (the server's group commit).
+    async fn record_logs(&self, audit: &[NewAudit], access: &[NewAccess]) -> Result<()>;
+    /// Audit entries, newest first.
+    async fn list_audit(
+        &self,
+        scope: &Scope,
+        filter: &LogFilter,
+        page: i64,
+        limit: i64,
+    ) -> Result<Page<AuditEntry>>;
+    /// Appends to the data-access log.
+    async fn record_access(&self, entry: NewAccess) -> Result<i64>;
+    /// Access entries, newest first.
+    async fn list_access(
+        &self,
+        scope: &Scope,
+        filter: &LogFilter,
+        page: i64,
+        limit: i64,
+    ) -> Result<Page<AccessEntry>>;
+}
+
+/// Job runs.
+#[async_trait]
+pub trait RunStore: Send + Sync + 'static {
+    /// Inserts job runs (one transaction) with their events.
+    async fn insert_runs(&self, runs: &[NewRun]) -> Result<()>;
+    /// Job runs, newest first.
+    async fn list_runs(
+        &self,
+        scope: &Scope,
+        filter: &RunFilter,
+        page: i64,
+        limit: i64,
+    ) -> Result<Page<JobRun>>;
+    /// One run with its events.
+    async fn get_run(&self, scope: &Scope, id: i64) -> Result<Option<(JobRun, Vec<RunEvent>)>>;
+    /// Runs finished since `since` (ms), counted per minute, oldest first; minutes without a
+    /// finished run are left out.
+    async fn runs_per_minute(&self, scope: &Scope, since: i64) -> Result<Vec<MinuteCounts>>;
+}
+
+/// Every kind of record: what the server holds.
+pub trait RecordStore: Admin + TenantStore + UserStore + TokenStore + LogStore + RunStore {}
+
+impl<T: Admin + TenantStore + UserStore + TokenStore + LogStore + RunStore> RecordStore for T {}
