@@ -101,7 +101,7 @@ async fn http_enqueue(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
         .await
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = keel_server::app::router(server.state.clone());
+    let app = keel_server::router::router(server.state.clone());
     let http = tokio::spawn(async move {
         axum::serve(
             listener,

@@ -1,28 +1,39 @@
 //! `keel serve`: the owner HTTP API over Keel's queues and toolkit, with auth, tenants, audit
-//! and data-access logs, job-run records in PostgreSQL or SQLite, realtime events and metrics.
+//! and data-access logs, job-run records (the `keel-records` crate, PostgreSQL or SQLite),
+//! realtime events, metrics and the operator console.
 //!
 //! # Layout
-//! - [`serve`]: start-up and shutdown (workers, records, first owner token, HTTP server).
-//! - [`app`]: state, extractors, rate-limit and metrics middleware, the router.
-//! - [`owner`]: the owner API handlers; [`health`]: health routes; [`realtime`]: WebSocket.
-//! - the records (tokens, logs, runs) are the `keel-records` crate.
-//! - [`runs`]: job-run records off the hot path; [`metrics`]: Prometheus; [`openapi`]: the document.
-//! - [`mask`]: secrets masked out of audit payloads.
-//! - [`tags`]: the owner cache's tags.
-//! - [`error`]: the one error shape; [`listener`]: hyper connections with slowloris bounds.
-//! - [`console`]: the operator console (server-rendered pages over the owner API).
+//! Layers, each using only those below it (`tests/layers.rs` fails otherwise); the API and
+//! the console never use each other:
+//! 1. [`error`] (the one error shape, [`error::ErrorCode`]), [`tags`] (the owner cache's
+//!    tags), [`mask`] (secrets out of audit payloads).
+//! 2. Background services and their handles: [`metrics`] (Prometheus registry), [`logs`]
+//!    (audit/access group commit), [`runs`] (job-run recorder), [`realtime`] (event hub).
+//! 3. [`state`]: [`state::AppState`], what every handler reaches.
+//! 4. [`extract`] (the caller, request facts, JSON bodies, query strings), [`auth`] (console
+//!    sessions and cookies), [`middleware`] (rate limit, metrics, bounds, NUL refusal).
+//! 5. [`ops`]: one typed function per use case — role and tenant checks, validation, audit or
+//!    access entry, cache invalidation.
+//! 6. [`api`] (the owner API, health, metrics, OpenAPI, realtime socket) and [`console`]
+//!    (server-rendered pages): thin adapters over [`ops`].
+//! 7. [`router`]: the application with its layers.
+//! 8. [`serve`] (start-up, `serve(config, listener, shutdown)`, graceful shutdown) and
+//!    [`listener`] (hyper connections with slowloris bounds).
 
-pub mod app;
+pub mod api;
+pub mod auth;
 pub mod console;
 pub mod error;
-pub mod health;
+pub mod extract;
 pub mod listener;
 pub mod logs;
 pub mod mask;
 pub mod metrics;
-pub mod openapi;
-pub mod owner;
+pub mod middleware;
+pub mod ops;
 pub mod realtime;
+pub mod router;
 pub mod runs;
 pub mod serve;
+pub mod state;
 pub mod tags;

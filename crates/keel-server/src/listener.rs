@@ -7,7 +7,7 @@
 //!   one that connects and sends nothing, and an idle keep-alive connection alike;
 //! - **head size**: hyper refuses heads over [`HYPER_MAX_HEAD_BYTES`] or
 //!   [`HYPER_MAX_HEADERS`] headers with a bare 431; below that, the app's own check
-//!   ([`crate::app`]) answers 431 in the API's error shape at [`MAX_HEAD_BYTES`] /
+//!   ([`crate::middleware`]) answers 431 in the API's error shape at [`MAX_HEAD_BYTES`] /
 //!   [`MAX_HEADERS`], so a client normally meets the documented shape;
 //! - **graceful shutdown**: on `shutdown` no new connection is accepted and open ones finish
 //!   their in-flight request (bounded by [`ConnectionLimits::drain_timeout`]).

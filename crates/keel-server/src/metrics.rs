@@ -1,21 +1,15 @@
-//! `GET /metrics`: Prometheus text. Queue depths are read at scrape time; the rest are counted
-//! as things happen in this process.
+//! The process's Prometheus metrics (served by `GET /metrics`, [`crate::api::metrics`]). Queue
+//! depths are read at scrape time; the rest are counted as things happen in this process.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-use crate::app::AppState;
-use keel_records::Scope;
 
 type Labels = Vec<(String, String)>;
 
@@ -260,48 +254,27 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics`.
-pub async fn scrape(State(state): State<AppState>) -> Response {
-    if let Ok(names) = crate::owner::visible_queue_names(&state, &Scope::All).await {
-        for name in names {
-            let Ok(q) = state.config.queue(&state.backend, &name) else {
-                continue;
-            };
-            if let Ok(c) = q.counts().await {
-                for (s, n) in [
-                    ("waiting", c.waiting),
-                    ("active", c.active),
-                    ("delayed", c.delayed),
-                    ("prioritized", c.prioritized),
-                    ("completed", c.completed),
-                    ("failed", c.failed),
-                ] {
-                    state
-                        .metrics
-                        .inner
-                        .queue_jobs
-                        .get_or_create(&labels(&[("queue", &name), ("state", s)]))
-                        .set(n as i64);
-                }
-            }
-            if let Ok(n) = q.dlq().count().await {
-                state
-                    .metrics
-                    .inner
-                    .dlq_jobs
-                    .get_or_create(&labels(&[("queue", &name)]))
-                    .set(n as i64);
-            }
+impl Metrics {
+    /// Sets one queue's depth gauges (read at scrape time) and, when read, its DLQ size.
+    pub fn queue_depths(&self, queue: &str, c: &keel::QueueCounts, dlq: Option<u64>) {
+        for (s, n) in [
+            ("waiting", c.waiting),
+            ("active", c.active),
+            ("delayed", c.delayed),
+            ("prioritized", c.prioritized),
+            ("completed", c.completed),
+            ("failed", c.failed),
+        ] {
+            self.inner
+                .queue_jobs
+                .get_or_create(&labels(&[("queue", queue), ("state", s)]))
+                .set(n as i64);
+        }
+        if let Some(n) = dlq {
+            self.inner
+                .dlq_jobs
+                .get_or_create(&labels(&[("queue", queue)]))
+                .set(n as i64);
         }
     }
-    let s = state.runs.stats();
-    state.metrics.runs(s.buffered as i64, s.dropped, s.written);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
 }

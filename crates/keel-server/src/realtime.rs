@@ -1,5 +1,6 @@
-//! Realtime: `GET /api/owner/realtime` (WebSocket, token in `Authorization` or `?token=`, or
-//! the console's session cookie from a same-origin page).
+//! Realtime: the event hub behind `GET /api/owner/realtime` ([`crate::api::realtime`], a
+//! WebSocket with the token in `Authorization` or `?token=`, or the console's session cookie
+//! from a same-origin page).
 //!
 //! On connect the client gets `{"type":"snapshot","queues":[…]}`; then events:
 //! `job_status` (attempts finished by any `keel serve` worker, at most 200 per second per
@@ -15,14 +16,10 @@
 //! (close code 1008); each socket also re-reads its token every
 //! [`TOKEN_RECHECK`], in case a revocation message was missed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use keel::config::Config;
 use keel::{Backend, Events};
@@ -30,11 +27,10 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::app::AppState;
-use crate::error::ApiError;
-use keel_records::{NewRun, Role, Scope};
+use keel_records::NewRun;
 
-const CONNECTION_BUFFER: usize = 256;
+/// Events a connection may fall behind before it is disconnected.
+pub const CONNECTION_BUFFER: usize = 256;
 
 /// How often an open socket re-reads its token from the store (pub/sub carries revocations
 /// at once; this bounds a missed message).
@@ -137,7 +133,7 @@ impl Realtime {
         }));
         // The owner API's cached lists and stats of a queue that changed are dropped with the
         // same once-a-second beat, so they follow the served workers too (not only API calls).
-        let cache = crate::app::AppState::owner_cache(backend)?;
+        let cache = crate::tags::owner_cache(backend)?;
         let (rt2, backend, config) = (rt.clone(), backend.clone(), config.clone());
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -215,120 +211,8 @@ impl Realtime {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Arc<Value>> {
+    /// A receiver of this instance's events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Value>> {
         self.inner.local.subscribe()
-    }
-}
-
-/// `GET /api/owner/realtime`.
-pub async fn socket(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    let secret = crate::app::bearer_in(&headers)
-        .map(str::to_string)
-        .or_else(|| q.get("token").cloned());
-    let token = match secret {
-        // The same cached, revocation-aware check as every owner route.
-        Some(secret) => match state.authenticate(&secret).await {
-            Ok(t) => t,
-            Err(e) => return e.into_response(),
-        },
-        // The console's pages: the session cookie (same origin only).
-        None => match crate::console::session_token(&state, &headers).await {
-            Some(t) => t,
-            None => {
-                return ApiError::unauthorized(
-                    "send Authorization: Bearer <token> or ?token=, or sign in to the console",
-                )
-                .into_response()
-            }
-        },
-    };
-    if token.role < Role::Viewer {
-        return ApiError::forbidden("needs the viewer role").into_response();
-    }
-    let scope = token.scope();
-    let token_id = token.id;
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => {
-            return ApiError::new(
-                crate::error::ErrorCode::UpgradeRequired,
-                format!("this is a WebSocket endpoint: {e}"),
-            )
-            .into_response()
-        }
-    };
-    ws.on_upgrade(move |socket| serve_socket(state, scope, token_id, socket))
-}
-
-async fn close_revoked(socket: &mut WebSocket) {
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: 1008,
-            reason: "token revoked".into(),
-        })))
-        .await;
-}
-
-async fn serve_socket(state: AppState, scope: Scope, token_id: String, mut socket: WebSocket) {
-    let mut rx = state.realtime.subscribe();
-    let snapshot = match crate::owner::all_stats(&state, &scope).await {
-        Ok(v) => json!({"type": "snapshot", "queues": v}),
-        Err(e) => json!({"type": "error", "message": e.message}),
-    };
-    if socket
-        .send(Message::Text(snapshot.to_string().into()))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let mut recheck = tokio::time::interval(TOKEN_RECHECK);
-    recheck.tick().await;
-    loop {
-        tokio::select! {
-            _ = recheck.tick() => {
-                if let Ok(None) = state.store.token_by_id(&token_id).await {
-                    close_revoked(&mut socket).await;
-                    return;
-                }
-            }
-            ev = rx.recv() => match ev {
-                Ok(v) => {
-                    if v["type"] == "token_revoked" {
-                        if v["token_id"] == token_id.as_str() {
-                            close_revoked(&mut socket).await;
-                            return;
-                        }
-                        continue;
-                    }
-                    let visible = v.get("queue").and_then(|q| q.as_str()).is_none_or(|q| state.can_see_queue(&scope, q));
-                    if !visible {
-                        continue;
-                    }
-                    let send = socket.send(Message::Text(v.to_string().into()));
-                    match tokio::time::timeout(Duration::from_secs(5), send).await {
-                        Ok(Ok(())) => {}
-                        _ => return,
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::info!(skipped = n, "realtime client too slow; disconnecting");
-                    let _ = socket
-                        .send(Message::Close(Some(CloseFrame { code: 1008, reason: "too slow: reconnect".into() })))
-                        .await;
-                    return;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            msg = socket.recv() => match msg {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
-            },
-        }
     }
 }

@@ -16,10 +16,10 @@ use keel::{Backend, BackendKind, Error, Heartbeat, Worker};
 use keel_records::StoreError;
 use tokio::task::JoinHandle;
 
-use crate::app::{AppState, Inner};
 use crate::metrics::Metrics;
 use crate::realtime::Realtime;
 use crate::runs::RunRecorder;
+use crate::state::{AppState, Inner};
 use keel_records::prelude::*;
 use keel_records::{PoolSettings, Role, SqlStore};
 
@@ -117,7 +117,7 @@ pub async fn prepare(
         }
     }
     let limiter = config.rate_limiter(&backend)?;
-    let cache = AppState::owner_cache(&backend)?;
+    let cache = crate::tags::owner_cache(&backend)?;
     let metrics = Metrics::new();
     let (realtime, mut tasks) = Realtime::start(&backend, config).await?;
     let (runs, runs_task) = if config.server.record_runs {
@@ -238,7 +238,7 @@ pub async fn serve(
         println!("Owner token (shown once; stored only as a hash):\n\n    {secret}\n\nUse it as: Authorization: Bearer <token>, or sign in to the console at http://{addr}/");
     }
     let server = prepare(&config, backend, store, true).await?;
-    let app = crate::app::router(server.state.clone());
+    let app = crate::router::router(server.state.clone());
     tracing::info!(%addr, database = server.state.store.database(), "keel serve listening");
     let limits = crate::listener::ConnectionLimits {
         header_read_timeout: config.server.header_read_timeout,

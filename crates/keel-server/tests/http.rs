@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use keel::{handler_fn, Backend, JobError, Queue};
-use keel_server::openapi::ROUTES;
+use keel_server::api::openapi::ROUTES;
 use serde_json::{json, Value};
 use support::{App, Db};
 

@@ -69,9 +69,9 @@ pub fn time(ms: i64) -> String {
     )
 }
 
-/// [`time`] of an optional JSON number, or a dash.
-pub fn time_of(v: Option<&Value>) -> String {
-    match v.and_then(Value::as_i64) {
+/// [`time`] of an optional time in ms, or a dash.
+pub fn time_of(ms: Option<i64>) -> String {
+    match ms {
         Some(ms) if ms > 0 => time(ms),
         _ => "—".into(),
     }

@@ -14,8 +14,8 @@ use http_body_util::BodyExt;
 use keel::config::Config;
 use keel::Backend;
 use keel_records::{RecordStore, Role};
-use keel_server::app::AppState;
 use keel_server::serve::Server;
+use keel_server::state::AppState;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -183,7 +183,7 @@ impl App {
             .await
             .unwrap()
             .1;
-        let router = keel_server::app::router(server.state.clone());
+        let router = keel_server::router::router(server.state.clone());
         App {
             server: Some(server),
             router,

@@ -104,6 +104,13 @@ pub const ROUTES: &[Route] = &[
     ),
     r(
         "post",
+        "/api/owner/queues/{queue}/bulk",
+        "Retry or remove many jobs (each audited)",
+        A,
+        &[],
+    ),
+    r(
+        "post",
         "/api/owner/queues/{queue}/pause",
         "Pause a queue everywhere",
         A,
@@ -404,6 +411,11 @@ fn schemas() -> Value {
         "Workers": object(&[("workers", array(json!({"type": "object"})))]),
         "Tokens": object(&[("tokens", array(token.clone()))]),
         "NewToken": object(&[("token", token), ("secret", text())]),
+        "BulkOutcome": object(&[
+            ("action", json!({"type": "string", "enum": ["retry", "remove"]})),
+            ("done", count()),
+            ("failed", array(object(&[("id", text()), ("code", text()), ("message", text())]))),
+        ]),
     })
 }
 
@@ -427,6 +439,7 @@ fn ok_schema(method: &str, path: &str) -> Value {
         ("get", "/api/owner/workers") => named("Workers"),
         ("get", "/api/owner/tokens") => named("Tokens"),
         ("post", "/api/owner/tokens") => named("NewToken"),
+        ("post", "/api/owner/queues/{queue}/bulk") => named("BulkOutcome"),
         _ => json!({"type": "object"}),
     }
 }
@@ -483,6 +496,19 @@ fn operation(route: &Route) -> Value {
         ]}}}});
         responses["201"] =
             json!({"description": "Added", "content": ok_content("post", route.path)});
+        responses["413"] = error.clone();
+        responses["415"] = error.clone();
+    }
+    if route.method == "post" && route.path.ends_with("/bulk") {
+        op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["action"], "additionalProperties": false,
+            "properties": {
+                "action": {"type": "string", "enum": ["retry", "remove"]},
+                "ids": {"type": "array", "items": {"type": "string"}, "maxItems": 10000},
+                "state": {"type": "string", "enum": ["waiting", "active", "delayed", "prioritized", "completed", "failed", "waiting-children"]},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 10000}
+            }
+        }}}});
         responses["413"] = error.clone();
         responses["415"] = error.clone();
     }
