@@ -8,7 +8,8 @@ use serde_json::Value;
 use super::created;
 use crate::error::ApiResult;
 use crate::extract::{Caller, JsonBody, Params};
-use crate::ops::jobs::{self, BulkOutcome, JobDetail, JobsPage, JobsQuery, Removed, Retried};
+use crate::ops::bulk::{self, BulkOutcome};
+use crate::ops::jobs::{self, JobDetail, JobsPage, JobsQuery, Removed, Retried};
 use crate::state::AppState;
 
 /// `POST /api/owner/queues/{queue}/jobs`: one job object or an array (≤ 1000), all validated
@@ -68,5 +69,5 @@ pub async fn bulk(
     Path(queue): Path<String>,
     JsonBody(raw, _): JsonBody<Value>,
 ) -> ApiResult<Json<BulkOutcome>> {
-    Ok(Json(jobs::bulk(&state, &caller, &queue, raw).await?))
+    Ok(Json(bulk::bulk(&state, &caller, &queue, raw).await?))
 }

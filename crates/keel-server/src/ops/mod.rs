@@ -13,15 +13,17 @@
 //! only its tenant's log and run rows.
 //!
 //! # Layout
-//! - [`queues`]: listing, stats, pause and resume.
-//! - [`jobs`]: enqueue, listing and search, one job, retry and remove, bulk actions.
-//! - [`dlq`]: dead letters: listing, replay, remove.
-//! - [`logs`]: the audit and access logs.
-//! - [`runs`]: job runs and their per-minute counts.
-//! - [`workers`]: live workers.
-//! - [`tokens`]: API tokens.
-//! - [`system`]: Redis health and `INFO`, readiness.
+//! - [`queues`] — listing, stats, pause and resume.
+//! - [`jobs`] — enqueue, listing and search, one job, retry and remove.
+//! - [`bulk`] — retry or remove many jobs.
+//! - [`dlq`] — dead letters: listing, replay, remove.
+//! - [`logs`] — the audit and access logs.
+//! - [`runs`] — job runs and their per-minute counts.
+//! - [`workers`] — live workers.
+//! - [`tokens`] — API tokens.
+//! - [`system`] — Redis health and `INFO`, readiness.
 
+pub mod bulk;
 pub mod dlq;
 pub mod jobs;
 pub mod logs;

@@ -10,7 +10,7 @@ use crate::console::ctx::Ctx;
 use crate::console::page::{ConfirmPage, Form};
 use crate::console::view::enc;
 use crate::ops;
-use crate::ops::jobs::MAX_BULK_ACTION;
+use crate::ops::bulk::MAX_BULK_ACTION;
 
 /// `POST /queues/{queue}/bulk[?all=1]`.
 pub async fn bulk(
@@ -115,7 +115,7 @@ pub async fn bulk(
         let ids: Vec<&String> = ids.iter().take(MAX_BULK_ACTION).collect();
         json!({"action": action, "ids": ids})
     };
-    let outcome = match ops::jobs::bulk(&ctx.state, &ctx.caller, &q, body).await {
+    let outcome = match ops::bulk::bulk(&ctx.state, &ctx.caller, &q, body).await {
         Ok(o) => o,
         Err(e) => return ctx.done(&form, &fallback, false, &e.message),
     };
