@@ -31,6 +31,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         } => Ok(keel_server::serve::run(config, Duration::from_millis(shutdown_timeout_ms)).await?),
         Command::Migrate { action } => crate::server::migrate(&config, action, json_out).await,
         Command::Token { action } => crate::server::token(&config, action, json_out).await,
+        Command::User { action } => crate::server::user(&config, action, json_out).await,
         Command::Redis { action } => crate::toolkit::redis(&config, action, json_out).await,
         Command::Cache { action } => crate::toolkit::cache(&config, action, json_out).await,
         Command::Ratelimit { action } => crate::toolkit::ratelimit(&config, action, json_out).await,

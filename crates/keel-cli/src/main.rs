@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! - this file: arguments (clap), dispatch, output and exit codes.
-//! - [`commands`]: one function per command.
-//! - [`bench`]: `keel bench`, Keel vs raw bullmq-official (and the Node peer via a script).
+//! - [`commands`] — one function per command.
+//! - [`bench`] — `keel bench`, Keel vs raw bullmq-official (and the Node peer via a script).
 //!
 //! Exit codes: 0 success, 1 unexpected failure, 2 bad input or configuration (the message names
 //! the argument or key), 3 backend unreachable.
@@ -66,6 +66,11 @@ pub enum Command {
     Token {
         #[command(subcommand)]
         action: TokenAction,
+    },
+    /// Manage the console's named accounts (people sign in with email and password).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
     },
     /// Run the configured queues' workers until SIGTERM/SIGINT.
     Worker {
@@ -197,6 +202,31 @@ pub enum TokenAction {
     Revoke {
         /// The token id.
         id: String,
+    },
+}
+
+/// `keel user` actions.
+#[derive(Subcommand, Debug)]
+pub enum UserAction {
+    /// Create an account; the password is prompted for, or read from stdin when it is not a
+    /// terminal (at least 12 characters; stored as an argon2id hash).
+    Create {
+        /// The email the person signs in with.
+        #[arg(long)]
+        email: String,
+        /// owner, admin or viewer.
+        #[arg(long)]
+        role: String,
+        /// Bind it to a tenant (by name; created if a configured queue is bound to it).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List accounts (never their passwords).
+    List,
+    /// Disable an account: it can no longer sign in, and its sessions end.
+    Disable {
+        /// The account's email.
+        email: String,
     },
 }
 

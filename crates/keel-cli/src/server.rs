@@ -1,4 +1,4 @@
-//! `keel migrate` and `keel token`: the records database from the shell.
+//! `keel migrate`, `keel token` and `keel user`: the records database from the shell.
 
 use keel::config::Config;
 use keel::Error;
@@ -6,7 +6,7 @@ use keel_records::prelude::*;
 use keel_records::{Role, Scope, StoreError};
 use serde_json::json;
 
-use crate::{Failure, MigrateAction, TokenAction};
+use crate::{Failure, MigrateAction, TokenAction, UserAction};
 
 /// `keel migrate up|down`.
 pub async fn migrate(
@@ -46,39 +46,149 @@ pub async fn migrate(
     Ok(())
 }
 
+/// The id of the tenant named `--tenant`: an existing tenant, or one created because a
+/// configured queue is bound to that name (as `keel serve` does); any other name is refused.
+async fn tenant_id(
+    config: &Config,
+    store: &dyn RecordStore,
+    tenant: Option<String>,
+) -> Result<Option<String>, Failure> {
+    let Some(t) = tenant else { return Ok(None) };
+    keel::keys::validate_name("--tenant", &t)?;
+    if let Some(x) = store.tenant_by_name(&t).await? {
+        return Ok(Some(x.id));
+    }
+    if config
+        .queues
+        .values()
+        .any(|q| q.tenant.as_deref() == Some(&t))
+    {
+        return Ok(Some(store.create_tenant(&t).await?.id));
+    }
+    Err(Error::invalid(
+        "--tenant",
+        format!("unknown tenant {t:?}: no queue in the configuration has tenant = {t:?}"),
+    )
+    .into())
+}
+
+/// A `--role` value.
+fn role_arg(role: &str) -> Result<Role, StoreError> {
+    role.parse::<Role>().map_err(|e| match e {
+        StoreError::Invalid { message, .. } => StoreError::invalid("--role", message),
+        other => other,
+    })
+}
+
+/// The new account's password: prompted for (twice, without echo) on a terminal, else the
+/// first line of stdin (`echo "$PW" | keel user create …`).
+fn read_password() -> Result<String, Failure> {
+    use std::io::IsTerminal;
+    let io = |e: std::io::Error| Failure {
+        code: "invalid-input",
+        field: Some("password".into()),
+        message: format!("could not read the password: {e}"),
+        exit: 2,
+    };
+    if std::io::stdin().is_terminal() {
+        let first =
+            rpassword::prompt_password("Password (at least 12 characters): ").map_err(io)?;
+        let again = rpassword::prompt_password("Again: ").map_err(io)?;
+        if first != again {
+            return Err(Failure {
+                code: "invalid-input",
+                field: Some("password".into()),
+                message: "the two passwords differ".into(),
+                exit: 2,
+            });
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(io)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// `keel user create|list|disable`: named accounts of the console.
+pub async fn user(config: &Config, action: UserAction, json_out: bool) -> Result<(), Failure> {
+    if let UserAction::Create { role, .. } = &action {
+        role_arg(role)?;
+    }
+    let store = keel_server::serve::open_store(config).await?;
+    store.migrate_up().await?;
+    match action {
+        UserAction::Create {
+            email,
+            role,
+            tenant,
+        } => {
+            let role = role_arg(&role)?;
+            let tenant_id = tenant_id(config, &*store, tenant).await?;
+            let password = read_password()?;
+            let user = store
+                .create_user(&email, &password, role, tenant_id.as_deref())
+                .await?;
+            if json_out {
+                println!("{}", json!({ "user": user }));
+            } else {
+                println!(
+                    "created {} (id {}, role {})",
+                    user.email,
+                    user.id,
+                    role.as_str()
+                );
+            }
+        }
+        UserAction::List => {
+            let users = store.list_users(&Scope::All).await?;
+            if json_out {
+                println!("{}", json!(users));
+            } else {
+                println!(
+                    "{:<34} {:<8} {:<20} {:<9} EMAIL",
+                    "ID", "ROLE", "TENANT", "STATE"
+                );
+                for u in users {
+                    println!(
+                        "{:<34} {:<8} {:<20} {:<9} {}",
+                        u.id,
+                        u.role.as_str(),
+                        u.tenant_id.as_deref().unwrap_or("-"),
+                        if u.disabled_at.is_some() {
+                            "disabled"
+                        } else {
+                            "enabled"
+                        },
+                        u.email
+                    );
+                }
+            }
+        }
+        UserAction::Disable { email } => {
+            if !store.disable_user(&Scope::All, &email).await? {
+                return Err(Error::not_found(format!("enabled account {email}")).into());
+            }
+            if json_out {
+                println!("{}", json!({ "disabled": email }));
+            } else {
+                println!("disabled {email}; its sessions end at their next request");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `keel token create|list|revoke`.
 pub async fn token(config: &Config, action: TokenAction, json_out: bool) -> Result<(), Failure> {
     if let TokenAction::Create { role, .. } = &action {
-        role.parse::<Role>().map_err(|e| match e {
-            StoreError::Invalid { message, .. } => StoreError::invalid("--role", message),
-            other => other,
-        })?;
+        role_arg(role)?;
     }
     let store = keel_server::serve::open_store(config).await?;
     store.migrate_up().await?;
     match action {
         TokenAction::Create { role, tenant, name } => {
-            let role: Role = role.parse()?;
-            let tenant_id = match tenant {
-                None => None,
-                Some(t) => {
-                    keel::keys::validate_name("--tenant", &t)?;
-                    Some(match store.tenant_by_name(&t).await? {
-                        Some(x) => x.id,
-                        // A tenant exists through the queues bound to it, as in `keel serve`.
-                        None if config.queues.values().any(|q| q.tenant.as_deref() == Some(&t)) => {
-                            store.create_tenant(&t).await?.id
-                        }
-                        None => {
-                            return Err(Error::invalid(
-                                "--tenant",
-                                format!("unknown tenant {t:?}: no queue in the configuration has tenant = {t:?}"),
-                            )
-                            .into())
-                        }
-                    })
-                }
-            };
+            let role = role_arg(&role)?;
+            let tenant_id = tenant_id(config, &*store, tenant).await?;
             let (token, secret) = store
                 .create_token(&name, role, tenant_id.as_deref())
                 .await?;

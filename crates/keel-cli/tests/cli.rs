@@ -680,3 +680,69 @@ async fn toolkit_commands_cache_ratelimit_redis() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error"]["code"], json!("needs-shared-backend"));
 }
+
+/// `keel user create|list|disable`: the password comes from stdin when it is not a terminal,
+/// is checked (12 characters at least) and never printed; accounts are listed and disabled.
+#[test]
+fn users_are_created_listed_and_disabled() {
+    use std::io::Write as _;
+    let cli = Cli::new();
+    let create = |email: &str, role: &str, password: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_keel"));
+        c.current_dir(cli.dir.path())
+            .env_remove("REDIS_URL")
+            .env("RUST_LOG", "warn")
+            .args(["--json", "user", "create", "--email", email, "--role", role])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = create("Ops@Example.com", "admin", "a long enough password");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !text.contains("a long enough password"),
+        "the password is never printed"
+    );
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["user"]["email"], "ops@example.com");
+    let short = create("b@example.com", "viewer", "short");
+    assert_eq!(short.status.code(), Some(2));
+    let e: Value = serde_json::from_slice(&short.stdout).unwrap();
+    assert_eq!(e["error"]["field"], "password", "{e}");
+    let again = create("ops@example.com", "viewer", "another long password");
+    assert_eq!(again.status.code(), Some(2));
+    let e: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "conflict", "{e}");
+    let bad_role = create("c@example.com", "boss", "a long enough password");
+    let e: Value = serde_json::from_slice(&bad_role.stdout).unwrap();
+    assert_eq!(e["error"]["field"], "--role", "{e}");
+    let listed = |cli: &Cli| -> Vec<Value> {
+        let out = cli.raw(&["--json", "user", "list"], false);
+        assert!(out.status.success());
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let users = listed(&cli);
+    assert_eq!(users.len(), 1, "refused creations left nothing: {users:?}");
+    assert!(users[0]["disabled_at"].is_null());
+    let out = cli.raw(&["--json", "user", "disable", "ops@example.com"], false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(listed(&cli)[0]["disabled_at"].is_i64());
+    let out = cli.raw(&["--json", "user", "disable", "ops@example.com"], false);
+    assert_eq!(out.status.code(), Some(2), "already disabled");
+}

@@ -1,21 +1,21 @@
 //! Keel's queue vocabulary, shared by every backend and by the public `keel` library.
 //!
 //! # Layout
-//! - [`options`]: what a producer asks for — [`JobOptions`], [`Backoff`], [`KeepJobs`],
+//! - [`options`] — what a producer asks for — [`JobOptions`], [`Backoff`], [`KeepJobs`],
 //!   [`Deduplication`] — with validation that names the offending field.
-//! - [`job`]: [`Job`], the snapshot of one job as a backend stores it, and [`NewJob`].
-//! - [`state`]: [`JobState`] and [`QueueCounts`].
-//! - [`backend`]: the [`QueueBackend`] trait every storage tier implements (Redis via
+//! - [`job`] — [`Job`], the snapshot of one job as a backend stores it, and [`NewJob`].
+//! - [`state`] — [`JobState`] and [`QueueCounts`].
+//! - [`backend`] — the [`QueueBackend`] trait every storage tier implements (Redis via
 //!   `bullmq-official`, in-process memory), the worker-side [`Processor`] contract and
 //!   [`JobError`], the way a handler says "retry", "give up" or "retry after".
-//! - [`events`]: [`QueueEvent`], the per-queue events stream.
-//! - [`schedule`]: repeatable jobs (cron with time zone, fixed interval).
-//! - [`names`]: the BullMQ naming rules Keel keeps (no `:` in queue names and job ids) and
+//! - [`events`] — [`QueueEvent`], the per-queue events stream.
+//! - [`schedule`] — repeatable jobs (cron with time zone, fixed interval).
+//! - [`names`] — the BullMQ naming rules Keel keeps (no `:` in queue names and job ids) and
 //!   the dead-letter queue name.
-//! - [`kv`]: the toolkit contract [`KvBackend`] (atomic key-value, rate-limit, lock, pub/sub
+//! - [`kv`] — the toolkit contract [`KvBackend`] (atomic key-value, rate-limit, lock, pub/sub
 //!   and monitoring operations) and [`ratemath`], the pure arithmetic of the rate limiters.
-//! - [`secrets`]: what counts as a secret and how keys, values and URLs are masked.
-//! - [`error`]: [`Error`], with stable kebab-case codes for the HTTP and CLI layers.
+//! - [`secrets`] — what counts as a secret and how keys, values and URLs are masked.
+//! - [`error`] — [`Error`], with stable kebab-case codes for the HTTP and CLI layers.
 //!
 //! Nothing here does I/O: the crate is the contract, the backends are the mechanisms.
 

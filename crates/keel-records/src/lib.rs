@@ -6,13 +6,13 @@
 //! the queue backend's `backend-unavailable`.
 //!
 //! # Layout
-//! - [`model`]: roles, scopes and the records themselves.
-//! - [`store`]: the contract, one trait per record kind ([`TokenStore`], [`LogStore`], …) and
+//! - [`model`] — roles, scopes and the records themselves.
+//! - [`store`] — the contract, one trait per record kind ([`TokenStore`], [`LogStore`], …) and
 //!   [`RecordStore`], all of them.
-//! - [`sql`]: [`SqlStore`], the PostgreSQL and SQLite implementation; its migrations are in
+//! - [`sql`] — [`SqlStore`], the PostgreSQL and SQLite implementation; its migrations are in
 //!   `migrations/<db>/`, embedded at compile time.
-//! - [`secret`]: token secrets and argon2id passwords.
-//! - [`error`]: [`StoreError`].
+//! - [`secret`] — token secrets and argon2id passwords.
+//! - [`error`] — the records' errors ([`StoreError`]).
 //! - `testing` (feature `testing`): a fresh database per test, for this crate's store suite
 //!   and the server's tests.
 

@@ -1,7 +1,7 @@
 //! Keel's own queue scripts (`lua/*.lua`, each opening with its KEYS, ARGV and return value),
 //! for what bullmq-official's BullMQ 6 scripts cannot do beside Node BullMQ 5 or store:
 //!
-//! - [`add_standard`]: every standard add (no delay, no priority). It puts the job where the
+//! - [`add_standard`] — every standard add (no delay, no priority). It puts the job where the
 //!   queue's layout expects it — the `paused` list of a paused queue in BullMQ 5's layout,
 //!   `wait` otherwise — deciding inside the script, so no pause or resume can slip between
 //!   the check and the push, and it stores the options BullMQ's way, `backoff.jitter`
@@ -9,8 +9,8 @@
 //! - [`pause`]/[`resume`] of a queue in BullMQ 5's layout, BullMQ 5's way (jobs move between
 //!   `wait` and `paused`), so that a Node BullMQ 5 resume never renames `paused` over jobs
 //!   waiting in `wait`.
-//! - [`patch_backoff`]: the jitter of a delayed or prioritized job (added by bullmq-official).
-//! - [`note_stalls`]: a job's stalls (BullMQ's `stc`) reported once across workers.
+//! - [`patch_backoff`] — the jitter of a delayed or prioritized job (added by bullmq-official).
+//! - [`note_stalls`] — a job's stalls (BullMQ's `stc`) reported once across workers.
 //!
 //! A queue is in BullMQ 5's layout when a Node BullMQ 5 `Queue` wrote its meta `version`
 //! (`bullmq:5.…`; Keel never overwrites another client's version) or a `paused` list exists.

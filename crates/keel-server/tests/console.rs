@@ -655,3 +655,204 @@ async fn a_locked_out_address_is_refused_even_with_the_right_token() {
     assert!(!web.cookies_has_session(), "no session while locked out");
     app.stop().await;
 }
+
+/// Named accounts: sign-in by email and password (CSRF-checked, strict cookie), pages and
+/// actions as the person (`user:<email>` in the audit and access logs), disabling the account
+/// ends its session, and failed sign-ins lock the account whatever address they come from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_accounts_sign_in_act_as_themselves_and_are_locked_per_account() {
+    let config = format!(
+        "[server]\ntrust_proxy = true\n{}",
+        config("http://127.0.0.1:9/")
+    );
+    let app = App::start(
+        &config,
+        Backend::memory().with_keys(support::unique_keys()),
+        Db::Sqlite,
+    )
+    .await;
+    let store = &app.state().store;
+    let pw = "correct horse battery staple";
+    store
+        .create_user("Ops@Example.com", pw, keel_records::Role::Admin, None)
+        .await
+        .unwrap();
+    let mut web = Web::new(&app);
+    let csrf = web.get("/login").await.csrf();
+    let forged = web
+        .post(
+            "/login",
+            &[
+                ("csrf", "nope"),
+                ("email", "ops@example.com"),
+                ("password", pw),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(!web.cookies_has_session());
+    // The refusal is a fresh form with a fresh double-submit token.
+    let csrf = if forged.body.contains("name=\"csrf\"") {
+        forged.csrf()
+    } else {
+        csrf
+    };
+    let wrong = web
+        .post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("email", "ops@example.com"),
+                ("password", "not it at all"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        wrong.body.contains("do not match an enabled account"),
+        "{}",
+        wrong.body
+    );
+    let csrf = wrong.csrf();
+    let ok = web
+        .post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("email", "OPS@example.com"),
+                ("password", pw),
+                ("next", "/queues"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (ok.status, ok.location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/queues")),
+        "{}",
+        ok.body
+    );
+    let session = ok
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("keel_session="))
+        .unwrap();
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+    // Pages show the person; a change is audited with the person as the actor.
+    let page = web.get("/queues").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("ops@example.com"),
+        "the frame names the account"
+    );
+    let csrf = page.csrf();
+    let r = web
+        .post("/queues/mail/pause", &[("csrf", &csrf)], None)
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(paused(&app).await);
+    let entries = audit(&app, "owner.queue.pause").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["actor"], "user:ops@example.com");
+    assert_eq!(web.get("/queues/mail").await.status, StatusCode::OK);
+    let (_, access) = app
+        .get_json(
+            "/api/owner/logs/access?action=owner.read.queue_jobs",
+            Some(&app.owner),
+        )
+        .await;
+    assert_eq!(
+        access["items"][0]["actor"], "user:ops@example.com",
+        "{access}"
+    );
+    // A form without the session's CSRF token changes nothing.
+    let r = web
+        .post("/queues/mail/resume", &[("csrf", "forged")], None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(paused(&app).await);
+    // Disabled: the session ends at its next request, and the password no longer signs in.
+    assert!(store
+        .disable_user(&keel_records::Scope::All, "ops@example.com")
+        .await
+        .unwrap());
+    let gone = web.get("/queues").await;
+    assert_eq!(gone.status, StatusCode::SEE_OTHER);
+    assert!(gone.location.unwrap().starts_with("/login"));
+    let csrf = web.get("/login").await.csrf();
+    let refused = web
+        .post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("email", "ops@example.com"),
+                ("password", pw),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    // Per account: five failures from five addresses lock the account, so a sixth address
+    // with the right password is refused too; another account is not affected.
+    store
+        .create_user("victim@example.com", pw, keel_records::Role::Viewer, None)
+        .await
+        .unwrap();
+    store
+        .create_user(
+            "bystander@example.com",
+            pw,
+            keel_records::Role::Viewer,
+            None,
+        )
+        .await
+        .unwrap();
+    let attempt = |ip: String, email: &'static str, password: &'static str| {
+        let mut web = Web::new(&app);
+        web.forwarded_for = Some(ip);
+        async move {
+            let csrf = web.get("/login").await.csrf();
+            web.post(
+                "/login",
+                &[("csrf", &csrf), ("email", email), ("password", password)],
+                None,
+            )
+            .await
+        }
+    };
+    for i in 0..5 {
+        let r = attempt(
+            format!("10.0.0.{i}"),
+            "victim@example.com",
+            "guessing wrongly",
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let locked = attempt(
+        "10.0.1.1".into(),
+        "victim@example.com",
+        "correct horse battery staple",
+    )
+    .await;
+    assert_eq!(
+        locked.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        locked.body
+    );
+    assert!(locked.body.contains("Too many failed sign-ins"));
+    let other = attempt(
+        "10.0.1.2".into(),
+        "bystander@example.com",
+        "correct horse battery staple",
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::SEE_OTHER, "{}", other.body);
+    app.stop().await;
+}

@@ -2,23 +2,23 @@
 //! Node BullMQ 6 services share the same queues) or in process memory (zero setup).
 //!
 //! # Layout
-//! - [`backend`]: [`Backend`], the cheap-clone handle to a storage tier — Redis through
+//! - [`backend`] — [`Backend`], the cheap-clone handle to a storage tier — Redis through
 //!   `keel-redis` (BullMQ's own Lua scripts via `bullmq-official`) or memory through
 //!   `keel-memory`. Both implement `keel_core::QueueBackend` and pass one conformance suite
 //!   (`tests/conformance`).
-//! - [`queue`]: [`Queue`], the producer and admin API of one queue (add, list, count, pause,
+//! - [`queue`] — [`Queue`], the producer and admin API of one queue (add, list, count, pause,
 //!   retry, remove, clean, drain, obliterate, schedulers, rate limit, events).
-//! - [`worker`]: [`Worker`], which runs handlers per queue and per job name with concurrency,
+//! - [`worker`] — [`Worker`], which runs handlers per queue and per job name with concurrency,
 //!   job timeouts, dead-lettering and graceful shutdown; and the process heartbeat.
-//! - [`dlq`]: [`DeadLetterQueue`] (`dlq-<queue>`): entries, replay, replay all, remove, and the
+//! - [`dlq`] — [`DeadLetterQueue`] (`dlq-<queue>`): entries, replay, replay all, remove, and the
 //!   reconciler that repairs a crash between "failed" and "dead-lettered".
 //! - The toolkit, on both backends through `keel_core::KvBackend`: [`keys`] (every key,
 //!   `prefix:env:category:…:vN`), [`cache`] ([`Cache`]: stampede protection, tags, XFetch),
 //!   [`ratelimit`] ([`RateLimiter`]: GCRA, sliding window, sliding log, fixed window), [`lock`]
 //!   ([`Locks`] with fencing tokens), [`store`] ([`Counters`], [`Flags`], [`Idempotency`],
 //!   [`Sessions`]), [`pubsub`] ([`Events`]) and [`health`] (ping, `INFO` with thresholds).
-//! - [`handlers`]: handlers a server runs without Rust code (`http`).
-//! - [`config`]: the `keel.toml` file and the environment variables that override it.
+//! - [`handlers`] — handlers a server runs without Rust code (`http`).
+//! - [`config`] — the `keel.toml` file and the environment variables that override it.
 //!
 //! # Example
 //! ```no_run

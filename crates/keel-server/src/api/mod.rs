@@ -4,10 +4,10 @@
 //! # Layout
 //! - [`queues`], [`jobs`], [`dlq`], [`logs`], [`runs`], [`workers`], [`tokens`]: one file per
 //!   resource of `/api/owner/*`.
-//! - [`health`]: `/api/health*` and `/api/admin/redis/metrics`.
-//! - [`realtime`]: the `/api/owner/realtime` WebSocket.
-//! - [`metrics`]: `/metrics` (Prometheus).
-//! - [`openapi`]: `/api/openapi.json`.
+//! - [`health`] — `/api/health*` and `/api/admin/redis/metrics`.
+//! - [`realtime`] — the `/api/owner/realtime` WebSocket.
+//! - [`metrics`] — `/metrics` (Prometheus).
+//! - [`openapi`] — `/api/openapi.json`.
 
 pub mod dlq;
 pub mod health;

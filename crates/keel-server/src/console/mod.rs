@@ -18,10 +18,10 @@
 //!   local times, copy buttons and confirmations. All assets are embedded in the binary.
 //!
 //! # Layout
-//! - [`ctx`]: the signed-in request ([`ctx::Ctx`]) and how pages answer.
-//! - [`page`]: the frame, rendering, error and confirmation pages, forms, assets, headers.
-//! - [`view`]: formatting helpers (times, durations, JSON viewer, chart, pager).
-//! - [`pages`]: one file per page: `overview` (`/`), `queues` (`/queues`), `jobs`
+//! - [`ctx`] — the signed-in request ([`ctx::Ctx`]) and how pages answer.
+//! - [`page`] — the frame, rendering, error and confirmation pages, forms, assets, headers.
+//! - [`view`] — formatting helpers (times, durations, JSON viewer, chart, pager).
+//! - [`pages`] — one file per page: `overview` (`/`), `queues` (`/queues`), `jobs`
 //!   (`/queues/{q}`), `job` (`/queues/{q}/jobs/{id}`), `bulk`, `dlq` (`/queues/{q}/dlq`),
 //!   `runs` (`/runs`, `/runs/{id}`), `logs` (`/audit`, `/access` and their entries), `redis`
 //!   (`/redis`), `login` (`/login`, `/logout`).

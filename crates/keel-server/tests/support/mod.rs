@@ -359,6 +359,8 @@ pub struct Web<'a> {
     app: &'a App,
     /// Cookies by name.
     pub cookies: HashMap<String, String>,
+    /// Sent as `X-Forwarded-For` (the client address when the server trusts its proxy).
+    pub forwarded_for: Option<String>,
 }
 
 /// A console response: status, `Location`, `Set-Cookie` values, body.
@@ -386,6 +388,7 @@ impl<'a> Web<'a> {
         Web {
             app,
             cookies: HashMap::new(),
+            forwarded_for: None,
         }
     }
 
@@ -478,6 +481,9 @@ impl<'a> Web<'a> {
             .header("cookie", self.cookie_header());
         if let Some(o) = origin {
             b = b.header("origin", o);
+        }
+        if let Some(ip) = &self.forwarded_for {
+            b = b.header("x-forwarded-for", ip);
         }
         self.run(b.body(Body::from(body)).unwrap()).await
     }

@@ -1,9 +1,9 @@
 //! Handlers a server runs from configuration, without Rust code.
 //!
 //! # Layout
-//! - [`http`]: POST each job to a URL (HMAC-signed, timeout, 2xx completes, 4xx unrecoverable,
+//! - [`http`] — POST each job to a URL (HMAC-signed, timeout, 2xx completes, 4xx unrecoverable,
 //!   408/429/5xx/timeouts retried honouring `Retry-After`).
-//! - [`processor_for`]: the processor for a queue's configured handler.
+//! - [`processor_for`] — the processor for a queue's configured handler.
 
 pub mod http;
 

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::auth::{
-    constant_time_eq, cookie, new_secret, same_origin, secure, sessions, set_cookie, SessionData,
-    LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL,
+    constant_time_eq, cookie, new_secret, same_origin, secure, session_caller, sessions,
+    set_cookie, SessionData, LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL,
 };
 use crate::console::ctx::{is_local_path, Ctx};
 use crate::console::page::{bare_error, html, Form, Layout};
@@ -35,10 +35,13 @@ struct LoginPage {
     error: String,
 }
 
-/// `GET /login?next=`.
+/// `GET /login?next=`: the form, or `/` when the browser's session is still good. A session
+/// whose token was revoked or whose account was disabled is ended here (else `/` and `/login`
+/// would send the browser back and forth).
 pub async fn login_form(
     State(state): State<AppState>,
     headers: HeaderMap,
+    meta: Meta,
     RawQuery(raw): RawQuery,
 ) -> Response {
     #[derive(Deserialize, Default)]
@@ -47,8 +50,14 @@ pub async fn login_form(
     }
     let q: Q = parse_query(raw.as_deref()).unwrap_or_default();
     if let Some(sid) = cookie(&headers, SESSION_COOKIE) {
-        if let Ok(Some(_)) = sessions(&state).get::<SessionData>(sid).await {
-            return Redirect::to("/").into_response();
+        if let Ok(Some(s)) = sessions(&state).get::<SessionData>(sid).await {
+            match session_caller(&state, &s.data, meta).await {
+                Ok(Some(_)) => return Redirect::to("/").into_response(),
+                Ok(None) => {
+                    let _ = sessions(&state).destroy(sid).await;
+                }
+                Err(_) => {}
+            }
         }
     }
     login_page(
