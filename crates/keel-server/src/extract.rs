@@ -2,10 +2,8 @@
 //! request facts the logs record), [`Meta`], JSON bodies and query strings with errors in the
 //! API's shape.
 
-use std::net::SocketAddr;
-
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use keel_records::{ApiToken, Role, Scope, User};
@@ -136,23 +134,7 @@ pub struct Meta {
 
 /// The client IP: the socket peer, or the first `X-Forwarded-For` hop when trusted.
 pub fn client_ip(parts: &Parts, trust_proxy: bool) -> String {
-    if trust_proxy {
-        if let Some(ip) = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-        {
-            return ip.to_string();
-        }
-    }
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    keel::http::client_ip(parts, trust_proxy)
 }
 
 impl Meta {

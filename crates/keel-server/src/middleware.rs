@@ -1,60 +1,18 @@
-//! Middleware of every route: the owner API's rate limit, request metrics, request bounds
-//! (431/408 in the API's shape), the NUL refusal, the 404 fallback and the panic answer.
+//! Middleware of every route: request metrics, request bounds (431/408 in the API's shape),
+//! the NUL refusal and the panic answer. (The owner API's rate limit is `keel::http`'s
+//! [`RateLimitLayer`](keel::http::RateLimitLayer), set up in [`owner_rate_limit`].)
 
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::extract::{client_ip, Caller};
+use crate::extract::Caller;
 use crate::state::AppState;
-
-/// Rate limit of `/api/owner/*`: the `owner-api` policy per client IP, headers on every
-/// response, 429 with `Retry-After`; fails open when Redis is down (the policy's setting).
-pub async fn owner_rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    let ip = client_ip(&parts, state.config.server.trust_proxy);
-    let req = Request::from_parts(parts, body);
-    let decision = match state.limiter.check("owner-api", &ip).await {
-        Ok(d) => Some(d),
-        Err(e) => {
-            tracing::warn!(error = %e, "owner-api rate limit check failed; admitting");
-            None
-        }
-    };
-    let mut resp = match &decision {
-        Some(d) if !d.allowed => {
-            state.metrics.rate_limited("owner-api");
-            ApiError {
-                retry_after: d.retry_after.map(|r| r.as_millis().div_ceil(1000) as u64),
-                ..ApiError::new(
-                    ErrorCode::RateLimited,
-                    format!(
-                        "over {} requests per {} s from this address",
-                        d.limit, d.window_s
-                    ),
-                )
-            }
-            .into_response()
-        }
-        _ => next.run(req).await,
-    };
-    if let Some(d) = decision {
-        for (name, value) in d.headers().into_iter().chain(d.ietf_headers()) {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(&value),
-            ) {
-                resp.headers_mut().insert(n, v);
-            }
-        }
-    }
-    resp
-}
 
 /// Counts requests by matched route, method and status.
 pub async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -168,3 +126,20 @@ pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Bo
     )
     .into_response()
 }
+
+/// The owner API's rate limit: the `owner-api` policy per client address (the proxied one
+/// with `trust_proxy`), the rate-limit headers on every answer, 429 with `Retry-After`; the
+/// policy fails open when Redis is down. Rejections are counted in the metrics.
+pub fn owner_rate_limit(state: &AppState) -> keel::http::RateLimitLayer {
+    let trust_proxy = state.config.server.trust_proxy;
+    let metrics = state.metrics.clone();
+    keel::http::RateLimitLayer::new(
+        state.limiter.clone(),
+        keel::http::RateRules::new().default_policy(OWNER_API_POLICY),
+    )
+    .subject(move |p| keel::http::client_ip(p, trust_proxy))
+    .on_reject(move |_| metrics.rate_limited(OWNER_API_POLICY))
+}
+
+/// The rate-limit policy of the owner API.
+pub const OWNER_API_POLICY: &str = "owner-api";

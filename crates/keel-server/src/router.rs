@@ -40,10 +40,7 @@ async fn not_found(
 
 /// The whole application with its layers.
 pub fn router(state: AppState) -> Router {
-    let owner = crate::api::owner_routes().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        owner_rate_limit,
-    ));
+    let owner = crate::api::owner_routes().route_layer(owner_rate_limit(&state));
     let body_limit = state.config.server.body_limit_bytes;
     let timeout = state.config.server.request_timeout;
     Router::new()

@@ -18,6 +18,9 @@
 //!   ([`Locks`] with fencing tokens), [`store`] ([`Counters`], [`Flags`], [`Idempotency`],
 //!   [`Sessions`]), [`pubsub`] ([`Events`]) and [`health`] (ping, `INFO` with thresholds).
 //! - [`handlers`] — handlers a server runs without Rust code (`http`).
+//! - `http` (feature `http`) — tower layers for a user's own axum service: per-route rate
+//!   limits ([`http::RateLimitLayer`]) and cache-aside of `GET` answers with tag invalidation
+//!   ([`http::CacheLayer`]).
 //! - [`config`] — the `keel.toml` file and the environment variables that override it.
 //!
 //! # Example
@@ -37,6 +40,8 @@ pub mod config;
 pub mod dlq;
 pub mod handlers;
 pub mod health;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod keys;
 pub mod lock;
 pub mod pubsub;

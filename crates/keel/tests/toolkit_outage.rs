@@ -1,8 +1,6 @@
 //! The toolkit with Redis going away and coming back. The test starts its own `redis-server` on
 //! a spare loopback port (never touching the shared one), stops it, and starts it again.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -11,56 +9,9 @@ use keel::health::{self, Status};
 use keel::ratelimit::DecisionSource;
 use keel::{Backend, Cache, CachePolicy, Error, Events, RateLimiter, RatePolicy, Write};
 
-struct PrivateRedis {
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    fn spare_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    fn start(port: u16) -> PrivateRedis {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (see README)");
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < until, "private redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        PrivateRedis { child: Some(child) }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+#[path = "support/private_redis.rs"]
+mod private_redis;
+use private_redis::PrivateRedis;
 
 async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
     let until = Instant::now() + limit;
