@@ -8,7 +8,8 @@
 //! 1. [`error`] (the one error shape, [`error::ErrorCode`]), [`tags`] (the owner cache's
 //!    tags), [`mask`] (secrets out of audit payloads).
 //! 2. Background services and their handles: [`metrics`] (Prometheus registry), [`logs`]
-//!    (audit/access group commit), [`runs`] (job-run recorder), [`realtime`] (event hub).
+//!    (audit/access group commit), [`runs`] (job-run recorder), [`realtime`] (event hub),
+//!    [`invalidate`] (coalesced cache invalidation).
 //! 3. [`state`]: [`state::AppState`], what every handler reaches.
 //! 4. [`extract`] (the caller, request facts, JSON bodies, query strings), [`auth`] (console
 //!    sessions and cookies), [`middleware`] (rate limit, metrics, bounds, NUL refusal).
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod console;
 pub mod error;
 pub mod extract;
+pub mod invalidate;
 pub mod listener;
 pub mod logs;
 pub mod mask;

@@ -129,6 +129,8 @@ pub async fn prepare(
     };
     let (logs, logs_task) = crate::logs::LogWriter::start(store.clone(), Some(cache.clone()));
     tasks.push(logs_task);
+    let (invalidator, invalidator_task) = crate::invalidate::Invalidator::start(cache.clone());
+    tasks.push(invalidator_task);
     let mut started = Vec::new();
     let mut heartbeat = None;
     if workers {
@@ -161,6 +163,7 @@ pub async fn prepare(
         store,
         limiter,
         cache,
+        invalidator,
         queue_tenants,
         metrics,
         runs,

@@ -42,6 +42,8 @@ pub struct Inner {
     pub limiter: RateLimiter,
     /// Response cache of owner GETs.
     pub cache: Cache,
+    /// Coalesced invalidation of the owner cache's tags.
+    pub invalidator: crate::invalidate::Invalidator,
     /// Queue → tenant id, for queues bound to a tenant.
     pub queue_tenants: HashMap<String, String>,
     /// Prometheus metrics.

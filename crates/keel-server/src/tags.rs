@@ -24,8 +24,6 @@ pub fn owner_cache(backend: &Backend) -> keel::Result<Cache> {
 pub const QUEUES: &str = "queues";
 /// The audit log's pages.
 pub const AUDIT: &str = "audit";
-/// The access log's pages (not cached today; writes still invalidate it).
-pub const ACCESS: &str = "access";
 /// The run lists and per-minute counts.
 pub const RUNS: &str = "runs";
 

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("logs", 2),
     ("runs", 2),
     ("realtime", 2),
+    ("invalidate", 2),
     ("state", 3),
     ("extract", 4),
     ("auth", 4),

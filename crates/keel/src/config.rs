@@ -225,6 +225,7 @@ struct RawPolicy {
     on_failure: FailMode,
     #[serde(default)]
     dark: bool,
+    local_lease: Option<u64>,
 }
 
 fn default_algorithm() -> RawAlgorithm {
@@ -753,6 +754,7 @@ fn rate_policies(
             algorithm,
             on_failure: p.on_failure,
             dark: p.dark,
+            local_lease: p.local_lease.unwrap_or(1),
         };
         policy.validate().map_err(|e| {
             let field = e.field().unwrap_or("").to_string();

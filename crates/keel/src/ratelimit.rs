@@ -17,7 +17,7 @@
 //! closed (rejects; login). **Dark mode** computes every decision but admits everything,
 //! counting what it would have rejected — for trying a policy on live traffic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +53,25 @@ pub struct RatePolicy {
     /// Count would-be rejections without rejecting.
     #[serde(default)]
     pub dark: bool,
+    /// Units one check takes from the shared budget at a time (1: every check asks the
+    /// backend). Above 1, an instance takes that many at once and admits the next requests of
+    /// the same subject locally until they are used or [`LEASE_TTL`] passes: the limit still
+    /// holds across instances (a lease is taken from the shared budget, never added to it);
+    /// units a lease leaves unused are lost, so a subject may be refused up to `local_lease`
+    /// units early per instance. For high limits only (the tail of a budget is checked one
+    /// by one again).
+    #[serde(default = "one")]
+    pub local_lease: u64,
 }
+
+fn one() -> u64 {
+    1
+}
+
+/// How long a local lease of [`RatePolicy::local_lease`] units lasts at most.
+pub const LEASE_TTL: Duration = Duration::from_secs(1);
+/// Most subjects holding a lease per instance (the leases are forgotten beyond it).
+pub const MAX_LEASES: usize = 10_000;
 
 const HOUR: u64 = 3_600_000;
 const DAY: u64 = 86_400_000;
@@ -70,6 +88,7 @@ impl RatePolicy {
             },
             on_failure: FailMode::Open,
             dark: false,
+            local_lease: 1,
         }
     }
 
@@ -80,7 +99,15 @@ impl RatePolicy {
             algorithm,
             on_failure: FailMode::Open,
             dark: false,
+            local_lease: 1,
         }
+    }
+
+    /// The same policy admitting locally from leases of `units` (see
+    /// [`RatePolicy::local_lease`]).
+    pub fn local_lease(mut self, units: u64) -> RatePolicy {
+        self.local_lease = units.max(1);
+        self
     }
 
     /// The same policy failing closed.
@@ -104,6 +131,12 @@ impl RatePolicy {
         }
         if self.algorithm.window_ms() == 0 {
             return Err(Error::invalid(f("window_ms"), "must be at least 1 ms"));
+        }
+        if self.local_lease == 0 || self.local_lease > self.algorithm.limit() {
+            return Err(Error::invalid(
+                f("local_lease"),
+                "must be between 1 and the policy's limit",
+            ));
         }
         if let RateAlgorithm::Gcra { burst, .. } = self.algorithm {
             if burst == 0 {
@@ -288,6 +321,18 @@ struct Inner {
     kv: Arc<dyn KvBackend>,
     keys: Keys,
     policies: BTreeMap<String, (RatePolicy, PolicyCounters)>,
+    /// Local leases by (policy, subject): one at a time per subject (a refresh is awaited by
+    /// the subject's other requests rather than raced, which would take a lease each).
+    leases: std::sync::Mutex<HashMap<(String, String), LeaseSlot>>,
+}
+
+/// One subject's lease, locked while it is refreshed.
+type LeaseSlot = Arc<tokio::sync::Mutex<Option<Lease>>>;
+
+struct Lease {
+    left: u64,
+    until: std::time::Instant,
+    decision: RateDecision,
 }
 
 /// Checks requests against named policies. Cheap to clone.
@@ -321,6 +366,7 @@ impl RateLimiter {
                 kv: backend.kv().clone(),
                 keys: backend.keys().clone(),
                 policies: map,
+                leases: Default::default(),
             }),
         })
     }
@@ -376,6 +422,61 @@ impl RateLimiter {
         if cost == 0 {
             return Err(Error::invalid("cost", "must be at least 1"));
         }
+        if p.local_lease > cost && !p.dark {
+            let slot = {
+                let mut leases = self.inner.leases.lock().unwrap_or_else(|e| e.into_inner());
+                if leases.len() >= MAX_LEASES {
+                    leases.clear();
+                }
+                leases
+                    .entry((p.name.clone(), subject.to_string()))
+                    .or_default()
+                    .clone()
+            };
+            let mut lease = slot.lock().await;
+            if let Some(l) = lease.as_mut() {
+                if l.until > std::time::Instant::now() && l.left >= cost {
+                    l.left -= cost;
+                    counters.allowed.fetch_add(1, Ordering::Relaxed);
+                    let mut d = l.decision.clone();
+                    d.remaining += l.left;
+                    return Ok(d);
+                }
+            }
+            *lease = None;
+            let d = self.check_backend(p, None, subject, p.local_lease).await?;
+            if d.allowed && d.source == DecisionSource::Backend {
+                counters.allowed.fetch_add(1, Ordering::Relaxed);
+                let left = p.local_lease - cost;
+                // GCRA units may be spent later (less burst, never more); a window's units
+                // must not outlive their window.
+                let ttl = match p.algorithm {
+                    RateAlgorithm::Gcra { .. } => LEASE_TTL,
+                    _ => LEASE_TTL.min(d.reset_after.max(Duration::from_millis(1))),
+                };
+                *lease = Some(Lease {
+                    left,
+                    until: std::time::Instant::now() + ttl,
+                    decision: d.clone(),
+                });
+                return Ok(RateDecision {
+                    remaining: d.remaining + left,
+                    ..d
+                });
+            }
+            // Not enough budget for a lease: the tail is checked one request at a time.
+        }
+        self.check_backend(p, Some(counters), subject, cost).await
+    }
+
+    /// One check by the backend, counted in `counters` when given.
+    async fn check_backend(
+        &self,
+        p: &RatePolicy,
+        counters: Option<&PolicyCounters>,
+        subject: &str,
+        cost: u64,
+    ) -> Result<RateDecision> {
         let key = self
             .inner
             .keys
@@ -434,14 +535,16 @@ impl RateLimiter {
             }
             Err(e) => return Err(e),
         };
-        let c = match decision.source {
-            DecisionSource::FailedOpen => &counters.failed_open,
-            DecisionSource::FailedClosed => &counters.failed_closed,
-            DecisionSource::Backend if decision.would_reject => &counters.dark_rejected,
-            DecisionSource::Backend if decision.allowed => &counters.allowed,
-            DecisionSource::Backend => &counters.rejected,
-        };
-        c.fetch_add(1, Ordering::Relaxed);
+        if let Some(counters) = counters {
+            let c = match decision.source {
+                DecisionSource::FailedOpen => &counters.failed_open,
+                DecisionSource::FailedClosed => &counters.failed_closed,
+                DecisionSource::Backend if decision.would_reject => &counters.dark_rejected,
+                DecisionSource::Backend if decision.allowed => &counters.allowed,
+                DecisionSource::Backend => &counters.rejected,
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
         if decision.would_reject {
             tracing::info!(policy = %p.name, subject, "dark rate limit would have rejected");
         }

@@ -60,8 +60,7 @@ pub(super) async fn copy_logs(
     access: &[NewAccess],
 ) -> Result<()> {
     let now = (keel_core::now_ms() as i64).to_string();
-    let mut tx = pg.begin().await.map_err(|e| db_err("logs", e))?;
-    if !audit.is_empty() {
+    let audit_data = (!audit.is_empty()).then(|| {
         let mut data = String::with_capacity(audit.len() * 200);
         for e in audit {
             let status = e.status.to_string();
@@ -81,9 +80,9 @@ pub(super) async fn copy_logs(
                 ],
             );
         }
-        copy_in(&mut tx, "audit log", "keel_audit_log (tenant_id, at, actor, action, resource, ip, user_agent, status, payload)", data).await?;
-    }
-    if !access.is_empty() {
+        data
+    });
+    let access_data = (!access.is_empty()).then(|| {
         let mut data = String::with_capacity(access.len() * 200);
         for e in access {
             let cached = (e.cached as i64).to_string();
@@ -103,9 +102,31 @@ pub(super) async fn copy_logs(
                 ],
             );
         }
-        copy_in(&mut tx, "access log", "keel_access_log (tenant_id, at, actor, action, resource, ip, user_agent, cached, fields)", data).await?;
+        data
+    });
+    const AUDIT: &str =
+        "keel_audit_log (tenant_id, at, actor, action, resource, ip, user_agent, status, payload)";
+    const ACCESS: &str =
+        "keel_access_log (tenant_id, at, actor, action, resource, ip, user_agent, cached, fields)";
+    match (audit_data, access_data) {
+        // One table: one COPY, atomic on its own — one round trip, no BEGIN/COMMIT.
+        (Some(data), None) | (None, Some(data)) => {
+            let (what, target) = if audit.is_empty() {
+                ("access log", ACCESS)
+            } else {
+                ("audit log", AUDIT)
+            };
+            let mut conn = pg.acquire().await.map_err(|e| db_err(what, e))?;
+            copy_in(&mut conn, what, target, data).await
+        }
+        (Some(a), Some(b)) => {
+            let mut tx = pg.begin().await.map_err(|e| db_err("logs", e))?;
+            copy_in(&mut tx, "audit log", AUDIT, a).await?;
+            copy_in(&mut tx, "access log", ACCESS, b).await?;
+            tx.commit().await.map_err(|e| db_err("logs", e))
+        }
+        (None, None) => Ok(()),
     }
-    tx.commit().await.map_err(|e| db_err("logs", e))
 }
 
 /// Writes runs with `COPY … FROM STDIN` (PostgreSQL).

@@ -253,6 +253,9 @@ impl SqlStore {
             Some(
                 sqlx::postgres::PgPoolOptions::new()
                     .max_connections(2)
+                    // No ping before each COPY: a dead connection fails the COPY, which the
+                    // log writer retries once, and a ping per batch was a round trip each.
+                    .test_before_acquire(false)
                     .acquire_timeout(settings.acquire_timeout)
                     .idle_timeout(settings.idle_timeout)
                     .connect_lazy(&url)

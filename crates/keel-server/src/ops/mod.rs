@@ -140,13 +140,6 @@ where
     })
 }
 
-/// Drops the owner cache's answers under `tags`.
-pub(crate) async fn invalidate(state: &AppState, tags: &[&str]) {
-    if let Err(e) = state.cache.invalidate_tags(tags).await {
-        tracing::warn!(error = %e, ?tags, "owner cache invalidation failed");
-    }
-}
-
 /// What an audited mutation is: its action, resource and (masked) payload.
 pub(crate) struct Audit<'a> {
     pub action: &'a str,
@@ -175,21 +168,8 @@ impl<'a> Audit<'a> {
     }
 }
 
-/// Runs a mutation and writes its audit entry, whatever the outcome, before answering.
-pub(crate) async fn audited<T, Fut>(
-    state: &AppState,
-    caller: &Caller,
-    audit: Audit<'_>,
-    run: Fut,
-) -> ApiResult<T>
-where
-    Fut: Future<Output = ApiResult<T>>,
-{
-    let result = run.await;
-    let status = match &result {
-        Ok(_) => audit.ok_status,
-        Err(e) => e.status().as_u16(),
-    };
+/// Writes the audit entry of a mutation that ended with `status`.
+pub(crate) async fn record(state: &AppState, caller: &Caller, audit: Audit<'_>, status: u16) {
     let entry = NewAudit {
         tenant_id: caller.tenant(),
         actor: caller.actor(),
@@ -204,6 +184,29 @@ where
     if let Err(e) = state.logs.write(LogEntry::Audit(entry)).await {
         tracing::error!(error = %e, action, resource, "audit entry not written");
     }
+}
+
+/// The status an audit entry records for `result`.
+pub(crate) fn status_of<T>(audit: &Audit<'_>, result: &ApiResult<T>) -> u16 {
+    match result {
+        Ok(_) => audit.ok_status,
+        Err(e) => e.status().as_u16(),
+    }
+}
+
+/// Runs a mutation and writes its audit entry, whatever the outcome, before answering.
+pub(crate) async fn audited<T, Fut>(
+    state: &AppState,
+    caller: &Caller,
+    audit: Audit<'_>,
+    run: Fut,
+) -> ApiResult<T>
+where
+    Fut: Future<Output = ApiResult<T>>,
+{
+    let result = run.await;
+    let status = status_of(&audit, &result);
+    record(state, caller, audit, status).await;
     result
 }
 

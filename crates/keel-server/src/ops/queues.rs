@@ -7,7 +7,7 @@ use keel::Queue;
 use keel_records::{Role, Scope};
 use serde::{Deserialize, Serialize};
 
-use super::{audited, cached, invalidate, visible_queue, Audit, Read};
+use super::{cached, record, status_of, visible_queue, Audit, Read};
 use crate::error::ApiResult;
 use crate::extract::Caller;
 use crate::state::AppState;
@@ -133,13 +133,18 @@ pub async fn stats(state: &AppState, caller: &Caller, queue: &str) -> ApiResult<
     .await
 }
 
-/// After a change to `queue`: its cached answers go and live pages hear of it.
+/// After a change to `queue`: its cached answers go (coalesced with concurrent changes) and
+/// live pages hear of it.
 pub(crate) async fn changed(state: &AppState, queue: &str) {
-    invalidate(state, &[tags::QUEUES, &tags::queue(queue)]).await;
+    state
+        .invalidator
+        .invalidate(&[tags::QUEUES, &tags::queue(queue)])
+        .await;
     state.realtime.queue_changed(queue);
 }
 
-/// A mutation of one queue by an admin: audited, then the queue's cache entries dropped.
+/// A mutation of one queue by an admin: done, then — at the same time, both before the
+/// answer — audited and the queue's cache entries dropped.
 pub(crate) async fn change<T, F, Fut>(
     state: &AppState,
     caller: &Caller,
@@ -151,14 +156,19 @@ where
     F: FnOnce(Queue) -> Fut,
     Fut: std::future::Future<Output = ApiResult<T>>,
 {
-    audited(state, caller, audit, async {
+    let result = async {
         caller.require(Role::Admin)?;
         let q = visible_queue(state, caller, queue).await?;
-        let out = run(q).await?;
-        changed(state, queue).await;
-        Ok(out)
-    })
-    .await
+        run(q).await
+    }
+    .await;
+    let status = status_of(&audit, &result);
+    if result.is_ok() {
+        tokio::join!(changed(state, queue), record(state, caller, audit, status));
+    } else {
+        record(state, caller, audit, status).await;
+    }
+    result
 }
 
 /// Pauses (`true`) or resumes a queue (admin; audited `owner.queue.pause`/`resume`).

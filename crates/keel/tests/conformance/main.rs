@@ -77,6 +77,7 @@ conformance!(
     toolkit::cache_skips_values_over_512_kib,
     toolkit::cache_write_through_follows_the_source,
     toolkit::ratelimit_parallel_clients_get_exactly_the_limit,
+    toolkit::ratelimit_local_leases_never_exceed_the_shared_limit,
     toolkit::ratelimit_gcra_refills_at_the_emission_interval,
     toolkit::ratelimit_windows_expire,
     toolkit::ratelimit_dark_mode_counts_without_rejecting,

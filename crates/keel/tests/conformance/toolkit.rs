@@ -343,6 +343,82 @@ pub async fn ratelimit_parallel_clients_get_exactly_the_limit(b: Backend) {
     }
 }
 
+/// Local leases: two instances (two limiters on one backend) admitting from leases of 50
+/// units never admit more than the shared limit together; the shared budget shows what the
+/// leases took; a single instance still admits exactly the limit (the tail is checked one by
+/// one when no lease fits).
+pub async fn ratelimit_local_leases_never_exceed_the_shared_limit(b: Backend) {
+    const HOUR: u64 = 3_600_000;
+    away_from_window_edge(HOUR, 3000).await;
+    let policy = || {
+        RatePolicy::new(
+            "leased",
+            RateAlgorithm::FixedWindow {
+                limit: 230,
+                window_ms: HOUR,
+            },
+        )
+        .local_lease(50)
+    };
+    let exact = RatePolicy::new(
+        "leased",
+        RateAlgorithm::FixedWindow {
+            limit: 230,
+            window_ms: HOUR,
+        },
+    );
+    let (one, two) = (limiter(&b, vec![policy()]), limiter(&b, vec![policy()]));
+    let first = one.check("leased", "u").await.unwrap();
+    assert!(first.allowed);
+    assert_eq!(
+        first.remaining, 229,
+        "the lease is counted in what the caller may still do"
+    );
+    // The backend saw one check of 50 units.
+    let probe = limiter(&b, vec![exact.clone()]);
+    let seen = probe.check("leased", "u").await.unwrap();
+    assert_eq!(seen.remaining, 230 - 50 - 1, "{seen:?}");
+    // Both instances, concurrently, until refused: together exactly what is left.
+    let mut tasks = Vec::new();
+    for rl in [one.clone(), two.clone()] {
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            for _ in 0..400 {
+                if rl.check("leased", "u").await.unwrap().allowed {
+                    n += 1;
+                }
+            }
+            n
+        }));
+    }
+    let mut admitted = 1 + 1; // the first check and the probe's
+    for t in tasks {
+        admitted += t.await.unwrap();
+    }
+    assert!(admitted <= 230, "never over the shared limit: {admitted}");
+    // Leases lost to the other instance are at most one lease each.
+    assert!(admitted >= 230 - 2 * 50, "{admitted}");
+    // One instance alone on a fresh subject admits exactly the limit.
+    let alone = limiter(&b, vec![policy()]);
+    let mut n = 0;
+    for _ in 0..300 {
+        if alone.check("leased", "solo").await.unwrap().allowed {
+            n += 1;
+        }
+    }
+    assert_eq!(n, 230);
+    assert!(RatePolicy::new(
+        "x",
+        RateAlgorithm::FixedWindow {
+            limit: 10,
+            window_ms: HOUR
+        }
+    )
+    .local_lease(11)
+    .validate()
+    .is_err());
+}
+
 pub async fn ratelimit_gcra_refills_at_the_emission_interval(b: Backend) {
     // 5 per 5 s, burst 5: one more every second.
     let rl = limiter(
