@@ -6,7 +6,8 @@
 # generator. Prints each round and the medians:
 #   single   wrk -t1 -cCONNS, one job per request: requests/s of Keel and of the peer, ratio;
 #   bulk100  wrk, 100 jobs per request to Keel: jobs/s, against the peer's single-job rate;
-#   p99      hey at a fixed 1,000 requests/s for SECONDS: Keel's p99 latency in ms.
+#   p99      hey at a fixed 1,000 requests/s (50 workers x 20/s) for SECONDS: p99 latency in
+#            ms of Keel and of the peer (hey's own scheduling is in both).
 # Usage: scripts/bench-http.sh [ROUNDS] [SECONDS]   (env: CONNS, PORT, KEEL_PORT, PEER_PORT)
 # Needs wrk and hey (Debian packages), node, redis-server, PostgreSQL on 127.0.0.1:5432.
 # Run it on a quiet machine: on 2 cores a build beside it halves the figures.
@@ -100,10 +101,13 @@ for r in $(seq 1 "$ROUNDS"); do
   keel=$(rps "$PEER/post.lua" "http://127.0.0.1:$KEEL_PORT/api/owner/queues/bench/jobs")
   peer=$(rps "$PEER/post.lua" "http://127.0.0.1:$PEER_PORT/queues/bench/jobs")
   bulk=$(rps "$OUT/bulk100.lua" "http://127.0.0.1:$KEEL_PORT/api/owner/queues/bench/jobs")
-  p99=$(hey -z "${SECS}s" -c 50 -q 20 -m POST -T application/json -H "Authorization: Bearer $TOKEN" \
-    -d "$BODY" "http://127.0.0.1:$KEEL_PORT/api/owner/queues/bench/jobs" \
-    | awk '/ 99% in / {print $3 * 1000}')
-  echo "{\"round\": $r, \"keel_rps\": $keel, \"peer_rps\": $peer, \"keel_bulk100_rps\": $bulk, \"keel_p99_ms_at_1000rps\": ${p99:-null}}" | tee -a "$OUT/rounds.jsonl"
+  p99() {
+    hey -z "${SECS}s" -c 50 -q 20 -m POST -T application/json -H "Authorization: Bearer $TOKEN" \
+      -d "$BODY" "$1" | awk '/ 99% in / {print $3 * 1000}'
+  }
+  p99=$(p99 "http://127.0.0.1:$KEEL_PORT/api/owner/queues/bench/jobs")
+  peer_p99=$(p99 "http://127.0.0.1:$PEER_PORT/queues/bench/jobs")
+  echo "{\"round\": $r, \"keel_rps\": $keel, \"peer_rps\": $peer, \"keel_bulk100_rps\": $bulk, \"keel_p99_ms_at_1000rps\": ${p99:-null}, \"peer_p99_ms_at_1000rps\": ${peer_p99:-null}}" | tee -a "$OUT/rounds.jsonl"
   redis-cli -p "$PORT" flushall >/dev/null
 done
 python3 - "$OUT/rounds.jsonl" <<'PY'
@@ -111,7 +115,9 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 m = lambda k: statistics.median(r[k] for r in rows if r[k] is not None)
 keel, peer, bulk, p99 = m("keel_rps"), m("peer_rps"), m("keel_bulk100_rps"), m("keel_p99_ms_at_1000rps")
+peer_p99 = m("peer_p99_ms_at_1000rps")
 print(json.dumps({"summary": True, "rounds": len(rows), "keel_rps": keel, "peer_rps": peer,
     "single_ratio": round(keel / peer, 2), "keel_bulk100_jobs_per_s": bulk * 100,
-    "bulk_ratio_to_peer_single": round(bulk * 100 / peer, 2), "keel_p99_ms_at_1000rps": p99}))
+    "bulk_ratio_to_peer_single": round(bulk * 100 / peer, 2), "keel_p99_ms_at_1000rps": p99,
+    "peer_p99_ms_at_1000rps": peer_p99}))
 PY

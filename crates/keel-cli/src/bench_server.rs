@@ -316,7 +316,11 @@ async fn process_runs(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
                 }
             });
             let (recorder, task) = if records {
-                let (r, t) = keel_server::runs::RunRecorder::start(store.clone(), 10_000, None);
+                let (r, t) = keel_server::runs::RunRecorder::start(
+                    store.clone(),
+                    keel_server::runs::RunRecorderConfig::default(),
+                    None,
+                );
                 (Some(r), Some(t))
             } else {
                 (None, None)

@@ -12,11 +12,52 @@ use tokio::task::JoinHandle;
 
 use keel_records::{NewAccess, NewAudit, RecordStore};
 
-const BATCH: usize = 500;
-/// Batches committing at once: a commit waits for the WAL flush, so two in flight keep the
-/// flushes overlapping; more only split the load into smaller batches (each batch has a
-/// fixed cost) and wait for the store's two COPY connections anyway.
-const IN_FLIGHT: usize = 2;
+/// Default most entries one transaction holds.
+pub const DEFAULT_BATCH: usize = 500;
+/// Default batches committing at once: a commit waits for the WAL flush, so two in flight
+/// keep the flushes overlapping; more only split the load into smaller batches (each batch
+/// has a fixed cost) and wait for the store's two COPY connections anyway.
+pub const DEFAULT_IN_FLIGHT: usize = 2;
+/// Default entries waiting for the writer before requests wait to hand theirs over.
+pub const DEFAULT_QUEUE: usize = 10_000;
+
+/// The log writer's settings (the shape of every background service: named defaults and
+/// `validate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogWriterConfig {
+    /// Most entries per transaction.
+    pub batch: usize,
+    /// Batches committing at once.
+    pub in_flight: usize,
+    /// Entries waiting for the writer.
+    pub queue: usize,
+}
+
+impl Default for LogWriterConfig {
+    fn default() -> Self {
+        LogWriterConfig {
+            batch: DEFAULT_BATCH,
+            in_flight: DEFAULT_IN_FLIGHT,
+            queue: DEFAULT_QUEUE,
+        }
+    }
+}
+
+impl LogWriterConfig {
+    /// Checks the settings; errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        for (field, v) in [
+            ("logs.batch", self.batch),
+            ("logs.in_flight", self.in_flight),
+            ("logs.queue", self.queue),
+        ] {
+            if v == 0 {
+                return Err(Error::invalid(field, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// An entry to write.
 pub enum LogEntry {
@@ -113,13 +154,18 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// Starts the writer; after each committed batch it invalidates the cached log pages.
-    pub fn start(store: Arc<dyn RecordStore>, cache: Option<Cache>) -> (LogWriter, JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<Item>(10_000);
+    pub fn start(
+        store: Arc<dyn RecordStore>,
+        cache: Option<Cache>,
+        config: LogWriterConfig,
+    ) -> (LogWriter, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<Item>(config.queue.max(1));
+        let (batch, in_flight) = (config.batch.max(1), config.in_flight.max(1));
         let task = tokio::spawn(async move {
-            let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+            let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
             while let Some(first) = rx.recv().await {
                 let mut items = vec![first];
-                while items.len() < BATCH {
+                while items.len() < batch {
                     match rx.try_recv() {
                         Ok(i) => items.push(i),
                         Err(_) => break,
@@ -135,7 +181,7 @@ impl LogWriter {
                 });
             }
             // Wait for the batches still committing.
-            let _ = permits.acquire_many(IN_FLIGHT as u32).await;
+            let _ = permits.acquire_many(in_flight as u32).await;
         });
         (LogWriter { tx }, task)
     }
@@ -151,5 +197,27 @@ impl LogWriter {
         done.await
             .map_err(|_| Error::Backend("the log writer has stopped".into()))?
             .map_err(Error::Backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_have_defaults_and_are_checked() {
+        assert!(LogWriterConfig::default().validate().is_ok());
+        let e = LogWriterConfig {
+            in_flight: 0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.field(), Some("logs.in_flight"));
+        assert!(crate::runs::RunRecorderConfig::default().validate().is_ok());
+        let e = crate::runs::RunRecorderConfig::with_capacity(0)
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.field(), Some("runs.buffer"));
     }
 }

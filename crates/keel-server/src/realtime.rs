@@ -133,39 +133,23 @@ impl Realtime {
         }));
         // The owner API's cached lists and stats of a queue that changed are dropped with the
         // same once-a-second beat, so they follow the served workers too (not only API calls).
-        let cache = crate::tags::owner_cache(backend)?;
-        let (rt2, backend, config) = (rt.clone(), backend.clone(), config.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let queues: Vec<String> = {
-                    let mut p = rt2.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-                    std::mem::take(&mut *p).into_iter().collect()
-                };
-                if !queues.is_empty() {
-                    let mut tags: Vec<String> =
-                        queues.iter().map(|q| crate::tags::queue(q)).collect();
-                    tags.push(crate::tags::QUEUES.into());
-                    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-                    if let Err(e) = cache.invalidate_tags(&tags).await {
-                        tracing::debug!(error = %e, "owner cache not invalidated");
-                    }
-                }
-                for name in queues {
-                    let Ok(q) = config.queue(&backend, &name) else {
-                        continue;
-                    };
-                    if let Ok(c) = q.counts().await {
-                        rt2.send(json!({"type": "queue_stats", "queue": name, "stats": c}));
-                    }
-                    if let Ok(n) = q.dlq().count().await {
-                        rt2.send(json!({"type": "dlq_stats", "queue": name, "count": n}));
-                    }
-                }
-            }
-        }));
+        let beat = Beat {
+            hub: rt.clone(),
+            cache: crate::tags::owner_cache(backend)?,
+            backend: backend.clone(),
+            config: config.clone(),
+        };
+        tasks.push(tokio::spawn(keel::service::run(
+            beat,
+            tokio_util::sync::CancellationToken::new(),
+        )));
         Ok((rt, tasks))
+    }
+
+    /// The queues that changed since the last beat (and forgets them).
+    fn take_pending(&self) -> Vec<String> {
+        let mut p = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *p).into_iter().collect()
     }
 
     fn send(&self, v: Value) {
@@ -214,5 +198,66 @@ impl Realtime {
     /// A receiver of this instance's events.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Value>> {
         self.inner.local.subscribe()
+    }
+}
+
+/// How often the realtime beat runs.
+pub const BEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The realtime beat, a background service ([`keel::service`]): each pass drops the cached
+/// answers of the queues that changed since the last one and sends their `queue_stats` and
+/// `dlq_stats`.
+struct Beat {
+    hub: Realtime,
+    cache: keel::Cache,
+    backend: Backend,
+    config: Config,
+}
+
+/// What one beat did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BeatReport {
+    /// Queues whose stats went out.
+    pub queues: usize,
+}
+
+#[async_trait::async_trait]
+impl keel::service::Service for Beat {
+    type Report = BeatReport;
+
+    fn name(&self) -> String {
+        "realtime-beat".into()
+    }
+
+    fn interval(&self) -> Duration {
+        BEAT_INTERVAL
+    }
+
+    async fn run_once(&self) -> keel::Result<BeatReport> {
+        let queues = self.hub.take_pending();
+        if !queues.is_empty() {
+            let mut tags: Vec<String> = queues.iter().map(|q| crate::tags::queue(q)).collect();
+            tags.push(crate::tags::QUEUES.into());
+            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+            if let Err(e) = self.cache.invalidate_tags(&tags).await {
+                tracing::debug!(error = %e, "owner cache not invalidated");
+            }
+        }
+        let mut sent = 0;
+        for name in queues {
+            let Ok(q) = self.config.queue(&self.backend, &name) else {
+                continue;
+            };
+            if let Ok(c) = q.counts().await {
+                self.hub
+                    .send(json!({"type": "queue_stats", "queue": name, "stats": c}));
+                sent += 1;
+            }
+            if let Ok(n) = q.dlq().count().await {
+                self.hub
+                    .send(json!({"type": "dlq_stats", "queue": name, "count": n}));
+            }
+        }
+        Ok(BeatReport { queues: sent })
     }
 }

@@ -17,8 +17,58 @@ use crate::metrics::Metrics;
 use crate::realtime::Realtime;
 use keel_records::{NewRun, RecordStore};
 
-const BATCH: usize = 2000;
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Default most records one insert holds.
+pub const DEFAULT_BATCH: usize = 2000;
+/// Default longest a record waits for its batch.
+pub const DEFAULT_FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Default records the buffer holds before it drops (and counts) new ones.
+pub const DEFAULT_CAPACITY: usize = 10_000;
+
+/// The run recorder's settings (the shape of every background service: named defaults and
+/// `validate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecorderConfig {
+    /// Records the buffer holds (`[runs] buffer`).
+    pub capacity: usize,
+    /// Most records per insert.
+    pub batch: usize,
+    /// Longest a record waits for its batch.
+    pub flush_every: Duration,
+}
+
+impl Default for RunRecorderConfig {
+    fn default() -> Self {
+        RunRecorderConfig {
+            capacity: DEFAULT_CAPACITY,
+            batch: DEFAULT_BATCH,
+            flush_every: DEFAULT_FLUSH_EVERY,
+        }
+    }
+}
+
+impl RunRecorderConfig {
+    /// The defaults with a buffer of `capacity`.
+    pub fn with_capacity(capacity: usize) -> RunRecorderConfig {
+        RunRecorderConfig {
+            capacity,
+            ..RunRecorderConfig::default()
+        }
+    }
+
+    /// Checks the settings; errors name the field.
+    pub fn validate(&self) -> keel::Result<()> {
+        if self.capacity == 0 {
+            return Err(keel::Error::invalid("runs.buffer", "must be at least 1"));
+        }
+        if self.batch == 0 || self.flush_every.is_zero() {
+            return Err(keel::Error::invalid(
+                "runs.batch",
+                "batches need a size and a time",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Counts of the recorder.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -62,20 +112,25 @@ impl RunRecorder {
         }
     }
 
-    /// Starts the writer with a buffer of `capacity` records; after each batch it invalidates
-    /// the `runs` tag of `cache` (the owner API's cached run lists).
+    /// Starts the writer; after each batch it invalidates the `runs` tag of `cache` (the
+    /// owner API's cached run lists).
     pub fn start(
         store: Arc<dyn RecordStore>,
-        capacity: usize,
+        config: RunRecorderConfig,
         cache: Option<keel::Cache>,
     ) -> (RunRecorder, JoinHandle<()>) {
+        let RunRecorderConfig {
+            capacity,
+            batch: max_batch,
+            flush_every,
+        } = config;
         let (tx, mut rx) = mpsc::channel::<NewRun>(capacity.max(1));
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         let stop = Arc::new(tokio::sync::Notify::new());
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
+            let mut batch = Vec::with_capacity(max_batch);
             loop {
                 let first = tokio::select! {
                     r = rx.recv() => r,
@@ -83,7 +138,7 @@ impl RunRecorder {
                         // Shutdown: write everything already handed over, then end.
                         while let Ok(r) = rx.try_recv() {
                             batch.push(r);
-                            if batch.len() == BATCH {
+                            if batch.len() == max_batch {
                                 write(&*store, &mut batch, &c, cache.as_ref()).await;
                             }
                         }
@@ -92,8 +147,8 @@ impl RunRecorder {
                 };
                 let Some(first) = first else { break };
                 batch.push(first);
-                let deadline = Instant::now() + FLUSH_EVERY;
-                while batch.len() < BATCH {
+                let deadline = Instant::now() + flush_every;
+                while batch.len() < max_batch {
                     match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
                         Ok(Some(r)) => batch.push(r),
                         _ => break,

@@ -121,13 +121,20 @@ pub async fn prepare(
     let metrics = Metrics::new();
     let (realtime, mut tasks) = Realtime::start(&backend, config).await?;
     let (runs, runs_task) = if config.server.record_runs {
-        let (r, t) =
-            RunRecorder::start(store.clone(), config.server.run_buffer, Some(cache.clone()));
+        let (r, t) = RunRecorder::start(
+            store.clone(),
+            crate::runs::RunRecorderConfig::with_capacity(config.server.run_buffer),
+            Some(cache.clone()),
+        );
         (r, Some(t))
     } else {
         (RunRecorder::disabled(), None)
     };
-    let (logs, logs_task) = crate::logs::LogWriter::start(store.clone(), Some(cache.clone()));
+    let (logs, logs_task) = crate::logs::LogWriter::start(
+        store.clone(),
+        Some(cache.clone()),
+        crate::logs::LogWriterConfig::default(),
+    );
     tasks.push(logs_task);
     let (invalidator, invalidator_task) = crate::invalidate::Invalidator::start(cache.clone());
     tasks.push(invalidator_task);

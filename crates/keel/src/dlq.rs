@@ -20,6 +20,92 @@ use crate::queue::Queue;
 
 /// Most failed jobs one reconciler pass reads per round trip.
 const RECONCILE_BATCH: usize = 500;
+/// How often a dead-lettering worker runs the reconciler.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
+/// How old a failure must be before the background reconciler records it (the worker that saw
+/// it records it first, with the handler's stack; the next pass catches what it missed).
+pub const RECONCILE_GRACE: Duration = Duration::from_secs(10);
+/// How far back the reconciler looks for failed jobs without a DLQ entry.
+pub const RECONCILE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// The reconciler's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcilerConfig {
+    /// Between passes (default [`RECONCILE_INTERVAL`]).
+    pub interval: Duration,
+    /// How far back a pass looks (default [`RECONCILE_WINDOW`]).
+    pub window: Duration,
+    /// How old a failure must be to be recorded (default [`RECONCILE_GRACE`]).
+    pub grace: Duration,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        ReconcilerConfig {
+            interval: RECONCILE_INTERVAL,
+            window: RECONCILE_WINDOW,
+            grace: RECONCILE_GRACE,
+        }
+    }
+}
+
+impl ReconcilerConfig {
+    /// Checks the settings; errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.interval.is_zero() {
+            return Err(Error::invalid("reconciler.interval", "must be above zero"));
+        }
+        if self.grace >= self.window {
+            return Err(Error::invalid(
+                "reconciler.grace",
+                "must be shorter than the window",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The DLQ reconciler as a background service ([`crate::service`]): each pass repairs one
+/// queue's dead letters ([`DeadLetterQueue::reconcile_settled`]).
+pub struct Reconciler {
+    dlq: DeadLetterQueue,
+    config: ReconcilerConfig,
+}
+
+impl Reconciler {
+    /// The reconciler of `dlq`.
+    pub fn new(dlq: DeadLetterQueue, config: ReconcilerConfig) -> Reconciler {
+        Reconciler { dlq, config }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::service::Service for Reconciler {
+    type Report = ReconcileReport;
+
+    fn name(&self) -> String {
+        format!("dlq-reconciler:{}", self.dlq.name())
+    }
+
+    fn interval(&self) -> Duration {
+        self.config.interval
+    }
+
+    async fn run_once(&self) -> Result<ReconcileReport> {
+        let r = self
+            .dlq
+            .reconcile_settled(self.config.window, self.config.grace)
+            .await?;
+        if r.recorded > 0 {
+            tracing::info!(
+                dlq = self.dlq.name(),
+                recorded = r.recorded,
+                "reconciler recorded missing DLQ entries"
+            );
+        }
+        Ok(r)
+    }
+}
 
 /// One dead letter: the failed job and why it failed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

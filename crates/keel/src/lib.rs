@@ -18,6 +18,8 @@
 //!   ([`Locks`] with fencing tokens), [`store`] ([`Counters`], [`Flags`], [`Idempotency`],
 //!   [`Sessions`]), [`pubsub`] ([`Events`]) and [`health`] (ping, `INFO` with thresholds).
 //! - [`handlers`] — handlers a server runs without Rust code (`http`).
+//! - [`service`] — background services in one shape (config, `run_once` with a report,
+//!   `run(shutdown)` with jitter): the DLQ reconciler ([`dlq::Reconciler`]).
 //! - `http` (feature `http`) — tower layers for a user's own axum service: per-route rate
 //!   limits ([`http::RateLimitLayer`]) and cache-aside of `GET` answers with tag invalidation
 //!   ([`http::CacheLayer`]).
@@ -48,6 +50,7 @@ pub mod pubsub;
 pub mod queue;
 pub mod ratelimit;
 pub mod runner;
+pub mod service;
 pub mod store;
 pub mod worker;
 

@@ -22,13 +22,7 @@ use crate::backend::Backend;
 use crate::dlq::DeadLetterQueue;
 use crate::queue::Queue;
 
-/// How often a dead-lettering worker runs the reconciler.
-pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
-/// How old a failure must be before the background reconciler records it (the worker that saw
-/// it records it first, with the handler's stack; the next pass catches what it missed).
-pub const RECONCILE_GRACE: Duration = Duration::from_secs(10);
-/// How far back the reconciler looks for failed jobs without a DLQ entry.
-pub const RECONCILE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+pub use crate::dlq::{RECONCILE_GRACE, RECONCILE_INTERVAL, RECONCILE_WINDOW};
 /// Most final failures a worker remembers until their terminal events arrive.
 const PENDING_MAX: usize = 10_000;
 /// Longest a closing worker waits for its pending DLQ writes.
@@ -320,28 +314,8 @@ async fn record_failure(
 }
 
 async fn reconcile_loop(dlq: DeadLetterQueue, stop: CancellationToken) {
-    loop {
-        match dlq
-            .reconcile_settled(RECONCILE_WINDOW, RECONCILE_GRACE)
-            .await
-        {
-            Ok(r) if r.recorded > 0 => {
-                info!(
-                    dlq = dlq.name(),
-                    recorded = r.recorded,
-                    "reconciler recorded missing DLQ entries"
-                )
-            }
-            Ok(_) => {}
-            Err(e) => warn!(dlq = dlq.name(), error = %e, "DLQ reconciler pass failed"),
-        }
-        // Jittered so that many workers do not scan in lock step.
-        let jitter = rand::random::<f64>() * 0.2 + 0.9;
-        tokio::select! {
-            _ = tokio::time::sleep(RECONCILE_INTERVAL.mul_f64(jitter)) => {}
-            _ = stop.cancelled() => return,
-        }
-    }
+    let reconciler = crate::dlq::Reconciler::new(dlq, crate::dlq::ReconcilerConfig::default());
+    crate::service::run(reconciler, stop).await;
 }
 
 /// A running worker. Close it with [`Worker::close`]; dropping it stops taking jobs abruptly.

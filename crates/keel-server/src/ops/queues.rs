@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use keel::Queue;
+use keel::{JobState, Queue, QueueCounts};
 use keel_records::{Role, Scope};
 use serde::{Deserialize, Serialize};
 
@@ -23,20 +23,9 @@ pub struct QueueStats {
     pub name: String,
     /// Tenant name, when bound to one.
     pub tenant: Option<String>,
-    /// Waiting.
-    pub waiting: u64,
-    /// Running.
-    pub active: u64,
-    /// Delayed.
-    pub delayed: u64,
-    /// Waiting with a priority.
-    pub prioritized: u64,
-    /// Completed (kept).
-    pub completed: u64,
-    /// Failed (kept).
-    pub failed: u64,
-    /// Paused.
-    pub paused: bool,
+    /// Jobs per state, and whether it is paused.
+    #[serde(flatten)]
+    pub counts: QueueCounts,
     /// Dead letters.
     pub dlq: u64,
 }
@@ -44,15 +33,9 @@ pub struct QueueStats {
 impl QueueStats {
     /// The count of a job state by its name (`waiting`, …; 0 for another name).
     pub fn count(&self, state: &str) -> u64 {
-        match state {
-            "waiting" => self.waiting,
-            "active" => self.active,
-            "delayed" => self.delayed,
-            "prioritized" => self.prioritized,
-            "completed" => self.completed,
-            "failed" => self.failed,
-            _ => 0,
-        }
+        JobState::parse(state)
+            .map(|s| self.counts.get(s))
+            .unwrap_or(0)
     }
 }
 
@@ -75,13 +58,7 @@ async fn stats_of(state: &AppState, q: &Queue) -> ApiResult<QueueStats> {
             .queues
             .get(q.name())
             .and_then(|c| c.tenant.clone()),
-        waiting: c.waiting,
-        active: c.active,
-        delayed: c.delayed,
-        prioritized: c.prioritized,
-        completed: c.completed,
-        failed: c.failed,
-        paused: c.paused,
+        counts: c,
         dlq,
     })
 }

@@ -86,6 +86,22 @@ pub async fn reconciler_heals_a_crash(b: Backend) {
     assert_eq!(entry.data, json!(7));
     let again = dlq.reconcile_once(Duration::from_secs(3600)).await.unwrap();
     assert_eq!(again.recorded, 0, "idempotent");
+    // The background service's pass is the same pass, with its settings.
+    use keel::service::Service as _;
+    let config = keel::dlq::ReconcilerConfig {
+        grace: Duration::ZERO,
+        ..Default::default()
+    };
+    config.validate().unwrap();
+    let svc = keel::dlq::Reconciler::new(dlq.clone(), config);
+    let pass = svc.run_once().await.unwrap();
+    assert_eq!((pass.scanned, pass.recorded), (1, 0), "{pass:?}");
+    assert!(keel::dlq::ReconcilerConfig {
+        grace: keel::dlq::RECONCILE_WINDOW,
+        ..Default::default()
+    }
+    .validate()
+    .is_err());
 }
 
 pub async fn replay_and_replay_all(b: Backend) {

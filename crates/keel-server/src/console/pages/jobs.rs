@@ -191,7 +191,7 @@ pub async fn jobs(ctx: Ctx, Path(q): Path<String>, RawQuery(raw): RawQuery) -> R
             .live(format!("queue:{q}")),
         empty: empty_sentence(&state, &q, filtering),
         qhref: format!("/queues/{qe}"),
-        paused: stats.paused,
+        paused: stats.counts.paused,
         dlq: stats.dlq,
         queue: q,
         tabs,

@@ -30,14 +30,14 @@ impl From<QueueStats> for QueueRow {
         QueueRow {
             href: format!("/queues/{}", enc(&q.name)),
             tenant: q.tenant.unwrap_or_default(),
-            waiting: q.waiting,
-            active: q.active,
-            delayed: q.delayed,
-            prioritized: q.prioritized,
-            completed: q.completed,
-            failed: q.failed,
+            waiting: q.counts.waiting,
+            active: q.counts.active,
+            delayed: q.counts.delayed,
+            prioritized: q.counts.prioritized,
+            completed: q.counts.completed,
+            failed: q.counts.failed,
             dlq: q.dlq,
-            paused: q.paused,
+            paused: q.counts.paused,
             name: q.name,
         }
     }
