@@ -55,9 +55,9 @@ pub struct Setup<'a> {
 }
 
 async fn store(config: &Config, dir: &std::path::Path) -> Result<Arc<dyn RecordStore>, String> {
-    let mut c = config.clone();
-    if c.server.database_url.is_none() {
-        c.server.database_url = Some(format!("sqlite:{}", dir.join("bench.db").display()));
+    let mut c = keel_server::config::ServerConfig::from_env(config).map_err(|e| e.to_string())?;
+    if c.database_url.is_none() {
+        c.database_url = Some(format!("sqlite:{}", dir.join("bench.db").display()));
     }
     let s = keel_server::serve::open_store(&c)
         .await
@@ -90,9 +90,17 @@ async fn http_enqueue(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
     ));
     let store = store(&config, dir).await?;
     let db = store.database();
-    let server = keel_server::serve::prepare(&config, setup.backend.clone(), store.clone(), false)
-        .await
-        .map_err(|e| e.to_string())?;
+    let settings =
+        keel_server::config::ServerConfig::from_env(&config).map_err(|e| e.to_string())?;
+    let server = keel_server::serve::prepare(
+        &config,
+        &settings,
+        setup.backend.clone(),
+        store.clone(),
+        false,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let (_, token) = store
         .create_token("bench", Role::Owner, None)
         .await

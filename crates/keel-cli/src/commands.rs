@@ -12,7 +12,9 @@ use crate::{Cli, Command, DlqAction, Failure};
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
-    let mut config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load_with(cli.config.as_deref(), keel_server::config::SECTIONS)?;
+    // keel serve's sections are checked for every command, as the library checks its own.
+    keel_server::config::ServerConfig::from_env(&config)?;
     if let Some(url) = cli.redis {
         keel::config::check_redis_url(&url).map_err(|m| Error::invalid("--redis", m))?;
         config.redis_url = Some(url);

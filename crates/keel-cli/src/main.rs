@@ -366,6 +366,7 @@ impl From<keel_server::serve::ServeError> for Failure {
         match e {
             keel_server::serve::ServeError::Queue(e) => e.into(),
             keel_server::serve::ServeError::Records(e) => e.into(),
+            keel_server::serve::ServeError::Config(e) => e.into(),
         }
     }
 }

@@ -26,7 +26,9 @@ pub async fn migrate(
         ),
         MigrateAction::Up => None,
     };
-    let store = keel_server::serve::open_store(config).await?;
+    let store =
+        keel_server::serve::open_store(&keel_server::config::ServerConfig::from_env(config)?)
+            .await?;
     let (verb, versions) = match steps {
         None => ("applied", store.migrate_up().await?),
         Some(n) => ("reverted", store.migrate_down(n).await?),
@@ -114,7 +116,9 @@ pub async fn user(config: &Config, action: UserAction, json_out: bool) -> Result
     if let UserAction::Create { role, .. } = &action {
         role_arg(role)?;
     }
-    let store = keel_server::serve::open_store(config).await?;
+    let store =
+        keel_server::serve::open_store(&keel_server::config::ServerConfig::from_env(config)?)
+            .await?;
     store.migrate_up().await?;
     match action {
         UserAction::Create {
@@ -183,7 +187,9 @@ pub async fn token(config: &Config, action: TokenAction, json_out: bool) -> Resu
     if let TokenAction::Create { role, .. } = &action {
         role_arg(role)?;
     }
-    let store = keel_server::serve::open_store(config).await?;
+    let store =
+        keel_server::serve::open_store(&keel_server::config::ServerConfig::from_env(config)?)
+            .await?;
     store.migrate_up().await?;
     match action {
         TokenAction::Create { role, tenant, name } => {

@@ -72,7 +72,7 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 
 /// Whether the request is over HTTPS (directly or, with `trust_proxy`, per the proxy).
 pub fn secure(state: &AppState, headers: &HeaderMap) -> bool {
-    state.config.server.trust_proxy
+    state.server.trust_proxy
         && headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())

@@ -141,7 +141,7 @@ impl Meta {
     /// The facts of the request with these parts.
     pub fn of(parts: &Parts, state: &AppState) -> Meta {
         Meta {
-            ip: client_ip(parts, state.config.server.trust_proxy),
+            ip: client_ip(parts, state.server.trust_proxy),
             user_agent: parts
                 .headers
                 .get(header::USER_AGENT)
@@ -178,7 +178,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                     ErrorCode::PayloadTooLarge,
                     format!(
                         "the body is over the limit of {} bytes",
-                        state.config.server.body_limit_bytes
+                        state.server.body_limit_bytes
                     ),
                 )
             } else {

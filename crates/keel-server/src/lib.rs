@@ -5,8 +5,9 @@
 //! # Layout
 //! Layers, each using only those below it (`tests/layers.rs` fails otherwise); the API and
 //! the console never use each other:
-//! 1. [`error`] (the one error shape, [`error::ErrorCode`]), [`tags`] (the owner cache's
-//!    tags), [`mask`] (secrets out of audit payloads).
+//! 1. [`config`] (`[server]`, `[database]`, `[runs]`), [`error`] (the one error shape,
+//!    [`error::ErrorCode`]), [`tags`] (the owner cache's tags), [`mask`] (secrets out of
+//!    audit payloads), [`listener`].
 //! 2. Background services and their handles: [`metrics`] (Prometheus registry), [`logs`]
 //!    (audit/access group commit), [`runs`] (job-run recorder), [`realtime`] (event hub),
 //!    [`invalidate`] (coalesced cache invalidation).
@@ -23,6 +24,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod config;
 pub mod console;
 pub mod error;
 pub mod extract;

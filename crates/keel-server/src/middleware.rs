@@ -131,7 +131,7 @@ pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Bo
 /// with `trust_proxy`), the rate-limit headers on every answer, 429 with `Retry-After`; the
 /// policy fails open when Redis is down. Rejections are counted in the metrics.
 pub fn owner_rate_limit(state: &AppState) -> keel::http::RateLimitLayer {
-    let trust_proxy = state.config.server.trust_proxy;
+    let trust_proxy = state.server.trust_proxy;
     let metrics = state.metrics.clone();
     keel::http::RateLimitLayer::new(
         state.limiter.clone(),

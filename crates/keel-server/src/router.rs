@@ -41,8 +41,8 @@ async fn not_found(
 /// The whole application with its layers.
 pub fn router(state: AppState) -> Router {
     let owner = crate::api::owner_routes().route_layer(owner_rate_limit(&state));
-    let body_limit = state.config.server.body_limit_bytes;
-    let timeout = state.config.server.request_timeout;
+    let body_limit = state.server.body_limit_bytes;
+    let timeout = state.server.request_timeout;
     Router::new()
         .merge(crate::api::system_routes())
         .merge(owner)

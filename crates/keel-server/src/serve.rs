@@ -16,6 +16,7 @@ use keel::{Backend, BackendKind, Error, Heartbeat, Worker};
 use keel_records::StoreError;
 use tokio::task::JoinHandle;
 
+use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::realtime::Realtime;
 use crate::runs::RunRecorder;
@@ -29,6 +30,9 @@ pub enum ServeError {
     /// The queue backend, or configuration read by the library.
     #[error(transparent)]
     Queue(#[from] keel::Error),
+    /// `[server]`, `[database]` or `[runs]`.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] keel::config::ConfigError),
     /// The records database.
     #[error(transparent)]
     Records(#[from] StoreError),
@@ -50,10 +54,9 @@ pub struct Server {
     heartbeat: Option<Heartbeat>,
 }
 
-/// Opens the records database of `config` (creating `./data/` for the default SQLite file).
-pub async fn open_store(config: &Config) -> Result<Arc<SqlStore>> {
-    let url = config
-        .server
+/// Opens the records database of `server` (creating `./data/` for the default SQLite file).
+pub async fn open_store(server: &ServerConfig) -> Result<Arc<SqlStore>> {
+    let url = server
         .database_url
         .clone()
         .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
@@ -75,7 +78,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<SqlStore>> {
         }
     }
     let settings = PoolSettings {
-        max_connections: config.server.db_max_connections,
+        max_connections: server.db_max_connections,
         ..PoolSettings::default()
     };
     Ok(Arc::new(SqlStore::connect(&url, &settings).await?))
@@ -93,6 +96,7 @@ pub async fn first_owner_token(store: &dyn RecordStore) -> Result<Option<String>
 /// Builds the state and starts workers (when `workers`), realtime and the run recorder.
 pub async fn prepare(
     config: &Config,
+    server: &ServerConfig,
     backend: Backend,
     store: Arc<dyn RecordStore>,
     workers: bool,
@@ -120,10 +124,10 @@ pub async fn prepare(
     let cache = crate::tags::owner_cache(&backend)?;
     let metrics = Metrics::new();
     let (realtime, mut tasks) = Realtime::start(&backend, config).await?;
-    let (runs, runs_task) = if config.server.record_runs {
+    let (runs, runs_task) = if server.record_runs {
         let (r, t) = RunRecorder::start(
             store.clone(),
-            crate::runs::RunRecorderConfig::with_capacity(config.server.run_buffer),
+            crate::runs::RunRecorderConfig::with_capacity(server.run_buffer),
             Some(cache.clone()),
         );
         (r, Some(t))
@@ -167,6 +171,7 @@ pub async fn prepare(
     let state = AppState::new(Inner {
         backend,
         config: config.clone(),
+        server: server.clone(),
         store,
         limiter,
         cache,
@@ -217,13 +222,21 @@ impl Server {
 
 /// `keel serve`: binds the configured address and serves until SIGTERM/SIGINT.
 pub async fn run(config: Config, shutdown_deadline: Duration) -> Result<()> {
-    let addr: SocketAddr = format!("{}:{}", config.server.host, config.server.port)
+    let server = ServerConfig::from_env(&config)?;
+    let addr: SocketAddr = format!("{}:{}", server.host, server.port)
         .parse()
         .map_err(|_| Error::invalid("server.host", "not an address"))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::invalid("PORT", format!("cannot listen on {addr}: {e}")))?;
-    serve(config, listener, keel::shutdown_signal(), shutdown_deadline).await
+    serve(
+        config,
+        server,
+        listener,
+        keel::shutdown_signal(),
+        shutdown_deadline,
+    )
+    .await
 }
 
 /// Serves on `listener` until `shutdown` resolves: stops taking requests, lets in-flight
@@ -231,6 +244,7 @@ pub async fn run(config: Config, shutdown_deadline: Duration) -> Result<()> {
 /// flushes the run records.
 pub async fn serve(
     config: Config,
+    settings: ServerConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     shutdown_deadline: Duration,
@@ -239,7 +253,7 @@ pub async fn serve(
     if backend.kind() == BackendKind::Memory {
         tracing::warn!("MEMORY BACKEND: no Redis configured (REDIS_URL or [redis] url). Queues and toolkit state live only in this process and are lost when it exits.");
     }
-    let store = open_store(&config).await?;
+    let store = open_store(&settings).await?;
     store.migrate_up().await?;
     let addr = listener
         .local_addr()
@@ -247,11 +261,11 @@ pub async fn serve(
     if let Some(secret) = first_owner_token(&*store).await? {
         println!("Owner token (shown once; stored only as a hash):\n\n    {secret}\n\nUse it as: Authorization: Bearer <token>, or sign in to the console at http://{addr}/");
     }
-    let server = prepare(&config, backend, store, true).await?;
+    let server = prepare(&config, &settings, backend, store, true).await?;
     let app = crate::router::router(server.state.clone());
     tracing::info!(%addr, database = server.state.store.database(), "keel serve listening");
     let limits = crate::listener::ConnectionLimits {
-        header_read_timeout: config.server.header_read_timeout,
+        header_read_timeout: settings.header_read_timeout,
         ..Default::default()
     };
     crate::listener::serve(listener, app, limits, shutdown).await;

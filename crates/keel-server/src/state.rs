@@ -36,6 +36,8 @@ pub struct Inner {
     pub backend: Backend,
     /// The configuration.
     pub config: Config,
+    /// `keel serve`'s own settings (`[server]`, `[database]`, `[runs]`).
+    pub server: crate::config::ServerConfig,
     /// The records.
     pub store: Arc<dyn RecordStore>,
     /// The owner API rate limit (`owner-api` policy).

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Each top-level module of `src/` and its layer, lowest first (lib.rs says what each is).
 const LAYERS: &[(&str, u8)] = &[
+    ("config", 1),
     ("error", 1),
     ("tags", 1),
     ("mask", 1),

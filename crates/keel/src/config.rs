@@ -1,8 +1,9 @@
 //! `keel.toml`: queues, handlers and defaults. The keys are a contract that scripts rely on.
 //!
 //! Over 600 lines: ~990 of code (the rest tests) because every key is parsed and validated here
-//! with its error naming the key; the server-layers issue moves `[server]`, `[database]` and
-//! `[runs]` out into keel-server, which splits it.
+//! with its error naming the key. Sections another crate owns (`keel serve`'s `[server]`,
+//! `[database]`, `[runs]`) are kept as written when named to [`Config::parse_with`], and read
+//! by their owner.
 //!
 //! ```toml
 //! [redis]
@@ -83,7 +84,8 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+    /// An invalid key (the dotted path) and why.
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
             key: key.into(),
             message: message.into(),
@@ -113,12 +115,6 @@ struct RawConfig {
     #[serde(default)]
     ratelimit: RawRateLimit,
     #[serde(default)]
-    server: RawServer,
-    #[serde(default)]
-    database: RawDatabase,
-    #[serde(default)]
-    runs: RawRuns,
-    #[serde(default)]
     locks: BTreeMap<String, RawLock>,
 }
 
@@ -137,57 +133,6 @@ pub struct LockPolicy {
     pub ttl: Duration,
     /// How long to wait for a held lock before failing `locked`.
     pub wait: Duration,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    host: Option<String>,
-    port: Option<u16>,
-    body_limit_bytes: Option<usize>,
-    request_timeout_ms: Option<u64>,
-    header_read_timeout_ms: Option<u64>,
-    trust_proxy: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDatabase {
-    url: Option<String>,
-    max_connections: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRuns {
-    record: Option<bool>,
-    buffer: Option<usize>,
-}
-
-/// `[server]`: the HTTP server of `keel serve`. Its `Debug` masks the database password.
-#[derive(Clone, PartialEq)]
-pub struct ServerConfig {
-    /// Address to bind (default 127.0.0.1).
-    pub host: String,
-    /// Port (default 8080; `PORT` overrides).
-    pub port: u16,
-    /// Largest request body (default 1 MiB).
-    pub body_limit_bytes: usize,
-    /// Per-request time limit (default 30 s).
-    pub request_timeout: Duration,
-    /// Longest wait for a request's head: bounds slow (slowloris) and silent clients and idle
-    /// keep-alive connections (default 10 s).
-    pub header_read_timeout: Duration,
-    /// Take the client IP from `X-Forwarded-For` (only behind a proxy you control).
-    pub trust_proxy: bool,
-    /// Database URL (`DATABASE_URL` overrides; default a SQLite file under `./data/`).
-    pub database_url: Option<String>,
-    /// Pool size (default 10).
-    pub db_max_connections: u32,
-    /// Record every job run (default true).
-    pub record_runs: bool,
-    /// Run records waiting to be written before new ones are dropped (default 10000).
-    pub run_buffer: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -393,30 +338,11 @@ pub struct Config {
     /// Rate-limit policies: the seeds' defaults, overridden and extended by
     /// `[ratelimit.policies]`, then `RATE_LIMIT_MAX` / `RATE_LIMIT_WINDOW_MS` on `owner-api`.
     pub rate_policies: Vec<RatePolicy>,
-    /// `[server]`, `[database]`, `[runs]` and their environment variables.
-    pub server: ServerConfig,
+    /// The sections other crates own (`keel serve`'s `[server]`, `[database]`, `[runs]`),
+    /// as written: passed to [`Config::parse_with`] by name and read by their owner.
+    pub sections: BTreeMap<String, toml::Value>,
     /// `[locks.NAME]` policies.
     pub locks: BTreeMap<String, LockPolicy>,
-}
-
-impl std::fmt::Debug for ServerConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("body_limit_bytes", &self.body_limit_bytes)
-            .field("request_timeout", &self.request_timeout)
-            .field("header_read_timeout", &self.header_read_timeout)
-            .field("trust_proxy", &self.trust_proxy)
-            .field(
-                "database_url",
-                &self.database_url.as_deref().map(keel_redis::redact_url),
-            )
-            .field("db_max_connections", &self.db_max_connections)
-            .field("record_runs", &self.record_runs)
-            .field("run_buffer", &self.run_buffer)
-            .finish()
-    }
 }
 
 impl std::fmt::Debug for Config {
@@ -437,6 +363,12 @@ impl Config {
     /// Reads `path`, or `keel.toml` in the working directory when it exists, or nothing (the
     /// built-in defaults); then applies `REDIS_URL` and `REDIS_KEY_PREFIX`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_with(path, &[])
+    }
+
+    /// [`Config::load`] keeping the top-level `sections` another crate owns (see
+    /// [`Config::parse_with`]).
+    pub fn load_with(path: Option<&Path>, sections: &[&str]) -> Result<Config, ConfigError> {
         let (text, source) = match path {
             Some(p) => (
                 std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
@@ -458,25 +390,46 @@ impl Config {
             None => (String::new(), None),
         };
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let mut config = Config::parse(&text, &env)?;
+        let mut config = Config::parse_with(&text, &env, sections)?;
         config.source = source;
         Ok(config)
     }
 
     /// Parses TOML text; `env` looks up environment variables (for the overrides and
-    /// `secret_env`).
+    /// `secret_env`). Every top-level section must be Keel's own.
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let de = toml::Deserializer::new(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let key = if key == "." {
-                "(file)".to_string()
-            } else {
-                key
-            };
-            ConfigError::invalid(key, e.inner().message().to_string())
-        })?;
-        let server = server_config(&raw, env)?;
+        Config::parse_with(text, env, &[])
+    }
+
+    /// [`Config::parse`], keeping the top-level sections named in `sections` — owned by
+    /// another crate, which reads them from [`Config::sections`] — instead of refusing them.
+    pub fn parse_with(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        sections: &[&str],
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text)
+            .map_err(|e| ConfigError::invalid("(file)", e.message().to_string()))?;
+        let mut own = BTreeMap::new();
+        for name in sections {
+            if let Some(v) = table.remove(*name) {
+                if !v.is_table() {
+                    return Err(ConfigError::invalid(*name, "must be a table"));
+                }
+                own.insert(name.to_string(), v);
+            }
+        }
+        let sections = own;
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                let key = if key == "." {
+                    "(file)".to_string()
+                } else {
+                    key
+                };
+                ConfigError::invalid(key, e.inner().message().to_string())
+            })?;
         let mut locks = BTreeMap::new();
         for (name, l) in &raw.locks {
             let key = format!("locks.{name}");
@@ -565,7 +518,7 @@ impl Config {
             source: None,
             keys,
             rate_policies,
-            server,
+            sections,
             locks,
         })
     }
@@ -609,109 +562,6 @@ impl Config {
     pub fn queue(&self, backend: &Backend, name: &str) -> keel_core::Result<Queue> {
         Queue::new(backend, name)?.with_defaults(self.queue_config(name).job_defaults)
     }
-}
-
-fn server_config(
-    raw: &RawConfig,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<ServerConfig, ConfigError> {
-    let port = match env("PORT") {
-        Some(p) => p
-            .trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| {
-                ConfigError::invalid("PORT", format!("{p:?} is not a port (1-65535)"))
-            })?,
-        None => match raw.server.port {
-            Some(0) => return Err(ConfigError::invalid("server.port", "must be 1-65535")),
-            Some(p) => p,
-            None => 8080,
-        },
-    };
-    let host = raw
-        .server
-        .host
-        .clone()
-        .unwrap_or_else(|| "127.0.0.1".into());
-    if host.parse::<std::net::IpAddr>().is_err() {
-        return Err(ConfigError::invalid(
-            "server.host",
-            format!("{host:?} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"),
-        ));
-    }
-    let body_limit_bytes = raw.server.body_limit_bytes.unwrap_or(1024 * 1024);
-    if body_limit_bytes < 1024 {
-        return Err(ConfigError::invalid(
-            "server.body_limit_bytes",
-            "must be at least 1024",
-        ));
-    }
-    let request_timeout = match raw.server.request_timeout_ms {
-        Some(0) => {
-            return Err(ConfigError::invalid(
-                "server.request_timeout_ms",
-                "must be at least 1",
-            ))
-        }
-        Some(ms) => Duration::from_millis(ms),
-        None => Duration::from_secs(30),
-    };
-    let header_read_timeout = match raw.server.header_read_timeout_ms {
-        Some(0) => {
-            return Err(ConfigError::invalid(
-                "server.header_read_timeout_ms",
-                "must be at least 1",
-            ))
-        }
-        Some(ms) => Duration::from_millis(ms),
-        None => Duration::from_secs(10),
-    };
-    let database_url = env("DATABASE_URL").or(raw.database.url.clone());
-    if let Some(url) = &database_url {
-        let ok = ["postgres://", "postgresql://", "sqlite:"]
-            .iter()
-            .any(|p| url.starts_with(p));
-        if !ok {
-            let key = if env("DATABASE_URL").is_some() {
-                "DATABASE_URL"
-            } else {
-                "database.url"
-            };
-            return Err(ConfigError::invalid(
-                key,
-                "must start with postgres://, postgresql:// or sqlite:",
-            ));
-        }
-    }
-    let db_max_connections = match raw.database.max_connections {
-        Some(0) => {
-            return Err(ConfigError::invalid(
-                "database.max_connections",
-                "must be at least 1",
-            ))
-        }
-        Some(n) => n,
-        None => 10,
-    };
-    let run_buffer = match raw.runs.buffer {
-        Some(0) => return Err(ConfigError::invalid("runs.buffer", "must be at least 1")),
-        Some(n) => n,
-        None => 10_000,
-    };
-    Ok(ServerConfig {
-        host,
-        port,
-        body_limit_bytes,
-        request_timeout,
-        header_read_timeout,
-        trust_proxy: raw.server.trust_proxy.unwrap_or(false),
-        database_url,
-        db_max_connections,
-        record_runs: raw.runs.record.unwrap_or(true),
-        run_buffer,
-    })
 }
 
 fn rate_policies(
@@ -1022,22 +872,6 @@ handler = { kind = "http", url = "http://127.0.0.1:9000/hook", timeout_ms = 5000
 "#;
 
     #[test]
-    fn debug_output_masks_database_and_redis_passwords() {
-        let env = |k: &str| match k {
-            "DATABASE_URL" => Some("postgres://app:hunter2@db/app?password=hunter3".to_string()),
-            "REDIS_URL" => Some("redis://:hunter4@cache:6379".to_string()),
-            _ => None,
-        };
-        let c = Config::parse("", &env).unwrap();
-        for shown in [format!("{c:?}"), format!("{:?}", c.server)] {
-            for secret in ["hunter2", "hunter3", "hunter4"] {
-                assert!(!shown.contains(secret), "{secret} in {shown}");
-            }
-        }
-        assert!(format!("{:?}", c.server).contains("postgres://app:***@db/app"));
-    }
-
-    #[test]
     fn partial_retention_merges_with_the_level_above() {
         let text = r#"
 [defaults]
@@ -1192,8 +1026,6 @@ remove_on_complete = 10
             ("[toolkit]\nprefix = \"a:b\"", "toolkit.prefix"),
             ("[locks.payout]\nttl_ms = 5", "locks.payout.ttl_ms"),
             ("[locks.payout]\nwait_ms = 5", "locks.payout"),
-            ("[server]\nhost = \"localhost:80\"", "server.host"),
-            ("[database]\nurl = \"mysql://x\"", "database.url"),
             ("[queues.a]\ntenant = \"a b\"", "queues.a.tenant"),
         ];
         for (text, key) in cases {

@@ -159,15 +159,17 @@ impl App {
 
     /// Starts an app; with `workers`, the configured queues' workers run (recording runs).
     pub async fn start_with(config: &str, backend: Backend, db: Db, workers: bool) -> App {
-        let config = Config::parse(config, &|_| None).unwrap();
+        let config = Config::parse_with(config, &|_| None, keel_server::config::SECTIONS).unwrap();
+        let settings = keel_server::config::ServerConfig::from_config(&config, &|_| None).unwrap();
         let test_db = match db {
             Db::Sqlite => sqlite().await,
             Db::Postgres => postgres().await,
         };
         let store: Arc<dyn RecordStore> = test_db.store.clone();
-        let server = keel_server::serve::prepare(&config, backend, store.clone(), workers)
-            .await
-            .unwrap();
+        let server =
+            keel_server::serve::prepare(&config, &settings, backend, store.clone(), workers)
+                .await
+                .unwrap();
         let token = |role| {
             let store = store.clone();
             async move { store.create_token("test", role, None).await.unwrap().1 }
@@ -307,7 +309,7 @@ impl App {
         let addr = listener.local_addr().unwrap();
         let app = self.router.clone();
         let limits = keel_server::listener::ConnectionLimits {
-            header_read_timeout: self.state().config.server.header_read_timeout,
+            header_read_timeout: self.state().server.header_read_timeout,
             ..Default::default()
         };
         tokio::spawn(keel_server::listener::serve(
