@@ -3,7 +3,11 @@
 //! # Layout
 //! - this file: arguments (clap), dispatch, output and exit codes.
 //! - [`commands`] — one function per command.
-//! - [`bench`] — `keel bench`, Keel vs raw bullmq-official (and the Node peer via a script).
+//! - [`server`] — `keel migrate`, `keel token`, `keel user` (the records database).
+//! - [`toolkit`] — `keel redis`, `keel cache`, `keel ratelimit`.
+//! - [`bench`] — `keel bench`, Keel vs raw bullmq-official (and the Node peer via a script);
+//!   [`bench_server`] its server scenarios (HTTP enqueue, run records), [`bench_toolkit`] its
+//!   toolkit scenarios. `scripts/bench-http.sh` compares the HTTP path with the Node peer.
 //!
 //! Exit codes: 0 success, 1 unexpected failure, 2 bad input or configuration (the message names
 //! the argument or key), 3 backend unreachable.

@@ -23,7 +23,8 @@
 //! - `http` (feature `http`) — tower layers for a user's own axum service: per-route rate
 //!   limits ([`http::RateLimitLayer`]) and cache-aside of `GET` answers with tag invalidation
 //!   ([`http::CacheLayer`]).
-//! - [`config`] — the `keel.toml` file and the environment variables that override it.
+//! - [`config`] — the `keel.toml` file and the environment variables that override it;
+//!   [`runner`] starts the workers a configuration declares (`keel worker`, `keel serve`).
 //!
 //! # Example
 //! ```no_run
