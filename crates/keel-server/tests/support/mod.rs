@@ -160,14 +160,26 @@ impl App {
     /// Starts an app; with `workers`, the configured queues' workers run (recording runs).
     pub async fn start_with(config: &str, backend: Backend, db: Db, workers: bool) -> App {
         let config = Config::parse_with(config, &|_| None, keel_server::config::SECTIONS).unwrap();
-        let settings = keel_server::config::ServerConfig::from_config(&config, &|_| None).unwrap();
         let test_db = match db {
             Db::Sqlite => sqlite().await,
             Db::Postgres => postgres().await,
         };
         let store: Arc<dyn RecordStore> = test_db.store.clone();
+        let mut app = App::on_store(&config, backend, store, workers).await;
+        app.db = Some(test_db);
+        app
+    }
+
+    /// Starts an app on `config` over `store` (which the caller keeps and cleans up).
+    pub async fn on_store(
+        config: &Config,
+        backend: Backend,
+        store: Arc<dyn RecordStore>,
+        workers: bool,
+    ) -> App {
+        let settings = keel_server::config::ServerConfig::from_config(config, &|_| None).unwrap();
         let server =
-            keel_server::serve::prepare(&config, &settings, backend, store.clone(), workers)
+            keel_server::serve::prepare(config, &settings, backend, store.clone(), workers)
                 .await
                 .unwrap();
         let token = |role| {
@@ -189,7 +201,7 @@ impl App {
         App {
             server: Some(server),
             router,
-            db: Some(test_db),
+            db: None,
             owner,
             admin,
             viewer,
