@@ -1,5 +1,8 @@
 //! Rate limiting by named policies: one backend round trip per check (one Lua script on Redis),
-//! timed by the backend's clock.
+//! timed by the backend's clock — or, for a policy with a local lease, one per lease.
+//!
+//! Over 600 lines (~570 of code, the rest tests): the policies, their validation, the seeds'
+//! defaults, the decision and its two header forms, and the local leases belong together.
 //!
 //! Algorithms ([`RateAlgorithm`]): GCRA (the default: smooth, exact, one timestamp per key, with
 //! an explicit burst), sliding window counter (two buckets; approximate, see below), sliding log
