@@ -1,8 +1,6 @@
 //! [`CacheLayer`]: cache-aside of `GET` answers in Keel's shared [`Cache`], with tag
 //! invalidation by the routes that change things.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -13,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service};
 
-use super::{fill, mutating, path_params, route_of, SubjectFn};
+use super::{fill, mutating, path_params, route_of, take_ready, BoxFuture, SubjectFn};
 use crate::{Cache, Write};
 
 /// Largest answer the layer stores (bigger ones pass uncached).
@@ -137,15 +135,14 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+    type Future = BoxFuture<S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         let layer = self.layer.clone();
         Box::pin(async move {
             let route = route_of(&req);

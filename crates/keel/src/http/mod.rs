@@ -31,6 +31,18 @@ use axum::extract::{ConnectInfo, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{Method, Request};
 
+/// The answer future of the layers' services.
+type BoxFuture<E> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<axum::http::Response<axum::body::Body>, E>> + Send>,
+>;
+
+/// The ready inner service, leaving a clone in its place: tower's rule for a service that is
+/// called from inside a future (the clone has not been polled ready).
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
+
 /// Who a request counts for: a function of the request head.
 pub type SubjectFn = std::sync::Arc<dyn Fn(&Parts) -> String + Send + Sync>;
 

@@ -1,7 +1,5 @@
 //! [`RateLimitLayer`]: Keel's shared rate limits on a tower service, one policy per route.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -9,7 +7,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use tower::{Layer, Service};
 
-use super::{client_ip, error_body, route_of, SubjectFn};
+use super::{client_ip, error_body, route_of, take_ready, BoxFuture, SubjectFn};
 use crate::{RateDecision, RateLimiter};
 
 /// Which policy a request counts against: the most specific rule wins — a method's own rule
@@ -185,16 +183,14 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+    type Future = BoxFuture<S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        // The clone is the ready one (tower's rule for services called from a future).
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         let layer = self.layer.clone();
         Box::pin(async move {
             let route = route_of(&req);
