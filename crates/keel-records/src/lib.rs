@@ -1,5 +1,5 @@
 //! Keel's durable records — tenants, users, API tokens, the audit and data-access logs, job
-//! runs — behind one contract, on PostgreSQL or SQLite.
+//! runs, workflows — behind one contract, on PostgreSQL or SQLite.
 //!
 //! The server (`keel serve`) holds an `Arc<dyn RecordStore>`; nothing here knows about HTTP or
 //! queues. Errors are [`StoreError`], so a database outage is `database-unavailable`, never
@@ -11,6 +11,8 @@
 //!   [`RecordStore`], all of them.
 //! - [`sql`] — [`SqlStore`], the PostgreSQL and SQLite implementation; its migrations are in
 //!   `migrations/<db>/`, embedded at compile time.
+//! - [`workflow`] — workflow definitions, instances and steps, and the rule that moves an
+//!   instance forward.
 //! - [`secret`] — token secrets and argon2id passwords.
 //! - [`error`] — the records' errors ([`StoreError`]).
 //! - `testing` (feature `testing`): a fresh database per test, for this crate's store suite
@@ -23,6 +25,7 @@ pub mod sql;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod workflow;
 
 pub use error::{Result, StoreError};
 pub use model::{
@@ -30,13 +33,15 @@ pub use model::{
     NewRun, Page, PoolHealth, Role, RunEvent, RunFilter, Scope, Tenant, User,
 };
 pub use sql::{redact_database_url, PoolSettings, SqlStore};
-pub use store::{Admin, LogStore, RecordStore, RunStore, TenantStore, TokenStore, UserStore};
+pub use store::{
+    Admin, LogStore, RecordStore, RunStore, TenantStore, TokenStore, UserStore, WorkflowStore,
+};
 
 /// The store traits, for calling their methods on an `Arc<dyn RecordStore>`:
 /// `use keel_records::prelude::*`.
 pub mod prelude {
     pub use crate::store::{
         Admin as _, LogStore as _, RecordStore, RunStore as _, TenantStore as _, TokenStore as _,
-        UserStore as _,
+        UserStore as _, WorkflowStore as _,
     };
 }

@@ -9,6 +9,9 @@ use crate::model::{
     AccessEntry, ApiToken, AuditEntry, JobRun, LogFilter, MinuteCounts, NewAccess, NewAudit,
     NewRun, Page, PoolHealth, Role, RunEvent, RunFilter, Scope, Tenant, User,
 };
+use crate::workflow::{
+    Definition, Instance, InstanceFilter, NewDefinition, Settled, WorkflowState, WorkflowWrite,
+};
 
 /// The database itself: its kind, migrations and health.
 #[async_trait]
@@ -124,7 +127,53 @@ pub trait RunStore: Send + Sync + 'static {
     async fn runs_per_minute(&self, scope: &Scope, since: i64) -> Result<Vec<MinuteCounts>>;
 }
 
-/// Every kind of record: what the server holds.
-pub trait RecordStore: Admin + TenantStore + UserStore + TokenStore + LogStore + RunStore {}
+/// Workflow definitions (versioned), instances and their steps.
+#[async_trait]
+pub trait WorkflowStore: Send + Sync + 'static {
+    /// Saves `d` as the next version of its name, unless the latest version has the same
+    /// spec; returns the latest version and whether it is new. `Conflict` when another tenant
+    /// owns the name.
+    async fn save_definition(&self, d: NewDefinition) -> Result<(Definition, bool)>;
+    /// The latest version of every definition in scope (global ones and the tenant's), by name.
+    async fn definitions(&self, scope: &Scope) -> Result<Vec<Definition>>;
+    /// One version of a definition (the latest when `version` is `None`).
+    async fn definition(
+        &self,
+        scope: &Scope,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<Definition>>;
+    /// Applies creations and step events in one transaction and settles every instance they
+    /// touch ([`crate::workflow::WorkflowState::settle`]); returns each touched instance after.
+    async fn write_workflows(&self, writes: &[WorkflowWrite]) -> Result<Vec<Settled>>;
+    /// An instance and its steps.
+    async fn workflow_state(&self, scope: &Scope, id: &str) -> Result<Option<WorkflowState>>;
+    /// Instances, newest first.
+    async fn list_instances(
+        &self,
+        scope: &Scope,
+        filter: &InstanceFilter,
+        page: i64,
+        limit: i64,
+    ) -> Result<Page<Instance>>;
+    /// Cancels a pending or running instance (`Conflict` otherwise): steps that have not
+    /// started are cancelled; running ones finish, unrecorded in the outcome.
+    async fn cancel_instance(&self, scope: &Scope, id: &str) -> Result<Settled>;
+    /// Runs a failed or cancelled instance again from its failed and cancelled steps;
+    /// completed steps keep their outputs. `Conflict` for other statuses.
+    async fn rerun_instance(&self, scope: &Scope, id: &str) -> Result<Settled>;
+    /// Pending or running instances unchanged since `updated_before` (ms), quietest first: what
+    /// the reconciler looks at.
+    async fn quiet_instances(&self, updated_before: i64, limit: i64) -> Result<Vec<String>>;
+}
 
-impl<T: Admin + TenantStore + UserStore + TokenStore + LogStore + RunStore> RecordStore for T {}
+/// Every kind of record: what the server holds.
+pub trait RecordStore:
+    Admin + TenantStore + UserStore + TokenStore + LogStore + RunStore + WorkflowStore
+{
+}
+
+impl<T: Admin + TenantStore + UserStore + TokenStore + LogStore + RunStore + WorkflowStore>
+    RecordStore for T
+{
+}

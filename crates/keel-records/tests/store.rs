@@ -2,6 +2,11 @@
 //! fresh file per test).
 
 use keel_records::testing::{postgres, sqlite};
+use keel_records::workflow::{
+    InstanceFilter, InstanceStatus, NewDefinition, NewInstance, NewStep, OnFailure, StepEvent,
+    StepStatus, StepUpdate, Trigger, WorkflowWrite,
+};
+use keel_records::WorkflowStore;
 use keel_records::{
     Admin, LogFilter, LogStore, NewAccess, NewAudit, NewRun, PoolSettings, Role, RunFilter,
     RunStore, Scope, SqlStore, TenantStore, TokenStore, UserStore,
@@ -41,18 +46,22 @@ both!(
     runs_are_recorded_with_events,
     users_have_argon2id_passwords,
     users_are_listed_scoped_and_disabled,
+    workflow_definitions_are_versioned,
+    workflow_instances_settle_in_one_transaction,
+    a_fan_in_finishing_at_once_is_seen_ready,
+    workflow_instances_are_listed_cancelled_and_rerun,
 );
 
 async fn migrations_up_down_up(s: &SqlStore) {
     let applied = s.migrate_up().await.unwrap();
-    assert_eq!(applied.len(), 3, "{applied:?}");
+    assert_eq!(applied.len(), 4, "{applied:?}");
     assert!(s.migrate_up().await.unwrap().is_empty(), "up is idempotent");
     s.create_token("t", Role::Owner, None).await.unwrap();
-    // One step down drops only the newest migration (a column): the tables stay.
-    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[2]]);
+    // One step down drops only the newest migration (the workflow tables): the others stay.
+    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[3]]);
     assert_eq!(s.list_tokens(&Scope::All).await.unwrap().len(), 1);
-    let reverted = s.migrate_down(2).await.unwrap();
-    assert_eq!(reverted, vec![applied[1], applied[0]]);
+    let reverted = s.migrate_down(3).await.unwrap();
+    assert_eq!(reverted, vec![applied[2], applied[1], applied[0]]);
     assert!(
         s.list_tokens(&Scope::All).await.is_err(),
         "tables are gone after down"
@@ -526,4 +535,361 @@ async fn an_unreachable_database_is_database_unavailable() {
     let e = SqlStore::connect(&url, &settings).await.unwrap_err();
     assert_eq!(e.code(), "database-unavailable", "{e}");
     assert!(!e.to_string().contains("hunter2secret"), "{e}");
+}
+
+fn instance(id: &str, steps: &[(&str, &[&str])]) -> NewInstance {
+    NewInstance {
+        id: id.to_string(),
+        tenant_id: None,
+        workflow: "publish".into(),
+        version: 1,
+        input: json!({"topic": "rust"}),
+        trigger: Trigger {
+            kind: "api".into(),
+            reference: None,
+        },
+        actor: "token:t".into(),
+        steps: steps
+            .iter()
+            .map(|(n, needs)| NewStep {
+                step: n.to_string(),
+                queue: "q".into(),
+                job_name: "j".into(),
+                needs: needs.iter().map(|s| s.to_string()).collect(),
+                on_failure: OnFailure::Fail,
+            })
+            .collect(),
+    }
+}
+
+fn step(id: &str, step: &str, event: StepEvent) -> WorkflowWrite {
+    WorkflowWrite::Step(StepUpdate {
+        instance_id: id.to_string(),
+        step: step.to_string(),
+        at: keel_core::now_ms() as i64,
+        event,
+    })
+}
+
+fn hex_id(n: u32) -> String {
+    format!("{n:032x}")
+}
+
+async fn workflow_definitions_are_versioned(s: &SqlStore) {
+    s.migrate_up().await.unwrap();
+    let acme = s.create_tenant("acme").await.unwrap();
+    let def = |spec: serde_json::Value, tenant: Option<&str>| NewDefinition {
+        name: "publish".into(),
+        tenant_id: tenant.map(str::to_string),
+        spec,
+        source: "config".into(),
+        created_by: "config".into(),
+    };
+    let (v1, new) = s
+        .save_definition(def(json!({"steps": [1]}), None))
+        .await
+        .unwrap();
+    assert!(new);
+    assert_eq!(v1.version, 1);
+    let (same, new) = s
+        .save_definition(def(json!({"steps": [1]}), None))
+        .await
+        .unwrap();
+    assert!(!new, "an unchanged spec is not a new version");
+    assert_eq!(same.version, 1);
+    let (v2, new) = s
+        .save_definition(def(json!({"steps": [2]}), None))
+        .await
+        .unwrap();
+    assert!(new);
+    assert_eq!(v2.version, 2);
+    let err = s
+        .save_definition(def(json!({"steps": [3]}), Some(&acme.id)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        "conflict",
+        "another tenant cannot take the name"
+    );
+    let latest = s.definitions(&Scope::All).await.unwrap();
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].version, 2);
+    let old = s
+        .definition(&Scope::All, "publish", Some(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(old.spec, json!({"steps": [1]}));
+    // A tenant sees global definitions and its own, never another tenant's.
+    let other = s.create_tenant("other").await.unwrap();
+    let mine = NewDefinition {
+        name: "acme-only".into(),
+        tenant_id: Some(acme.id.clone()),
+        spec: json!({}),
+        source: "api".into(),
+        created_by: "user:a@acme.test".into(),
+    };
+    s.save_definition(mine).await.unwrap();
+    let names = |d: Vec<keel_records::workflow::Definition>| {
+        d.into_iter().map(|d| d.name).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(
+            s.definitions(&Scope::Tenant(acme.id.clone()))
+                .await
+                .unwrap()
+        ),
+        vec!["acme-only", "publish"]
+    );
+    assert_eq!(
+        names(
+            s.definitions(&Scope::Tenant(other.id.clone()))
+                .await
+                .unwrap()
+        ),
+        vec!["publish"]
+    );
+    assert!(s
+        .definition(&Scope::Tenant(other.id), "acme-only", None)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn workflow_instances_settle_in_one_transaction(s: &SqlStore) {
+    s.migrate_up().await.unwrap();
+    let id = hex_id(1);
+    let created = s
+        .write_workflows(&[WorkflowWrite::Create(instance(
+            &id,
+            &[("draft", &[]), ("seo", &["draft"])],
+        ))])
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].ready, vec!["draft"]);
+    assert_eq!(created[0].state.instance.status, InstanceStatus::Pending);
+    // Creating the same id again changes nothing.
+    let again = s
+        .write_workflows(&[WorkflowWrite::Create(instance(&id, &[("other", &[])]))])
+        .await
+        .unwrap();
+    assert_eq!(again[0].state.steps.len(), 2);
+    let r = s
+        .write_workflows(&[
+            step(
+                &id,
+                "draft",
+                StepEvent::Queued {
+                    job_id: "wf-x".into(),
+                    input: json!({"topic": "rust"}),
+                },
+            ),
+            step(&id, "draft", StepEvent::Started { attempt: 1 }),
+            step(
+                &id,
+                "draft",
+                StepEvent::Completed {
+                    output: json!({"text": "hello"}),
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(r[0].ready, vec!["seo"]);
+    assert!(r[0].instance_changed, "pending -> running");
+    assert_eq!(r[0].steps_changed, vec!["draft", "draft", "draft"]);
+    let st = s.workflow_state(&Scope::All, &id).await.unwrap().unwrap();
+    assert_eq!(st.instance.status, InstanceStatus::Running);
+    let draft = st.step("draft").unwrap();
+    assert_eq!(draft.status, StepStatus::Completed);
+    assert_eq!(draft.output, Some(json!({"text": "hello"})));
+    assert_eq!(draft.input, Some(json!({"topic": "rust"})));
+    assert_eq!(draft.attempts, 1);
+    assert!(draft.duration_ms.is_some());
+    let r = s
+        .write_workflows(&[
+            step(&id, "seo", StepEvent::Started { attempt: 1 }),
+            step(
+                &id,
+                "seo",
+                StepEvent::Failed {
+                    attempt: 1,
+                    error: "503".into(),
+                    stack: Some("at seo".into()),
+                    terminal: false,
+                },
+            ),
+            step(&id, "seo", StepEvent::Started { attempt: 2 }),
+            step(&id, "seo", StepEvent::Completed { output: json!(1) }),
+        ])
+        .await
+        .unwrap();
+    assert!(r[0].ready.is_empty());
+    let st = s.workflow_state(&Scope::All, &id).await.unwrap().unwrap();
+    assert_eq!(st.instance.status, InstanceStatus::Completed);
+    assert!(st.instance.finished_at.is_some());
+    assert_eq!(st.step("seo").unwrap().attempts, 2);
+    assert_eq!(st.step("seo").unwrap().error, None, "the success clears it");
+    // Events of unknown instances are ignored, not errors.
+    assert!(s
+        .write_workflows(&[step(&hex_id(99), "a", StepEvent::Started { attempt: 1 })])
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn a_fan_in_finishing_at_once_is_seen_ready(s: &SqlStore) {
+    s.migrate_up().await.unwrap();
+    let s = std::sync::Arc::new(s.clone());
+    for n in 0..10 {
+        let id = hex_id(100 + n);
+        s.write_workflows(&[WorkflowWrite::Create(instance(
+            &id,
+            &[("a", &[]), ("b", &[]), ("c", &["a", "b"])],
+        ))])
+        .await
+        .unwrap();
+        let done = |step_name: &'static str| {
+            let (s, id) = (s.clone(), id.clone());
+            tokio::spawn(async move {
+                s.write_workflows(&[step(
+                    &id,
+                    step_name,
+                    StepEvent::Completed {
+                        output: json!(step_name),
+                    },
+                )])
+                .await
+                .unwrap()
+            })
+        };
+        let (a, b) = (done("a"), done("b"));
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        let seen = a[0].ready.contains(&"c".to_string()) as u32
+            + b[0].ready.contains(&"c".to_string()) as u32;
+        assert_eq!(seen, 1, "exactly the later write sees the fan-in ready");
+    }
+}
+
+async fn workflow_instances_are_listed_cancelled_and_rerun(s: &SqlStore) {
+    s.migrate_up().await.unwrap();
+    let acme = s.create_tenant("acme").await.unwrap();
+    let mut writes = Vec::new();
+    for n in 0..5 {
+        let mut i = instance(&hex_id(200 + n), &[("a", &[]), ("b", &["a"])]);
+        if n == 4 {
+            i.tenant_id = Some(acme.id.clone());
+            i.workflow = "other".into();
+        }
+        writes.push(WorkflowWrite::Create(i));
+    }
+    s.write_workflows(&writes).await.unwrap();
+    let all = s
+        .list_instances(&Scope::All, &InstanceFilter::default(), 1, 3)
+        .await
+        .unwrap();
+    assert_eq!((all.total, all.items.len()), (5, 3));
+    let by_name = s
+        .list_instances(
+            &Scope::All,
+            &InstanceFilter {
+                workflow: Some("other".into()),
+                ..Default::default()
+            },
+            1,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_name.total, 1);
+    let tenant = Scope::Tenant(acme.id.clone());
+    let mine = s
+        .list_instances(&tenant, &InstanceFilter::default(), 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(mine.total, 1, "a tenant lists only its instances");
+    assert!(s
+        .workflow_state(&tenant, &hex_id(200))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        s.cancel_instance(&tenant, &hex_id(200))
+            .await
+            .unwrap_err()
+            .code(),
+        "not-found"
+    );
+    // Cancel: steps not started are cancelled; a second cancel is a conflict.
+    let c = s.cancel_instance(&Scope::All, &hex_id(200)).await.unwrap();
+    assert!(c.instance_changed);
+    assert_eq!(c.state.instance.status, InstanceStatus::Cancelled);
+    assert!(c
+        .state
+        .steps
+        .iter()
+        .all(|s| s.status == StepStatus::Cancelled));
+    assert_eq!(
+        s.cancel_instance(&Scope::All, &hex_id(200))
+            .await
+            .unwrap_err()
+            .code(),
+        "conflict"
+    );
+    let cancelled = s
+        .list_instances(
+            &Scope::All,
+            &InstanceFilter {
+                status: Some(InstanceStatus::Cancelled),
+                ..Default::default()
+            },
+            1,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cancelled.total, 1);
+    // Re-run after a failure: the completed step keeps its output, the failed one is pending.
+    let id = hex_id(201);
+    s.write_workflows(&[
+        step(
+            &id,
+            "a",
+            StepEvent::Completed {
+                output: json!("kept"),
+            },
+        ),
+        step(
+            &id,
+            "b",
+            StepEvent::Failed {
+                attempt: 1,
+                error: "boom".into(),
+                stack: None,
+                terminal: true,
+            },
+        ),
+    ])
+    .await
+    .unwrap();
+    let st = s.workflow_state(&Scope::All, &id).await.unwrap().unwrap();
+    assert_eq!(st.instance.status, InstanceStatus::Failed);
+    assert_eq!(st.instance.error.as_deref(), Some("step b failed: boom"));
+    let r = s.rerun_instance(&Scope::All, &id).await.unwrap();
+    assert_eq!(r.ready, vec!["b"]);
+    assert_eq!(r.state.instance.reruns, 1);
+    assert_eq!(r.state.instance.status, InstanceStatus::Running);
+    assert_eq!(r.state.step("a").unwrap().output, Some(json!("kept")));
+    assert_eq!(
+        s.rerun_instance(&Scope::All, &id).await.unwrap_err().code(),
+        "conflict"
+    );
+    // The reconciler's view: quiet running or pending instances.
+    let future = keel_core::now_ms() as i64 + 1000;
+    let quiet = s.quiet_instances(future, 100).await.unwrap();
+    assert_eq!(quiet.len(), 4, "{quiet:?}");
+    assert!(!quiet.contains(&hex_id(200)), "cancelled is not quiet");
+    assert!(s.quiet_instances(0, 100).await.unwrap().is_empty());
 }

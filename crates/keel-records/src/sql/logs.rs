@@ -178,6 +178,7 @@ impl LogStore for SqlStore {
             "keel_audit_log",
             AUDIT_COLUMNS,
             &w,
+            "id DESC",
             (page, limit),
             audit_from,
         )
@@ -206,6 +207,7 @@ impl LogStore for SqlStore {
             "keel_access_log",
             ACCESS_COLUMNS,
             &w,
+            "id DESC",
             (page, limit),
             access_from,
         )

@@ -7,12 +7,13 @@
 //! [`Scope`], and a tenant scope adds `tenant_id = $n` to the query itself.
 //!
 //! One module per record kind: [`accounts`] (tenants, users, tokens), [`logs`] (audit and
-//! access), [`runs`] (job runs); [`copy`] is PostgreSQL's `COPY` for bulk writes.
+//! access), [`runs`] (job runs), [`workflows`] (definitions, instances, steps); [`copy`] is PostgreSQL's `COPY` for bulk writes.
 
 mod accounts;
 mod copy;
 mod logs;
 mod runs;
+mod workflows;
 
 use std::time::Duration;
 
@@ -309,6 +310,7 @@ impl SqlStore {
         table: &str,
         columns: &str,
         w: &Where,
+        order: &str,
         (page, limit): (i64, i64),
         map: fn(&AnyRow) -> std::result::Result<T, sqlx::Error>,
     ) -> Result<Page<T>> {
@@ -322,7 +324,7 @@ impl SqlStore {
             .map_err(|e| db_err(what, e))?;
         let n = w.next();
         let sql = format!(
-            "SELECT {columns} FROM {table}{} ORDER BY id DESC LIMIT ${n} OFFSET ${}",
+            "SELECT {columns} FROM {table}{} ORDER BY {order} LIMIT ${n} OFFSET ${}",
             w.sql(),
             n + 1
         );

@@ -158,6 +158,7 @@ impl RunStore for SqlStore {
             "keel_job_runs",
             RUN_COLUMNS,
             &w,
+            "id DESC",
             (page, limit),
             run_from,
         )

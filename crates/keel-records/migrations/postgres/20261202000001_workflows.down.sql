@@ -1,0 +1,3 @@
+DROP TABLE keel_wf_steps;
+DROP TABLE keel_wf_instances;
+DROP TABLE keel_wf_definitions;

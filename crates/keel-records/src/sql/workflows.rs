@@ -1,0 +1,622 @@
+//! Workflow definitions, instances and step executions.
+//!
+//! [`WorkflowStore::write_workflows`] is the engine's one write: a batch of creations and step
+//! events in one transaction that first locks the instance rows it touches (PostgreSQL `FOR
+//! UPDATE`, in id order so two batches never deadlock; SQLite by taking the write lock with an
+//! `UPDATE`), reads their state, applies [`WorkflowState::apply`] and
+//! [`WorkflowState::settle`] and writes back only the rows that changed, with multi-row
+//! upserts — a handful of statements per batch whatever its size.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::error::{Result, StoreError};
+use crate::model::{Page, Scope};
+use crate::store::WorkflowStore;
+use crate::workflow::{
+    Definition, Instance, InstanceFilter, InstanceStatus, NewDefinition, OnFailure, Settled,
+    StepExecution, StepStatus, Trigger, WorkflowState, WorkflowWrite,
+};
+
+use super::{clamp_page, db_err, multi_insert, SqlStore, Where};
+
+const INSTANCE_COLUMNS: &str = "id, tenant_id, workflow, version, status, input, error, trigger_kind, trigger_ref, actor, reruns, created_at, started_at, finished_at, updated_at";
+const STEP_COLUMNS: &str = "instance_id, step, position, queue, job_name, needs, on_failure, status, attempts, job_id, input, output, error, stack, queued_at, started_at, finished_at, duration_ms";
+const DEFINITION_COLUMNS: &str = "name, version, tenant_id, spec, source, created_by, created_at";
+/// Rows per multi-row statement (18 columns: far inside both databases' parameter limits).
+const CHUNK: usize = 400;
+
+fn json_of(row: &AnyRow, col: &str) -> std::result::Result<Value, sqlx::Error> {
+    let s: String = row.try_get(col)?;
+    serde_json::from_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn opt_json_of(row: &AnyRow, col: &str) -> std::result::Result<Option<Value>, sqlx::Error> {
+    let s: Option<String> = row.try_get(col)?;
+    s.map(|s| serde_json::from_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .transpose()
+}
+
+fn decode<E: std::error::Error + Send + Sync + 'static>(e: E) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+fn instance_from(row: &AnyRow) -> std::result::Result<Instance, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    Ok(Instance {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        workflow: row.try_get("workflow")?,
+        version: row.try_get("version")?,
+        status: InstanceStatus::parse(&status, "status").map_err(decode)?,
+        input: json_of(row, "input")?,
+        error: row.try_get("error")?,
+        trigger: Trigger {
+            kind: row.try_get("trigger_kind")?,
+            reference: row.try_get("trigger_ref")?,
+        },
+        actor: row.try_get("actor")?,
+        reruns: row.try_get("reruns")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn step_from(row: &AnyRow) -> std::result::Result<(String, StepExecution), sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    let on_failure: String = row.try_get("on_failure")?;
+    let needs: String = row.try_get("needs")?;
+    Ok((
+        row.try_get("instance_id")?,
+        StepExecution {
+            step: row.try_get("step")?,
+            position: row.try_get("position")?,
+            queue: row.try_get("queue")?,
+            job_name: row.try_get("job_name")?,
+            needs: serde_json::from_str(&needs).map_err(decode)?,
+            on_failure: OnFailure::parse(&on_failure).map_err(decode)?,
+            status: StepStatus::parse(&status).map_err(decode)?,
+            attempts: row.try_get("attempts")?,
+            job_id: row.try_get("job_id")?,
+            input: opt_json_of(row, "input")?,
+            output: opt_json_of(row, "output")?,
+            error: row.try_get("error")?,
+            stack: row.try_get("stack")?,
+            queued_at: row.try_get("queued_at")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            duration_ms: row.try_get("duration_ms")?,
+        },
+    ))
+}
+
+fn definition_from(row: &AnyRow) -> std::result::Result<Definition, sqlx::Error> {
+    Ok(Definition {
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        tenant_id: row.try_get("tenant_id")?,
+        spec: json_of(row, "spec")?,
+        source: row.try_get("source")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn text(v: &Option<Value>) -> Option<String> {
+    v.as_ref().map(|v| v.to_string())
+}
+
+/// A definition is visible to a tenant when it is global or the tenant's own.
+fn definition_scope(w: &mut Where, scope: &Scope) {
+    if let Some(t) = scope.tenant() {
+        w.text("(tenant_id IS NULL OR tenant_id = ?)", t);
+    }
+}
+
+impl SqlStore {
+    /// Locks the instance rows `ids` for the rest of `tx` and loads their state.
+    async fn lock_states(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ids: &[String],
+    ) -> Result<Vec<WorkflowState>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sorted = ids.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let mut states = HashMap::new();
+        for chunk in sorted.chunks(CHUNK) {
+            if self.database == "postgres" {
+                let sql = format!(
+                    "SELECT id FROM keel_wf_instances WHERE id IN ({}) ORDER BY id FOR UPDATE",
+                    placeholders(1, chunk.len())
+                );
+                let mut q = sqlx::query(&sql);
+                for id in chunk {
+                    q = q.bind(id.as_str());
+                }
+                q.fetch_all(&mut **tx)
+                    .await
+                    .map_err(|e| db_err("workflow instances", e))?;
+            } else {
+                // SQLite: begin with a write, so the transaction holds the write lock before it
+                // reads (a read-then-write transaction can fail to upgrade under WAL).
+                let sql = format!(
+                    "UPDATE keel_wf_instances SET updated_at = updated_at WHERE id IN ({})",
+                    placeholders(1, chunk.len())
+                );
+                let mut q = sqlx::query(&sql);
+                for id in chunk {
+                    q = q.bind(id.as_str());
+                }
+                q.execute(&mut **tx)
+                    .await
+                    .map_err(|e| db_err("workflow instances", e))?;
+            }
+            let sql = format!(
+                "SELECT {INSTANCE_COLUMNS} FROM keel_wf_instances WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for row in q
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(|e| db_err("workflow instances", e))?
+            {
+                let i = instance_from(&row).map_err(|e| db_err("workflow instances", e))?;
+                states.insert(
+                    i.id.clone(),
+                    WorkflowState {
+                        instance: i,
+                        steps: Vec::new(),
+                    },
+                );
+            }
+            let sql = format!(
+                "SELECT {STEP_COLUMNS} FROM keel_wf_steps WHERE instance_id IN ({}) ORDER BY instance_id, position",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for row in q
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(|e| db_err("workflow steps", e))?
+            {
+                let (id, s) = step_from(&row).map_err(|e| db_err("workflow steps", e))?;
+                if let Some(st) = states.get_mut(&id) {
+                    st.steps.push(s);
+                }
+            }
+        }
+        Ok(ids.iter().filter_map(|id| states.remove(id)).collect())
+    }
+
+    /// Writes back the instances and steps of `after` that differ from `before`.
+    async fn write_back(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        before: &HashMap<String, WorkflowState>,
+        after: &[WorkflowState],
+    ) -> Result<()> {
+        let mut instances = Vec::new();
+        let mut steps = Vec::new();
+        for st in after {
+            let old = before.get(&st.instance.id);
+            if old.map(|o| o.instance != st.instance).unwrap_or(true) {
+                instances.push(&st.instance);
+            }
+            for s in &st.steps {
+                let unchanged = old
+                    .and_then(|o| o.step(&s.step))
+                    .map(|o| o == s)
+                    .unwrap_or(false);
+                if !unchanged {
+                    steps.push((st.instance.id.as_str(), s));
+                }
+            }
+        }
+        for chunk in instances.chunks(CHUNK) {
+            let sql = format!(
+                "{} ON CONFLICT (id) DO UPDATE SET status = excluded.status, error = excluded.error, started_at = excluded.started_at, finished_at = excluded.finished_at, reruns = excluded.reruns, updated_at = excluded.updated_at",
+                multi_insert(&format!("keel_wf_instances ({INSTANCE_COLUMNS})"), 15, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for i in chunk {
+                q = q
+                    .bind(i.id.as_str())
+                    .bind(i.tenant_id.as_deref())
+                    .bind(i.workflow.as_str())
+                    .bind(i.version)
+                    .bind(i.status.as_str())
+                    .bind(i.input.to_string())
+                    .bind(i.error.as_deref())
+                    .bind(i.trigger.kind.as_str())
+                    .bind(i.trigger.reference.as_deref())
+                    .bind(i.actor.as_str())
+                    .bind(i.reruns)
+                    .bind(i.created_at)
+                    .bind(i.started_at)
+                    .bind(i.finished_at)
+                    .bind(i.updated_at);
+            }
+            q.execute(&mut **tx)
+                .await
+                .map_err(|e| db_err("workflow instances", e))?;
+        }
+        for chunk in steps.chunks(CHUNK) {
+            let sql = format!(
+                "{} ON CONFLICT (instance_id, step) DO UPDATE SET status = excluded.status, attempts = excluded.attempts, job_id = excluded.job_id, input = excluded.input, output = excluded.output, error = excluded.error, stack = excluded.stack, queued_at = excluded.queued_at, started_at = excluded.started_at, finished_at = excluded.finished_at, duration_ms = excluded.duration_ms",
+                multi_insert(&format!("keel_wf_steps ({STEP_COLUMNS})"), 18, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, s) in chunk {
+                q = q
+                    .bind(*id)
+                    .bind(s.step.as_str())
+                    .bind(s.position)
+                    .bind(s.queue.as_str())
+                    .bind(s.job_name.as_str())
+                    .bind(serde_json::to_string(&s.needs).unwrap_or_else(|_| "[]".into()))
+                    .bind(s.on_failure.as_str())
+                    .bind(s.status.as_str())
+                    .bind(s.attempts)
+                    .bind(s.job_id.as_deref())
+                    .bind(text(&s.input))
+                    .bind(text(&s.output))
+                    .bind(s.error.as_deref())
+                    .bind(s.stack.as_deref())
+                    .bind(s.queued_at)
+                    .bind(s.started_at)
+                    .bind(s.finished_at)
+                    .bind(s.duration_ms);
+            }
+            q.execute(&mut **tx)
+                .await
+                .map_err(|e| db_err("workflow steps", e))?;
+        }
+        Ok(())
+    }
+
+    /// Locks one instance in scope, lets `change` alter it, writes it back.
+    async fn change_instance(
+        &self,
+        scope: &Scope,
+        id: &str,
+        change: impl FnOnce(&mut WorkflowState, i64) -> Result<Vec<String>> + Send,
+    ) -> Result<Settled> {
+        let now = keel_core::now_ms() as i64;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| db_err("workflow instances", e))?;
+        let mut states = self.lock_states(&mut tx, &[id.to_string()]).await?;
+        let Some(mut st) = states.pop() else {
+            return Err(StoreError::NotFound(format!("workflow instance {id}")));
+        };
+        if let Some(t) = scope.tenant() {
+            if st.instance.tenant_id.as_deref() != Some(t) {
+                return Err(StoreError::NotFound(format!("workflow instance {id}")));
+            }
+        }
+        let before = HashMap::from([(st.instance.id.clone(), st.clone())]);
+        let was = st.instance.status;
+        let mut changed = change(&mut st, now)?;
+        let (ready, more) = st.settle(now);
+        changed.extend(more);
+        st.instance.updated_at = now;
+        self.write_back(&mut tx, &before, std::slice::from_ref(&st))
+            .await?;
+        tx.commit()
+            .await
+            .map_err(|e| db_err("workflow instances", e))?;
+        Ok(Settled {
+            instance_changed: st.instance.status != was,
+            state: st,
+            ready,
+            steps_changed: changed,
+        })
+    }
+}
+
+#[async_trait]
+impl WorkflowStore for SqlStore {
+    async fn save_definition(&self, d: NewDefinition) -> Result<(Definition, bool)> {
+        for _ in 0..3 {
+            let latest = self.definition(&Scope::All, &d.name, None).await?;
+            if let Some(l) = &latest {
+                if l.tenant_id != d.tenant_id {
+                    return Err(StoreError::Conflict(format!(
+                        "workflow {} is defined by another tenant",
+                        d.name
+                    )));
+                }
+                if l.spec == d.spec {
+                    return Ok((l.clone(), false));
+                }
+            }
+            let version = latest.map(|l| l.version + 1).unwrap_or(1);
+            let now = keel_core::now_ms() as i64;
+            let r = sqlx::query(&format!(
+                "INSERT INTO keel_wf_definitions ({DEFINITION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            ))
+            .bind(d.name.as_str())
+            .bind(version)
+            .bind(d.tenant_id.as_deref())
+            .bind(d.spec.to_string())
+            .bind(d.source.as_str())
+            .bind(d.created_by.as_str())
+            .bind(now)
+            .execute(&self.pool)
+            .await;
+            match r.map_err(|e| db_err("workflow definitions", e)) {
+                Ok(_) => {
+                    return Ok((
+                        Definition {
+                            name: d.name,
+                            version,
+                            tenant_id: d.tenant_id,
+                            spec: d.spec,
+                            source: d.source,
+                            created_by: d.created_by,
+                            created_at: now,
+                        },
+                        true,
+                    ))
+                }
+                // Another process saved a version meanwhile: look again.
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "workflow {} is being saved concurrently",
+            d.name
+        )))
+    }
+
+    async fn definitions(&self, scope: &Scope) -> Result<Vec<Definition>> {
+        let mut w = Where::default();
+        definition_scope(&mut w, scope);
+        w.clauses.push(
+            "version = (SELECT MAX(version) FROM keel_wf_definitions d2 WHERE d2.name = keel_wf_definitions.name)".into(),
+        );
+        let sql = format!(
+            "SELECT {DEFINITION_COLUMNS} FROM keel_wf_definitions{} ORDER BY name",
+            w.sql()
+        );
+        let rows = w
+            .bind(sqlx::query(&sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_err("workflow definitions", e))?;
+        rows.iter()
+            .map(definition_from)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| db_err("workflow definitions", e))
+    }
+
+    async fn definition(
+        &self,
+        scope: &Scope,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<Definition>> {
+        let mut w = Where::default();
+        definition_scope(&mut w, scope);
+        w.text("name = ?", name);
+        if let Some(v) = version {
+            w.int("version = ?", v);
+        }
+        let sql = format!(
+            "SELECT {DEFINITION_COLUMNS} FROM keel_wf_definitions{} ORDER BY version DESC LIMIT 1",
+            w.sql()
+        );
+        let row = w
+            .bind(sqlx::query(&sql))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_err("workflow definitions", e))?;
+        row.as_ref()
+            .map(definition_from)
+            .transpose()
+            .map_err(|e| db_err("workflow definitions", e))
+    }
+
+    async fn write_workflows(&self, writes: &[WorkflowWrite]) -> Result<Vec<Settled>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = keel_core::now_ms() as i64;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| db_err("workflow instances", e))?;
+        let mut ids: Vec<String> = Vec::new();
+        for w in writes {
+            if !ids.iter().any(|i| i == w.instance_id()) {
+                ids.push(w.instance_id().to_string());
+            }
+        }
+        // Lock and read what exists; creations of new ids are written with the rest.
+        let mut states: Vec<WorkflowState> = self.lock_states(&mut tx, &ids).await?;
+        let before: HashMap<String, WorkflowState> = states
+            .iter()
+            .map(|s| (s.instance.id.clone(), s.clone()))
+            .collect();
+        let mut changed: HashMap<String, Vec<String>> = HashMap::new();
+        for w in writes {
+            match w {
+                WorkflowWrite::Create(n) => {
+                    if !states.iter().any(|s| s.instance.id == n.id) {
+                        states.push(n.state(now));
+                    }
+                }
+                WorkflowWrite::Step(u) => {
+                    if let Some(st) = states.iter_mut().find(|s| s.instance.id == u.instance_id) {
+                        let was = st.step(&u.step).map(|s| s.status);
+                        if st.apply(u) && st.step(&u.step).map(|s| s.status) != was {
+                            changed
+                                .entry(u.instance_id.clone())
+                                .or_default()
+                                .push(u.step.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let mut settled = Vec::with_capacity(states.len());
+        for mut st in states {
+            let was = before.get(&st.instance.id).map(|b| b.instance.status);
+            let (ready, more) = st.settle(now);
+            let mut steps_changed = changed.remove(&st.instance.id).unwrap_or_default();
+            steps_changed.extend(more);
+            let dirty = before.get(&st.instance.id) != Some(&st);
+            if dirty {
+                st.instance.updated_at = now;
+            }
+            settled.push(Settled {
+                instance_changed: was != Some(st.instance.status),
+                state: st,
+                ready,
+                steps_changed,
+            });
+        }
+        // New instances go first (their steps reference them).
+        let states: Vec<WorkflowState> = settled.iter().map(|s| s.state.clone()).collect();
+        self.write_back(&mut tx, &before, &states).await?;
+        tx.commit()
+            .await
+            .map_err(|e| db_err("workflow instances", e))?;
+        Ok(settled)
+    }
+
+    async fn workflow_state(&self, scope: &Scope, id: &str) -> Result<Option<WorkflowState>> {
+        let mut w = Where::default();
+        w.scope(scope);
+        w.text("id = ?", id);
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM keel_wf_instances{}",
+            w.sql()
+        );
+        let Some(row) = w
+            .bind(sqlx::query(&sql))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_err("workflow instances", e))?
+        else {
+            return Ok(None);
+        };
+        let instance = instance_from(&row).map_err(|e| db_err("workflow instances", e))?;
+        let rows = sqlx::query(&format!(
+            "SELECT {STEP_COLUMNS} FROM keel_wf_steps WHERE instance_id = $1 ORDER BY position"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_err("workflow steps", e))?;
+        let steps = rows
+            .iter()
+            .map(|r| step_from(r).map(|(_, s)| s))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| db_err("workflow steps", e))?;
+        Ok(Some(WorkflowState { instance, steps }))
+    }
+
+    async fn list_instances(
+        &self,
+        scope: &Scope,
+        f: &InstanceFilter,
+        page: i64,
+        limit: i64,
+    ) -> Result<Page<Instance>> {
+        let (page, limit) = clamp_page(page, limit)?;
+        let mut w = Where::default();
+        w.scope(scope);
+        if let Some(s) = f.status {
+            w.text("status = ?", s.as_str());
+        }
+        if let Some(n) = &f.workflow {
+            w.text("workflow = ?", n);
+        }
+        if let Some(v) = f.from {
+            w.int("created_at >= ?", v);
+        }
+        if let Some(v) = f.to {
+            w.int("created_at <= ?", v);
+        }
+        self.page(
+            "workflow instances",
+            "keel_wf_instances",
+            INSTANCE_COLUMNS,
+            &w,
+            "created_at DESC, id DESC",
+            (page, limit),
+            instance_from,
+        )
+        .await
+    }
+
+    async fn cancel_instance(&self, scope: &Scope, id: &str) -> Result<Settled> {
+        self.change_instance(scope, id, |st, now| {
+            if st.instance.status.is_final() {
+                return Err(StoreError::Conflict(format!(
+                    "instance {} is {}: only pending or running instances are cancelled",
+                    st.instance.id,
+                    st.instance.status.as_str()
+                )));
+            }
+            let mut changed = Vec::new();
+            st.end(
+                InstanceStatus::Cancelled,
+                Some("cancelled".into()),
+                now,
+                &mut changed,
+            );
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn rerun_instance(&self, scope: &Scope, id: &str) -> Result<Settled> {
+        self.change_instance(scope, id, |st, now| st.rerun(now))
+            .await
+    }
+
+    async fn quiet_instances(&self, updated_before: i64, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM keel_wf_instances WHERE status IN ('pending', 'running') AND updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(updated_before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_err("workflow instances", e))?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| db_err("workflow instances", e))
+    }
+}

@@ -1,0 +1,790 @@
+//! Workflow records: versioned definitions, instances and their step executions, and the one
+//! rule that moves an instance forward ([`WorkflowState::settle`]).
+//!
+//! The rule lives beside the records, not in the engine, because the store applies it inside
+//! the transaction that records a step's end: two steps of a fan-in finishing at once on two
+//! workers are serialised by the instance row, so exactly the later one sees both done.
+//!
+//! A step is *ready* when it is pending and each step it needs is completed, or failed with
+//! `on_failure = "continue"`. A step failing (no attempt left) with `on_failure = "fail"` fails
+//! the instance: its pending and queued steps are cancelled (running ones finish, unrecorded in
+//! the outcome). An instance whose steps have all ended is completed. The engine enqueues ready
+//! steps under idempotent job ids, so enqueuing one twice (a repair after a crash) is harmless.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Result, StoreError};
+
+/// How an instance stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceStatus {
+    /// Created; no step has started.
+    Pending,
+    /// A step has started and the instance has not ended.
+    Running,
+    /// Every step ended and none failed the instance.
+    Completed,
+    /// A step with `on_failure = "fail"` failed.
+    Failed,
+    /// Cancelled by a caller.
+    Cancelled,
+}
+
+impl InstanceStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [InstanceStatus; 5] = [
+        InstanceStatus::Pending,
+        InstanceStatus::Running,
+        InstanceStatus::Completed,
+        InstanceStatus::Failed,
+        InstanceStatus::Cancelled,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Pending => "pending",
+            InstanceStatus::Running => "running",
+            InstanceStatus::Completed => "completed",
+            InstanceStatus::Failed => "failed",
+            InstanceStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored or requested name; the error names `field`.
+    pub fn parse(s: &str, field: &str) -> Result<InstanceStatus> {
+        InstanceStatus::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| {
+                StoreError::invalid(
+                    field,
+                    format!(
+                        "unknown status {s:?} (pending, running, completed, failed, cancelled)"
+                    ),
+                )
+            })
+    }
+
+    /// Whether the instance has ended.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            InstanceStatus::Completed | InstanceStatus::Failed | InstanceStatus::Cancelled
+        )
+    }
+}
+
+/// How one step of an instance stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// Waits for the steps it needs.
+    Pending,
+    /// Its job is enqueued.
+    Queued,
+    /// An attempt is running (or retries are scheduled).
+    Running,
+    /// Its job completed; the output is stored.
+    Completed,
+    /// Its job failed with no attempt left.
+    Failed,
+    /// The instance ended (failed or cancelled) before the step ran.
+    Cancelled,
+}
+
+impl StepStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Queued => "queued",
+            StepStatus::Running => "running",
+            StepStatus::Completed => "completed",
+            StepStatus::Failed => "failed",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Result<StepStatus> {
+        Ok(match s {
+            "pending" => StepStatus::Pending,
+            "queued" => StepStatus::Queued,
+            "running" => StepStatus::Running,
+            "completed" => StepStatus::Completed,
+            "failed" => StepStatus::Failed,
+            "cancelled" => StepStatus::Cancelled,
+            other => return Err(StoreError::Database(format!("unknown step status {other}"))),
+        })
+    }
+
+    /// Whether the step has ended.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Completed | StepStatus::Failed | StepStatus::Cancelled
+        )
+    }
+}
+
+/// What a step's final failure does to its instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Fail the instance (the default).
+    #[default]
+    Fail,
+    /// Carry on: steps needing it run, seeing no output.
+    Continue,
+}
+
+impl OnFailure {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Fail => "fail",
+            OnFailure::Continue => "continue",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Result<OnFailure> {
+        match s {
+            "fail" => Ok(OnFailure::Fail),
+            "continue" => Ok(OnFailure::Continue),
+            other => Err(StoreError::Database(format!("unknown on_failure {other}"))),
+        }
+    }
+}
+
+/// One version of a workflow definition. The spec is the engine's (steps, triggers); the store
+/// keeps it as JSON and versions it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Definition {
+    /// Name, unique across versions.
+    pub name: String,
+    /// From 1, one more per change.
+    pub version: i64,
+    /// The tenant that defined it through the API; `None` for global ones (keel.toml).
+    pub tenant_id: Option<String>,
+    /// The definition as the engine reads it.
+    pub spec: Value,
+    /// `config` or `api`.
+    pub source: String,
+    /// Who saved this version.
+    pub created_by: String,
+    /// Saved, ms.
+    pub created_at: i64,
+}
+
+/// A definition to save as its next version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewDefinition {
+    /// Name.
+    pub name: String,
+    /// The tenant defining it, if any.
+    pub tenant_id: Option<String>,
+    /// The definition.
+    pub spec: Value,
+    /// `config` or `api`.
+    pub source: String,
+    /// Who saves it.
+    pub created_by: String,
+}
+
+/// What started an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// `api`, `cli`, `schedule` or `job`.
+    pub kind: String,
+    /// The scheduler id, or `<queue>/<job id>` of the job that triggered it.
+    pub reference: Option<String>,
+}
+
+/// A workflow instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Id (32 hex digits).
+    pub id: String,
+    /// Tenant, if the caller had one.
+    pub tenant_id: Option<String>,
+    /// Definition name.
+    pub workflow: String,
+    /// Definition version it runs (a running instance keeps its version).
+    pub version: i64,
+    /// Status.
+    pub status: InstanceStatus,
+    /// The workflow's input.
+    pub input: Value,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Who started it (`token:<id>`, `user:<email>`, `schedule`, `job:<queue>`).
+    pub actor: String,
+    /// Times it was re-run from its failed steps.
+    pub reruns: i64,
+    /// Created, ms.
+    pub created_at: i64,
+    /// First step started, ms.
+    pub started_at: Option<i64>,
+    /// Ended, ms.
+    pub finished_at: Option<i64>,
+    /// Last change, ms (the reconciler looks at quiet running instances).
+    pub updated_at: i64,
+}
+
+/// One step of an instance: its latest execution (each attempt is also a job run record).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepExecution {
+    /// Step name.
+    pub step: String,
+    /// Its place in the definition.
+    pub position: i64,
+    /// Queue its job goes to.
+    pub queue: String,
+    /// Job name.
+    pub job_name: String,
+    /// Steps it needs.
+    pub needs: Vec<String>,
+    /// What its final failure does.
+    pub on_failure: OnFailure,
+    /// Status.
+    pub status: StepStatus,
+    /// Attempts started (this run).
+    pub attempts: i64,
+    /// The job id of its current run.
+    pub job_id: Option<String>,
+    /// The job data it was enqueued with.
+    pub input: Option<Value>,
+    /// Its job's return value, stored once.
+    pub output: Option<Value>,
+    /// The latest attempt's error.
+    pub error: Option<String>,
+    /// The latest attempt's stack.
+    pub stack: Option<String>,
+    /// Enqueued, ms.
+    pub queued_at: Option<i64>,
+    /// First attempt started, ms.
+    pub started_at: Option<i64>,
+    /// Ended, ms.
+    pub finished_at: Option<i64>,
+    /// `finished_at - started_at`.
+    pub duration_ms: Option<i64>,
+}
+
+impl StepExecution {
+    /// Whether steps needing this one may run.
+    pub fn satisfies(&self) -> bool {
+        self.status == StepStatus::Completed
+            || (self.status == StepStatus::Failed && self.on_failure == OnFailure::Continue)
+    }
+}
+
+/// A step of an instance to create.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewStep {
+    /// Step name.
+    pub step: String,
+    /// Queue.
+    pub queue: String,
+    /// Job name.
+    pub job_name: String,
+    /// Steps it needs.
+    pub needs: Vec<String>,
+    /// What its final failure does.
+    pub on_failure: OnFailure,
+}
+
+/// An instance to create. Creating an id that exists changes nothing (triggers derive the id
+/// from what triggered them, so a retried trigger starts one instance).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewInstance {
+    /// Id (32 hex digits).
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: Option<String>,
+    /// Definition name.
+    pub workflow: String,
+    /// Definition version.
+    pub version: i64,
+    /// Input.
+    pub input: Value,
+    /// What starts it.
+    pub trigger: Trigger,
+    /// Who starts it.
+    pub actor: String,
+    /// Its steps, in definition order.
+    pub steps: Vec<NewStep>,
+}
+
+impl NewInstance {
+    /// The state of the instance as created, at `now`.
+    pub fn state(&self, now: i64) -> WorkflowState {
+        WorkflowState {
+            instance: Instance {
+                id: self.id.clone(),
+                tenant_id: self.tenant_id.clone(),
+                workflow: self.workflow.clone(),
+                version: self.version,
+                status: InstanceStatus::Pending,
+                input: self.input.clone(),
+                error: None,
+                trigger: self.trigger.clone(),
+                actor: self.actor.clone(),
+                reruns: 0,
+                created_at: now,
+                started_at: None,
+                finished_at: None,
+                updated_at: now,
+            },
+            steps: self
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| StepExecution {
+                    step: s.step.clone(),
+                    position: i as i64,
+                    queue: s.queue.clone(),
+                    job_name: s.job_name.clone(),
+                    needs: s.needs.clone(),
+                    on_failure: s.on_failure,
+                    status: StepStatus::Pending,
+                    attempts: 0,
+                    job_id: None,
+                    input: None,
+                    output: None,
+                    error: None,
+                    stack: None,
+                    queued_at: None,
+                    started_at: None,
+                    finished_at: None,
+                    duration_ms: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What happened to one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StepEvent {
+    /// Its job was enqueued with this id and data.
+    Queued {
+        /// Job id.
+        job_id: String,
+        /// Job data.
+        input: Value,
+    },
+    /// An attempt started.
+    Started {
+        /// Attempt number, from 1.
+        attempt: i64,
+    },
+    /// Its job completed with this return value.
+    Completed {
+        /// Return value.
+        output: Value,
+    },
+    /// An attempt failed; `terminal` when no attempt remains.
+    Failed {
+        /// Attempt number, from 1.
+        attempt: i64,
+        /// Error message.
+        error: String,
+        /// Stack, if any.
+        stack: Option<String>,
+        /// No attempt remains.
+        terminal: bool,
+    },
+}
+
+/// One step event of one instance, at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepUpdate {
+    /// Instance id.
+    pub instance_id: String,
+    /// Step name.
+    pub step: String,
+    /// When, ms.
+    pub at: i64,
+    /// What.
+    pub event: StepEvent,
+}
+
+/// What the store applies in one transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WorkflowWrite {
+    /// Create an instance (no change when its id exists).
+    Create(NewInstance),
+    /// Record a step event.
+    Step(StepUpdate),
+}
+
+impl WorkflowWrite {
+    /// The instance written.
+    pub fn instance_id(&self) -> &str {
+        match self {
+            WorkflowWrite::Create(n) => &n.id,
+            WorkflowWrite::Step(u) => &u.instance_id,
+        }
+    }
+}
+
+/// An instance and its steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowState {
+    /// The instance.
+    pub instance: Instance,
+    /// Its steps, in definition order.
+    pub steps: Vec<StepExecution>,
+}
+
+/// An instance after a write: its state, the steps to enqueue now, and what changed (for
+/// realtime events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settled {
+    /// The state after the write.
+    pub state: WorkflowState,
+    /// Steps whose job should be enqueued (pending, every need satisfied).
+    pub ready: Vec<String>,
+    /// Whether the instance's status changed.
+    pub instance_changed: bool,
+    /// Steps whose status changed.
+    pub steps_changed: Vec<String>,
+}
+
+/// Filters of an instance listing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceFilter {
+    /// Status.
+    pub status: Option<InstanceStatus>,
+    /// Definition name.
+    pub workflow: Option<String>,
+    /// Created at or after, ms.
+    pub from: Option<i64>,
+    /// Created at or before, ms.
+    pub to: Option<i64>,
+}
+
+impl WorkflowState {
+    /// The step named `name`.
+    pub fn step(&self, name: &str) -> Option<&StepExecution> {
+        self.steps.iter().find(|s| s.step == name)
+    }
+
+    fn step_mut(&mut self, name: &str) -> Option<&mut StepExecution> {
+        self.steps.iter_mut().find(|s| s.step == name)
+    }
+
+    /// Applies one step event. Events of an ended step change nothing (a late or repeated
+    /// report: the stored output is the first one); `Started` of a step that has not ended
+    /// counts the attempt. Returns whether the step changed.
+    pub fn apply(&mut self, update: &StepUpdate) -> bool {
+        let at = update.at;
+        let Some(step) = self.step_mut(&update.step) else {
+            return false;
+        };
+        if step.status.is_final() {
+            return false;
+        }
+        match &update.event {
+            StepEvent::Queued { job_id, input } => {
+                if step.status != StepStatus::Pending {
+                    return false;
+                }
+                step.status = StepStatus::Queued;
+                step.job_id = Some(job_id.clone());
+                step.input = Some(input.clone());
+                step.queued_at = Some(at);
+            }
+            StepEvent::Started { attempt } => {
+                step.status = StepStatus::Running;
+                step.attempts = step.attempts.max(*attempt);
+                step.started_at.get_or_insert(at);
+            }
+            StepEvent::Completed { output } => {
+                step.status = StepStatus::Completed;
+                step.output = Some(output.clone());
+                step.error = None;
+                step.stack = None;
+                finish(step, at);
+            }
+            StepEvent::Failed {
+                attempt,
+                error,
+                stack,
+                terminal,
+            } => {
+                step.attempts = step.attempts.max(*attempt);
+                step.error = Some(error.clone());
+                step.stack = stack.clone();
+                step.started_at.get_or_insert(at);
+                if *terminal {
+                    step.status = StepStatus::Failed;
+                    finish(step, at);
+                } else {
+                    step.status = StepStatus::Running;
+                }
+            }
+        }
+        true
+    }
+
+    /// Moves the instance forward at `now`: starts it, fails it, completes it, cancels what can
+    /// no longer run. Returns the ready steps and the steps whose status changed.
+    pub fn settle(&mut self, now: i64) -> (Vec<String>, Vec<String>) {
+        let mut changed = Vec::new();
+        let inst = &mut self.instance;
+        if inst.status.is_final() {
+            return (Vec::new(), changed);
+        }
+        if inst.status == InstanceStatus::Pending {
+            if let Some(first) = self.steps.iter().filter_map(|s| s.started_at).min() {
+                inst.status = InstanceStatus::Running;
+                inst.started_at = Some(first);
+            }
+        }
+        let failed = self
+            .steps
+            .iter()
+            .find(|s| s.status == StepStatus::Failed && s.on_failure == OnFailure::Fail);
+        if let Some(f) = failed {
+            let error = format!(
+                "step {} failed: {}",
+                f.step,
+                f.error.as_deref().unwrap_or("no error recorded")
+            );
+            self.end(InstanceStatus::Failed, Some(error), now, &mut changed);
+            return (Vec::new(), changed);
+        }
+        if self.steps.iter().all(|s| s.status.is_final()) {
+            self.end(InstanceStatus::Completed, None, now, &mut changed);
+            return (Vec::new(), changed);
+        }
+        let ready = self
+            .steps
+            .iter()
+            .filter(|s| s.status == StepStatus::Pending)
+            .filter(|s| {
+                s.needs
+                    .iter()
+                    .all(|n| self.step(n).map(|d| d.satisfies()).unwrap_or(false))
+            })
+            .map(|s| s.step.clone())
+            .collect();
+        (ready, changed)
+    }
+
+    /// Ends the instance with `status`: steps that have not started are cancelled.
+    pub fn end(
+        &mut self,
+        status: InstanceStatus,
+        error: Option<String>,
+        now: i64,
+        changed: &mut Vec<String>,
+    ) {
+        self.instance.status = status;
+        self.instance.error = error;
+        self.instance.finished_at = Some(now);
+        if self.instance.started_at.is_none() && status != InstanceStatus::Cancelled {
+            self.instance.started_at = Some(now);
+        }
+        for s in &mut self.steps {
+            if matches!(s.status, StepStatus::Pending | StepStatus::Queued) {
+                s.status = StepStatus::Cancelled;
+                s.finished_at = Some(now);
+                changed.push(s.step.clone());
+            }
+        }
+    }
+
+    /// Prepares a re-run from the failed steps: failed and cancelled steps go back to pending
+    /// (completed ones keep their outputs and are skipped), the instance runs again. `Conflict`
+    /// unless the instance failed or was cancelled.
+    pub fn rerun(&mut self, now: i64) -> Result<Vec<String>> {
+        if !matches!(
+            self.instance.status,
+            InstanceStatus::Failed | InstanceStatus::Cancelled
+        ) {
+            return Err(StoreError::Conflict(format!(
+                "instance {} is {}: only failed or cancelled instances are re-run",
+                self.instance.id,
+                self.instance.status.as_str()
+            )));
+        }
+        let mut changed = Vec::new();
+        for s in &mut self.steps {
+            if matches!(s.status, StepStatus::Failed | StepStatus::Cancelled) {
+                s.status = StepStatus::Pending;
+                s.attempts = 0;
+                s.job_id = None;
+                s.input = None;
+                s.output = None;
+                s.error = None;
+                s.stack = None;
+                s.queued_at = None;
+                s.started_at = None;
+                s.finished_at = None;
+                s.duration_ms = None;
+                changed.push(s.step.clone());
+            }
+        }
+        let inst = &mut self.instance;
+        inst.status = InstanceStatus::Running;
+        inst.error = None;
+        inst.finished_at = None;
+        inst.reruns += 1;
+        inst.updated_at = now;
+        Ok(changed)
+    }
+}
+
+fn finish(step: &mut StepExecution, at: i64) {
+    step.finished_at = Some(at);
+    step.duration_ms = step.started_at.map(|s| (at - s).max(0));
+}
+
+/// The job id of a step's run: `wf-<instance>-<step>`, and `wf-<instance>-<step>-r<n>` on the
+/// n-th re-run (a failed job of an earlier run keeps its id).
+pub fn step_job_id(instance_id: &str, step: &str, reruns: i64) -> String {
+    if reruns == 0 {
+        format!("wf-{instance_id}-{step}")
+    } else {
+        format!("wf-{instance_id}-{step}-r{reruns}")
+    }
+}
+
+/// The instance id and step of a step job id; `None` for any other job.
+pub fn parse_step_job_id(job_id: &str) -> Option<(&str, &str)> {
+    let rest = job_id.strip_prefix("wf-")?;
+    let (instance, step) = rest.split_at_checked(32)?;
+    if !instance.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let step = step.strip_prefix('-')?;
+    let step = match step.rsplit_once("-r") {
+        Some((s, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => s,
+        _ => step,
+    };
+    (!step.is_empty()).then_some((instance, step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn new(steps: &[(&str, &[&str], OnFailure)]) -> WorkflowState {
+        NewInstance {
+            id: "a".repeat(32),
+            tenant_id: None,
+            workflow: "w".into(),
+            version: 1,
+            input: json!({}),
+            trigger: Trigger {
+                kind: "api".into(),
+                reference: None,
+            },
+            actor: "test".into(),
+            steps: steps
+                .iter()
+                .map(|(n, needs, f)| NewStep {
+                    step: n.to_string(),
+                    queue: "q".into(),
+                    job_name: "j".into(),
+                    needs: needs.iter().map(|s| s.to_string()).collect(),
+                    on_failure: *f,
+                })
+                .collect(),
+        }
+        .state(1)
+    }
+
+    fn ev(s: &mut WorkflowState, step: &str, event: StepEvent) {
+        s.apply(&StepUpdate {
+            instance_id: s.instance.id.clone(),
+            step: step.into(),
+            at: 10,
+            event,
+        });
+    }
+
+    #[test]
+    fn a_fan_in_is_ready_once_every_need_is_done() {
+        let f = OnFailure::Fail;
+        let mut s = new(&[("a", &[], f), ("b", &[], f), ("c", &["a", "b"], f)]);
+        assert_eq!(s.settle(2).0, vec!["a", "b"]);
+        ev(&mut s, "a", StepEvent::Started { attempt: 1 });
+        ev(&mut s, "a", StepEvent::Completed { output: json!(1) });
+        let (ready, _) = s.settle(3);
+        assert_eq!(ready, vec!["b"], "c waits for b");
+        assert_eq!(s.instance.status, InstanceStatus::Running);
+        ev(&mut s, "b", StepEvent::Completed { output: json!(2) });
+        assert_eq!(s.settle(4).0, vec!["c"]);
+        ev(&mut s, "c", StepEvent::Completed { output: json!(3) });
+        s.settle(5);
+        assert_eq!(s.instance.status, InstanceStatus::Completed);
+        assert_eq!(s.instance.finished_at, Some(5));
+    }
+
+    #[test]
+    fn a_failed_step_fails_the_instance_or_lets_it_continue() {
+        let mut s = new(&[
+            ("a", &[], OnFailure::Continue),
+            ("b", &["a"], OnFailure::Fail),
+            ("c", &["b"], OnFailure::Fail),
+        ]);
+        let failed = |attempt, terminal| StepEvent::Failed {
+            attempt,
+            error: "boom".into(),
+            stack: None,
+            terminal,
+        };
+        ev(&mut s, "a", failed(1, false));
+        assert_eq!(s.step("a").unwrap().status, StepStatus::Running);
+        ev(&mut s, "a", failed(2, true));
+        assert_eq!(s.settle(2).0, vec!["b"], "continue: b runs");
+        ev(&mut s, "b", failed(1, true));
+        let (ready, changed) = s.settle(3);
+        assert!(ready.is_empty());
+        assert_eq!(changed, vec!["c"]);
+        assert_eq!(s.instance.status, InstanceStatus::Failed);
+        assert_eq!(s.instance.error.as_deref(), Some("step b failed: boom"));
+        assert_eq!(s.step("c").unwrap().status, StepStatus::Cancelled);
+        // A re-run resets b and c, keeps a's failure (continue) as it was.
+        assert_eq!(s.rerun(4).unwrap(), vec!["b", "c"]);
+        assert_eq!(s.instance.reruns, 1);
+        assert_eq!(s.settle(5).0, vec!["b"]);
+        assert_eq!(s.rerun(6).unwrap_err().code(), "conflict");
+    }
+
+    #[test]
+    fn an_ended_step_keeps_its_first_output() {
+        let mut s = new(&[("a", &[], OnFailure::Fail)]);
+        ev(&mut s, "a", StepEvent::Completed { output: json!(1) });
+        ev(&mut s, "a", StepEvent::Completed { output: json!(2) });
+        ev(&mut s, "a", StepEvent::Started { attempt: 2 });
+        assert_eq!(s.step("a").unwrap().output, Some(json!(1)));
+        assert_eq!(s.step("a").unwrap().status, StepStatus::Completed);
+    }
+
+    #[test]
+    fn step_job_ids_round_trip() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            parse_step_job_id(&step_job_id(id, "seo_audit", 0)),
+            Some((id, "seo_audit"))
+        );
+        assert_eq!(
+            parse_step_job_id(&step_job_id(id, "draft", 3)),
+            Some((id, "draft"))
+        );
+        assert_eq!(parse_step_job_id("wf-short-a"), None);
+        assert_eq!(parse_step_job_id("42"), None);
+        assert_eq!(parse_step_job_id(&format!("wf-{id}-")), None);
+    }
+}
