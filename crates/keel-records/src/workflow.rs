@@ -602,8 +602,9 @@ impl WorkflowState {
         }
     }
 
-    /// Prepares a re-run from the failed steps: failed and cancelled steps go back to pending
-    /// (completed ones keep their outputs and are skipped), the instance runs again. `Conflict`
+    /// Prepares a re-run from the failed steps: steps that failed the instance and cancelled
+    /// steps go back to pending (completed ones keep their outputs and are skipped), the
+    /// instance runs again. `Conflict`
     /// unless the instance failed or was cancelled.
     pub fn rerun(&mut self, now: i64) -> Result<Vec<String>> {
         if !matches!(
@@ -618,7 +619,11 @@ impl WorkflowState {
         }
         let mut changed = Vec::new();
         for s in &mut self.steps {
-            if matches!(s.status, StepStatus::Failed | StepStatus::Cancelled) {
+            // A failure with `on_failure = "continue"` did not stop the instance: the steps after
+            // it ran on it, so it stays as it was.
+            let stopped = s.status == StepStatus::Cancelled
+                || (s.status == StepStatus::Failed && s.on_failure == OnFailure::Fail);
+            if stopped {
                 s.status = StepStatus::Pending;
                 s.attempts = 0;
                 s.job_id = None;
