@@ -162,9 +162,15 @@ pub trait WorkflowStore: Send + Sync + 'static {
     /// Runs a failed or cancelled instance again from its failed and cancelled steps;
     /// completed steps keep their outputs. `Conflict` for other statuses.
     async fn rerun_instance(&self, scope: &Scope, id: &str) -> Result<Settled>;
-    /// Pending or running instances unchanged since `updated_before` (ms), quietest first: what
-    /// the reconciler looks at.
-    async fn quiet_instances(&self, updated_before: i64, limit: i64) -> Result<Vec<String>>;
+    /// Pending or running instances unchanged since `updated_before` (ms) with ids after
+    /// `after`, by id, at most `limit`: what the reconciler walks (a pass continues where the
+    /// last one stopped, so every instance is looked at, however many there are).
+    async fn quiet_instances(
+        &self,
+        updated_before: i64,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>>;
 }
 
 /// Every kind of record: what the server holds.

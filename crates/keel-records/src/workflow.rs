@@ -481,26 +481,33 @@ impl WorkflowState {
     }
 
     /// Applies one step event. Events of an ended step change nothing (a late or repeated
-    /// report: the stored output is the first one); `Started` of a step that has not ended
-    /// counts the attempt. Returns whether the step changed.
+    /// report: the stored output is the first one), except `Queued`, which may arrive late and
+    /// only fills in the job id and input; `Started` of a step that has not ended counts the
+    /// attempt. Returns whether the step changed.
     pub fn apply(&mut self, update: &StepUpdate) -> bool {
         let at = update.at;
         let Some(step) = self.step_mut(&update.step) else {
             return false;
         };
+        if let StepEvent::Queued { job_id, input } = &update.event {
+            // The report that a job was added can arrive after its worker's own reports (the
+            // job is taken at once): it fills in what it knows and moves only a pending step.
+            if step.job_id.as_deref() == Some(job_id.as_str()) && step.input.is_some() {
+                return false;
+            }
+            step.job_id = Some(job_id.clone());
+            step.input = Some(input.clone());
+            step.queued_at.get_or_insert(at);
+            if step.status == StepStatus::Pending {
+                step.status = StepStatus::Queued;
+            }
+            return true;
+        }
         if step.status.is_final() {
             return false;
         }
         match &update.event {
-            StepEvent::Queued { job_id, input } => {
-                if step.status != StepStatus::Pending {
-                    return false;
-                }
-                step.status = StepStatus::Queued;
-                step.job_id = Some(job_id.clone());
-                step.input = Some(input.clone());
-                step.queued_at = Some(at);
-            }
+            StepEvent::Queued { .. } => unreachable!("handled above"),
             StepEvent::Started { attempt } => {
                 step.status = StepStatus::Running;
                 step.attempts = step.attempts.max(*attempt);

@@ -888,8 +888,15 @@ async fn workflow_instances_are_listed_cancelled_and_rerun(s: &SqlStore) {
     );
     // The reconciler's view: quiet running or pending instances.
     let future = keel_core::now_ms() as i64 + 1000;
-    let quiet = s.quiet_instances(future, 100).await.unwrap();
+    let quiet = s.quiet_instances(future, "", 100).await.unwrap();
     assert_eq!(quiet.len(), 4, "{quiet:?}");
     assert!(!quiet.contains(&hex_id(200)), "cancelled is not quiet");
-    assert!(s.quiet_instances(0, 100).await.unwrap().is_empty());
+    let first = s.quiet_instances(future, "", 2).await.unwrap();
+    let rest = s.quiet_instances(future, &first[1], 100).await.unwrap();
+    assert_eq!(
+        [first, rest].concat(),
+        quiet,
+        "pages continue after the last id"
+    );
+    assert!(s.quiet_instances(0, "", 100).await.unwrap().is_empty());
 }

@@ -605,11 +605,17 @@ impl WorkflowStore for SqlStore {
             .await
     }
 
-    async fn quiet_instances(&self, updated_before: i64, limit: i64) -> Result<Vec<String>> {
+    async fn quiet_instances(
+        &self,
+        updated_before: i64,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>> {
         let rows = sqlx::query(
-            "SELECT id FROM keel_wf_instances WHERE status IN ('pending', 'running') AND updated_at < $1 ORDER BY updated_at LIMIT $2",
+            "SELECT id FROM keel_wf_instances WHERE status IN ('pending', 'running') AND updated_at < $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(updated_before)
+        .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
