@@ -155,6 +155,8 @@
         setCount(ev.queue, "dlq", ev.count);
       } else if (ev.type === "job_status") {
         if (concerns(ev.queue) && live !== "queues") scheduleRefresh(800);
+      } else if (ev.type === "workflow_step" || ev.type === "workflow_instance") {
+        if (live === "workflows" || live === "workflow:" + ev.instance_id) scheduleRefresh(800);
       }
     };
     ws.onclose = function () {

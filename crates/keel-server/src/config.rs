@@ -19,6 +19,8 @@
 //! [runs]
 //! record = true
 //! buffer = 10000
+//!
+//! [workflows.NAME]                # workflow definitions: see keel_workflows::spec
 //! ```
 
 use std::time::Duration;
@@ -27,7 +29,7 @@ use keel::config::{Config, ConfigError};
 use serde::Deserialize;
 
 /// The top-level sections this crate owns.
-pub const SECTIONS: &[&str] = &["server", "database", "runs"];
+pub const SECTIONS: &[&str] = &["server", "database", "runs", "workflows"];
 
 /// Default address to bind.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -95,6 +97,8 @@ pub struct ServerConfig {
     pub record_runs: bool,
     /// Run records waiting to be written before new ones are dropped (default 10000).
     pub run_buffer: usize,
+    /// `[workflows.NAME]`: workflow definitions, validated (steps, needs, queues, templates).
+    pub workflows: Vec<(String, keel_workflows::WorkflowSpec)>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,14 +122,25 @@ impl ServerConfig {
         let table: toml::Table = config
             .sections
             .iter()
-            .filter(|(k, _)| SECTIONS.contains(&k.as_str()))
+            .filter(|(k, _)| SECTIONS.contains(&k.as_str()) && k.as_str() != "workflows")
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let raw: RawSections = serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|e| {
                 ConfigError::invalid(e.path().to_string(), e.inner().message().to_string())
             })?;
-        server_config(&raw, env)
+        let mut server = server_config(&raw, env)?;
+        if let Some(w) = config.sections.get("workflows") {
+            let specs = keel_workflows::spec::from_toml(w, &|q| config.queues.contains_key(q))
+                .map_err(|e| match e {
+                    keel::Error::InvalidInput { field, message } => {
+                        ConfigError::invalid(field, message)
+                    }
+                    other => ConfigError::invalid("workflows", other.to_string()),
+                })?;
+            server.workflows = specs.into_iter().collect();
+        }
+        Ok(server)
     }
 
     /// [`ServerConfig::from_config`] with the process's environment.
@@ -150,6 +165,10 @@ impl std::fmt::Debug for ServerConfig {
             .field("db_max_connections", &self.db_max_connections)
             .field("record_runs", &self.record_runs)
             .field("run_buffer", &self.run_buffer)
+            .field(
+                "workflows",
+                &self.workflows.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -257,6 +276,7 @@ fn server_config(
         db_max_connections,
         record_runs: raw.runs.record.unwrap_or(true),
         run_buffer,
+        workflows: Vec::new(),
     })
 }
 

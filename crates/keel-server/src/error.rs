@@ -225,6 +225,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<keel_workflows::WorkflowError> for ApiError {
+    fn from(e: keel_workflows::WorkflowError) -> ApiError {
+        match e {
+            keel_workflows::WorkflowError::Queue(e) => e.into(),
+            keel_workflows::WorkflowError::Records(e) => e.into(),
+        }
+    }
+}
+
 /// What [`log_errors`] finds in an error response's extensions.
 #[derive(Debug, Clone)]
 struct Logged {

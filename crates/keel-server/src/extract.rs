@@ -209,6 +209,27 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// An optional JSON body: a request without one (no `Content-Type` and no bytes) is `None`;
+/// any other is read as [`JsonBody`] is, with its errors.
+impl<T: DeserializeOwned> axum::extract::OptionalFromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> ApiResult<Option<JsonBody<T>>> {
+        let typed = req.headers().contains_key(header::CONTENT_TYPE);
+        let empty = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.trim() == "0");
+        if !typed && empty {
+            return Ok(None);
+        }
+        <JsonBody<T> as FromRequest<AppState>>::from_request(req, state)
+            .await
+            .map(Some)
+    }
+}
+
 /// A query string parsed into `T`; an error names the parameter at fault (400).
 pub struct Params<T>(pub T);
 

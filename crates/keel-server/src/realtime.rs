@@ -4,7 +4,7 @@
 //!
 //! On connect the client gets `{"type":"snapshot","queues":[…]}`; then events:
 //! `job_status` (attempts finished by any `keel serve` worker, at most 200 per second per
-//! instance), `queue_stats` and
+//! instance), `workflow_step` (within the same budget) and `workflow_instance`, `queue_stats` and
 //! `dlq_stats` (at most once per second per queue, after anything changed it). Events travel
 //! through pub/sub on the backend (Redis, or the memory bus) on the seeds' channel
 //! `<prefix>:terminal:events` (the toolkit prefix; one JSON event per message, as the seeds'
@@ -185,6 +185,31 @@ impl Realtime {
             "type": "job_status", "queue": run.queue, "job_id": run.job_id, "name": run.name,
             "status": run.status, "attempt": run.attempt, "error": run.error,
         }));
+    }
+
+    /// Workflow events (`workflow_step` within the same per-second budget as `job_status`;
+    /// `workflow_instance` always).
+    pub fn workflow_events(&self, events: &[keel_workflows::WorkflowEvent]) {
+        for e in events {
+            if matches!(e, keel_workflows::WorkflowEvent::WorkflowStep { .. }) {
+                let second = keel::now_ms() / 1000;
+                let mut n = self
+                    .inner
+                    .job_events
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if n.0 != second {
+                    *n = (second, 0);
+                }
+                if n.1 >= JOB_EVENTS_PER_SECOND {
+                    continue;
+                }
+                n.1 += 1;
+            }
+            if let Ok(v) = serde_json::to_value(e) {
+                self.send(v);
+            }
+        }
     }
 
     /// How many revocations this instance has heard of; a token cached before the latest one

@@ -2,8 +2,9 @@
 //!
 //! Order: backend (Redis or memory, said loudly) → records store (DATABASE_URL or a SQLite file
 //! under `./data/`) and its migrations → tenants of the configured queues → first owner token
-//! (printed once, stored hashed) → realtime hub → run recorder → workers of every configured
-//! queue with a handler → HTTP. On SIGTERM/SIGINT: stop taking requests, let in-flight requests
+//! (printed once, stored hashed) → realtime hub → run recorder → workflow engine (definitions
+//! saved, schedules armed) → workers of every configured queue with a handler, the workflow
+//! trigger worker and reconciler → HTTP. On SIGTERM/SIGINT: stop taking requests, let in-flight requests
 //! finish, close the workers (in-flight jobs finish within the deadline), flush run records.
 
 use std::collections::HashMap;
@@ -36,6 +37,15 @@ pub enum ServeError {
     /// The records database.
     #[error(transparent)]
     Records(#[from] StoreError),
+}
+
+impl From<keel_workflows::WorkflowError> for ServeError {
+    fn from(e: keel_workflows::WorkflowError) -> ServeError {
+        match e {
+            keel_workflows::WorkflowError::Queue(e) => ServeError::Queue(e),
+            keel_workflows::WorkflowError::Records(e) => ServeError::Records(e),
+        }
+    }
 }
 
 /// Result of start-up and shutdown.
@@ -142,6 +152,26 @@ pub async fn prepare(
     tasks.push(logs_task);
     let (invalidator, invalidator_task) = crate::invalidate::Invalidator::start(cache.clone());
     tasks.push(invalidator_task);
+    let observer: keel_workflows::Observer = {
+        let (realtime, invalidator) = (realtime.clone(), invalidator.clone());
+        Arc::new(move |events: &[keel_workflows::WorkflowEvent]| {
+            realtime.workflow_events(events);
+            let invalidator = invalidator.clone();
+            tokio::spawn(async move { invalidator.invalidate(&[crate::tags::WORKFLOWS]).await });
+        })
+    };
+    let workflow_store: Arc<dyn keel_records::WorkflowStore> = store.clone();
+    let (engine, engine_task) = keel_workflows::Engine::new(
+        backend.clone(),
+        config.clone(),
+        workflow_store,
+        keel_workflows::EngineConfig::default(),
+        Some(observer),
+    );
+    tasks.push(engine_task);
+    // Definitions that do not validate were refused when the configuration was read; this
+    // saves them (a new version when changed) and arms their schedules.
+    engine.load(&server.workflows).await?;
     let mut started = Vec::new();
     let mut heartbeat = None;
     if workers {
@@ -151,16 +181,30 @@ pub async fn prepare(
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let wrap = |qc: &keel::config::QueueConfig, p: keel::Processor| {
-            runs.wrap(
-                qc,
-                queue_tenants.get(&qc.name).cloned(),
-                worker_id.clone(),
-                metrics.clone(),
-                realtime.clone(),
-                p,
+            // Outermost, the workflow wrapper: a step's record and its successors' jobs are
+            // written before the job is acknowledged; inside, each attempt is a run record.
+            engine.wrap(
+                &qc.name,
+                runs.wrap(
+                    qc,
+                    queue_tenants.get(&qc.name).cloned(),
+                    worker_id.clone(),
+                    metrics.clone(),
+                    realtime.clone(),
+                    p,
+                ),
             )
         };
         started = keel::runner::start_workers(config, &backend, &names, Some(&wrap)).await?;
+        started.push(engine.start_trigger_worker().await?);
+        let reconciler = keel_workflows::Reconciler::new(
+            engine.clone(),
+            keel_workflows::ReconcilerConfig::default(),
+        );
+        tasks.push(tokio::spawn(keel::service::run(
+            reconciler,
+            tokio_util::sync::CancellationToken::new(),
+        )));
         heartbeat = Some(Heartbeat::start(
             &backend,
             serde_json::json!({"queues": names, "server": true}),
@@ -183,6 +227,7 @@ pub async fn prepare(
         token_cache: Default::default(),
         known_queues: Default::default(),
         realtime,
+        workflows: engine,
         started: Instant::now(),
     });
     Ok(Server {

@@ -62,6 +62,8 @@ pub struct Inner {
     pub known_queues: std::sync::Mutex<(std::collections::HashSet<String>, Option<Instant>)>,
     /// Live events.
     pub realtime: Realtime,
+    /// The workflow engine.
+    pub workflows: keel_workflows::Engine,
     /// Start time.
     pub started: Instant,
 }

@@ -26,6 +26,8 @@ pub const QUEUES: &str = "queues";
 pub const AUDIT: &str = "audit";
 /// The run lists and per-minute counts.
 pub const RUNS: &str = "runs";
+/// Workflow definitions and instance lists.
+pub const WORKFLOWS: &str = "workflows";
 
 /// One queue's stats, jobs and dead letters.
 pub fn queue(name: &str) -> String {

@@ -57,8 +57,7 @@ pub enum WorkflowEvent {
         status: InstanceStatus,
         /// Why it failed.
         error: Option<String>,
-        /// The instance's tenant.
-        #[serde(skip)]
+        /// The instance's tenant (live views show a tenant only its own).
         tenant_id: Option<String>,
     },
     /// A step's status changed.
@@ -81,8 +80,7 @@ pub enum WorkflowEvent {
         error: Option<String>,
         /// Duration when it ended.
         duration_ms: Option<i64>,
-        /// The instance's tenant.
-        #[serde(skip)]
+        /// The instance's tenant (live views show a tenant only its own).
         tenant_id: Option<String>,
     },
 }
@@ -126,8 +124,9 @@ impl WorkflowEvent {
     }
 }
 
-/// Receives workflow events; called on the writer's task, must not block.
-pub type Observer = Arc<dyn Fn(&WorkflowEvent) + Send + Sync>;
+/// Receives the workflow events of each committed batch (and of each cancel and re-run);
+/// called on the writer's task, must not block.
+pub type Observer = Arc<dyn Fn(&[WorkflowEvent]) + Send + Sync>;
 
 /// The engine's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,6 +174,7 @@ struct Inner {
     config: Config,
     store: Arc<dyn WorkflowStore>,
     writer: Writer,
+    observer: Option<Observer>,
     compiled: RwLock<HashMap<(String, i64), Arc<Compiled>>>,
     latest: RwLock<HashMap<String, Latest>>,
     /// instance id → (workflow, version).
@@ -206,12 +206,13 @@ impl Engine {
         settings: EngineConfig,
         observer: Option<Observer>,
     ) -> (Engine, JoinHandle<()>) {
+        let observer2 = observer.clone();
         let on_settled: OnSettled = Arc::new(move |settled: &[Settled]| {
-            if let Some(o) = &observer {
-                for s in settled {
-                    for e in WorkflowEvent::of(s) {
-                        o(&e);
-                    }
+            if let Some(o) = &observer2 {
+                let events: Vec<WorkflowEvent> =
+                    settled.iter().flat_map(WorkflowEvent::of).collect();
+                if !events.is_empty() {
+                    o(&events);
                 }
             }
         });
@@ -223,6 +224,7 @@ impl Engine {
                 config,
                 store,
                 writer,
+                observer,
                 compiled: Default::default(),
                 latest: Default::default(),
                 instances: Default::default(),
@@ -582,12 +584,23 @@ impl Engine {
                 }
             }
         }
+        self.observe(&settled);
         Ok(settled)
+    }
+
+    fn observe(&self, settled: &Settled) {
+        if let Some(o) = &self.inner.observer {
+            let events = WorkflowEvent::of(settled);
+            if !events.is_empty() {
+                o(&events);
+            }
+        }
     }
 
     /// Re-runs a failed or cancelled instance from its failed steps.
     pub async fn rerun(&self, scope: &Scope, id: &str) -> Result<Settled> {
         let settled = self.inner.store.rerun_instance(scope, id).await?;
+        self.observe(&settled);
         self.enqueue(&settled).await?;
         Ok(settled)
     }

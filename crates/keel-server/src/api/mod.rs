@@ -20,10 +20,11 @@ pub mod realtime;
 pub mod runs;
 pub mod tokens;
 pub mod workers;
+pub mod workflows;
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Serialize;
 
@@ -90,6 +91,22 @@ pub fn owner_routes() -> Router<AppState> {
         .route("/api/owner/runs/per-minute", get(runs::per_minute))
         .route("/api/owner/runs/{id}", get(runs::get))
         .route("/api/owner/workers", get(workers::list))
+        .route("/api/owner/workflows", get(workflows::definitions))
+        .route("/api/owner/workflows/instances", get(workflows::instances))
+        .route(
+            "/api/owner/workflows/instances/{id}",
+            get(workflows::instance),
+        )
+        .route(
+            "/api/owner/workflows/instances/{id}/cancel",
+            post(workflows::cancel),
+        )
+        .route(
+            "/api/owner/workflows/instances/{id}/rerun",
+            post(workflows::rerun),
+        )
+        .route("/api/owner/workflows/{name}", put(workflows::define))
+        .route("/api/owner/workflows/{name}/run", post(workflows::run))
         .route("/api/owner/tokens", get(tokens::list).post(tokens::create))
         .route("/api/owner/tokens/{id}", delete(tokens::revoke))
         .route("/api/owner/realtime", get(realtime::socket))

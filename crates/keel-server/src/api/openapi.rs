@@ -1,5 +1,9 @@
 //! `GET /api/openapi.json`: the OpenAPI 3 document, generated from [`ROUTES`], the table the
 //! router is checked against in the tests (every route is listed, every listed route answers).
+//!
+//! Over 600 lines because it is one table: every route, its query and body schemas and its
+//! answers' schemas side by side, so a new route is added in one place and the tests check it
+//! against the router.
 
 use axum::Json;
 use serde_json::{json, Map, Value};
@@ -198,6 +202,55 @@ pub const ROUTES: &[Route] = &[
         V,
         &[],
     ),
+    r(
+        "get",
+        "/api/owner/workflows",
+        "Workflow definitions, latest versions",
+        V,
+        &[],
+    ),
+    r(
+        "put",
+        "/api/owner/workflows/{name}",
+        "Save a workflow definition as its next version",
+        A,
+        &[],
+    ),
+    r(
+        "post",
+        "/api/owner/workflows/{name}/run",
+        "Start a workflow instance",
+        A,
+        &[],
+    ),
+    r(
+        "get",
+        "/api/owner/workflows/instances",
+        "Workflow instances, newest first",
+        V,
+        &["status", "workflow", "from", "to", "page", "limit"],
+    ),
+    r(
+        "get",
+        "/api/owner/workflows/instances/{id}",
+        "One workflow instance with its steps",
+        V,
+        &[],
+    ),
+    r(
+        "post",
+        "/api/owner/workflows/instances/{id}/cancel",
+        "Cancel a workflow instance",
+        A,
+        &[],
+    ),
+    r(
+        "post",
+        "/api/owner/workflows/instances/{id}/rerun",
+        "Re-run a workflow instance from its failed steps",
+        A,
+        &[],
+    ),
     r("get", "/api/owner/tokens", "API tokens", O, &[]),
     r(
         "post",
@@ -210,7 +263,7 @@ pub const ROUTES: &[Route] = &[
     r(
         "get",
         "/api/owner/realtime",
-        "WebSocket: queue_stats, job_status, dlq_stats",
+        "WebSocket: queue_stats, job_status, dlq_stats, workflow_step, workflow_instance",
         V,
         &["token"],
     ),
@@ -233,6 +286,9 @@ fn query_schema(path: &str, name: &str) -> Value {
         "status" if path == "/api/owner/runs" => {
             json!({"type": "string", "enum": ["completed", "failed", "dead", "stalled"]})
         }
+        "status" if path == "/api/owner/workflows/instances" => json!({"type": "string", "enum": [
+            "pending", "running", "completed", "failed", "cancelled"
+        ]}),
         _ => json!({"type": "string"}),
     }
 }
@@ -411,6 +467,10 @@ fn schemas() -> Value {
         "Workers": object(&[("workers", array(json!({"type": "object"})))]),
         "Tokens": object(&[("tokens", array(token.clone()))]),
         "NewToken": object(&[("token", token), ("secret", text())]),
+        "WorkflowDefinitions": object(&[("definitions", array(json!({"type": "object"})))]),
+        "WorkflowSaved": object(&[("definition", json!({"type": "object"})), ("new_version", json!({"type": "boolean"}))]),
+        "WorkflowInstances": page_of(json!({"type": "object"})),
+        "WorkflowInstance": object(&[("instance", json!({"type": "object"})), ("steps", array(json!({"type": "object"})))]),
         "BulkOutcome": object(&[
             ("action", json!({"type": "string", "enum": ["retry", "remove"]})),
             ("done", count()),
@@ -440,6 +500,13 @@ fn ok_schema(method: &str, path: &str) -> Value {
         ("get", "/api/owner/tokens") => named("Tokens"),
         ("post", "/api/owner/tokens") => named("NewToken"),
         ("post", "/api/owner/queues/{queue}/bulk") => named("BulkOutcome"),
+        ("get", "/api/owner/workflows") => named("WorkflowDefinitions"),
+        ("put", "/api/owner/workflows/{name}") => named("WorkflowSaved"),
+        ("get", "/api/owner/workflows/instances") => named("WorkflowInstances"),
+        ("post", "/api/owner/workflows/{name}/run")
+        | ("get", "/api/owner/workflows/instances/{id}")
+        | ("post", "/api/owner/workflows/instances/{id}/cancel")
+        | ("post", "/api/owner/workflows/instances/{id}/rerun") => named("WorkflowInstance"),
         _ => json!({"type": "object"}),
     }
 }
@@ -509,6 +576,35 @@ fn operation(route: &Route) -> Value {
                 "limit": {"type": "integer", "minimum": 1, "maximum": 10000}
             }
         }}}});
+        responses["413"] = error.clone();
+        responses["415"] = error.clone();
+    }
+    if route.method == "put" && route.path == "/api/owner/workflows/{name}" {
+        op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["steps"], "additionalProperties": false,
+            "properties": {
+                "description": {"type": "string"},
+                "steps": {"type": "array", "items": {"type": "object", "required": ["name", "queue"], "properties": {
+                    "name": {"type": "string"}, "queue": {"type": "string"}, "job": {"type": "string"},
+                    "needs": {"type": "array", "items": {"type": "string"}},
+                    "input": {}, "attempts": {"type": "integer", "minimum": 1},
+                    "timeout_ms": {"type": "integer", "minimum": 1},
+                    "on_failure": {"type": "string", "enum": ["fail", "continue"]}
+                }}},
+                "schedule": {"type": "object"},
+                "on_complete": {"type": "array", "items": {"type": "object"}}
+            }
+        }}}});
+        responses["413"] = error.clone();
+        responses["415"] = error.clone();
+    }
+    if route.method == "post" && route.path == "/api/owner/workflows/{name}/run" {
+        op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": false,
+            "properties": {"input": {}}
+        }}}});
+        responses["201"] =
+            json!({"description": "Started", "content": ok_content("post", route.path)});
         responses["413"] = error.clone();
         responses["415"] = error.clone();
     }

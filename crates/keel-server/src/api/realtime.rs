@@ -123,7 +123,9 @@ async fn serve_socket(state: AppState, caller: Caller, mut socket: WebSocket) {
                         }
                         continue;
                     }
-                    let visible = v.get("queue").and_then(|q| q.as_str()).is_none_or(|q| state.can_see_queue(&scope, q));
+                    let visible = v.get("queue").and_then(|q| q.as_str()).is_none_or(|q| state.can_see_queue(&scope, q))
+                        // A workflow's events go to its tenant (and to unbound callers).
+                        && scope.tenant().is_none_or(|t| v.get("tenant_id").is_none_or(|id| id == t));
                     if !visible {
                         continue;
                     }

@@ -37,7 +37,7 @@ use axum::Router;
 
 use crate::state::AppState;
 use page::{asset, CSS, JS};
-use pages::{bulk, dlq, job, jobs, login, logs, overview, queues, redis, runs};
+use pages::{bulk, dlq, job, jobs, login, logs, overview, queues, redis, runs, workflows};
 
 /// The HTML 404 page for browsers asking for a path that does not exist.
 pub fn not_found_page(path: &str) -> Response {
@@ -64,6 +64,12 @@ pub fn routes() -> Router<AppState> {
         .route("/queues/{queue}/dlq/{id}/remove", post(dlq::remove))
         .route("/runs", get(runs::runs))
         .route("/runs/{id}", get(runs::run))
+        .route("/workflows", get(workflows::instances))
+        .route("/workflows/definitions", get(workflows::definitions))
+        .route("/workflows/instances/{id}", get(workflows::instance))
+        .route("/workflows/instances/{id}/cancel", post(workflows::cancel))
+        .route("/workflows/instances/{id}/rerun", post(workflows::rerun))
+        .route("/workflows/{name}/run", post(workflows::run))
         .route("/audit", get(logs::audit_log))
         .route("/audit/{id}", get(logs::audit_entry))
         .route("/access", get(logs::access_log))

@@ -19,6 +19,7 @@
 //! - [`dlq`] — dead letters: listing, replay, remove.
 //! - [`logs`] — the audit and access logs.
 //! - [`runs`] — job runs and their per-minute counts.
+//! - [`workflows`] — workflow definitions and instances: run, cancel, re-run.
 //! - [`workers`] — live workers.
 //! - [`tokens`] — API tokens.
 //! - [`system`] — Redis health and `INFO`, readiness.
@@ -32,6 +33,7 @@ pub mod runs;
 pub mod system;
 pub mod tokens;
 pub mod workers;
+pub mod workflows;
 
 use std::future::Future;
 use std::time::Duration;

@@ -27,6 +27,8 @@ pub struct LogParams {
     pub page: Option<usize>,
     pub queue: Option<String>,
     pub status: Option<String>,
+    /// Runs of one job (a workflow step's links here).
+    pub job_id: Option<String>,
 }
 
 /// A `datetime-local` value (`2026-11-29T10:30`) in the browser's zone (`tz`: minutes west of

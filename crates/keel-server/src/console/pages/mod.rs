@@ -10,3 +10,4 @@ pub mod overview;
 pub mod queues;
 pub mod redis;
 pub mod runs;
+pub mod workflows;

@@ -87,7 +87,7 @@ pub async fn runs(ctx: Ctx, RawQuery(raw): RawQuery) -> Response {
     let filter = RunQuery {
         queue: nonempty(&queue),
         status: nonempty(&status),
-        job_id: None,
+        job_id: p.job_id.clone().filter(|j| !j.is_empty()),
         from: nonempty(&from_api),
         to: nonempty(&to_api),
         page: Some(page),
