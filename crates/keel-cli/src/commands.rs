@@ -34,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Migrate { action } => crate::server::migrate(&config, action, json_out).await,
         Command::Token { action } => crate::server::token(&config, action, json_out).await,
         Command::User { action } => crate::server::user(&config, action, json_out).await,
+        Command::Workflow { action } => crate::workflow::workflow(&config, action, json_out).await,
         Command::Redis { action } => crate::toolkit::redis(&config, action, json_out).await,
         Command::Cache { action } => crate::toolkit::cache(&config, action, json_out).await,
         Command::Ratelimit { action } => crate::toolkit::ratelimit(&config, action, json_out).await,
@@ -389,7 +390,45 @@ async fn worker(config: &Config, only: Vec<String>, deadline: Duration) -> Resul
     if backend.kind() == BackendKind::Memory {
         warn!("MEMORY BACKEND: no Redis configured (REDIS_URL or [redis] url). Jobs live only in this process and are lost when it exits; other processes cannot see them.");
     }
-    let workers = keel::runner::start_workers(config, &backend, &selected, None).await?;
+    // Workflow steps move forward wherever their jobs run: with workflows configured or a
+    // records database named, this worker records steps and enqueues their successors too.
+    let server = keel_server::config::ServerConfig::from_env(config)?;
+    let engine = if !server.workflows.is_empty() || server.database_url.is_some() {
+        let store = keel_server::serve::open_store(&server).await?;
+        keel_records::Admin::migrate_up(&*store).await?;
+        let store: std::sync::Arc<dyn keel_records::WorkflowStore> = store;
+        let (engine, _writer) = keel_workflows::Engine::new(
+            backend.clone(),
+            config.clone(),
+            store,
+            keel_workflows::EngineConfig::default(),
+            None,
+        );
+        engine
+            .load(&server.workflows)
+            .await
+            .map_err(keel_server::serve::ServeError::from)?;
+        Some(engine)
+    } else {
+        None
+    };
+    let wrap = |qc: &keel::config::QueueConfig, p: keel::Processor| match &engine {
+        Some(e) => e.wrap(&qc.name, p),
+        None => p,
+    };
+    let mut workers = keel::runner::start_workers(config, &backend, &selected, Some(&wrap)).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    if let Some(e) = &engine {
+        workers.push(
+            e.start_trigger_worker()
+                .await
+                .map_err(keel_server::serve::ServeError::from)?,
+        );
+        tokio::spawn(keel::service::run(
+            keel_workflows::Reconciler::new(e.clone(), server.workflow_reconciler.clone()),
+            stop.clone(),
+        ));
+    }
     let heartbeat = keel::Heartbeat::start(
         &backend,
         json!({"queues": selected}),
@@ -402,6 +441,7 @@ async fn worker(config: &Config, only: Vec<String>, deadline: Duration) -> Resul
         "shutting down: finishing in-flight jobs"
     );
     keel::runner::close_all(workers, deadline).await?;
+    stop.cancel();
     heartbeat.stop().await;
     info!("keel worker stopped");
     Ok(())

@@ -5,6 +5,7 @@
 //! - [`commands`] — one function per command.
 //! - [`server`] — `keel migrate`, `keel token`, `keel user` (the records database).
 //! - [`toolkit`] — `keel redis`, `keel cache`, `keel ratelimit`.
+//! - [`workflow`] — `keel workflow` (definitions and instances).
 //! - [`bench`] — `keel bench`, Keel vs raw bullmq-official (and the Node peer via a script);
 //!   [`bench_server`] its server scenarios (HTTP enqueue, run records), [`bench_toolkit`] its
 //!   toolkit scenarios. `scripts/bench-http.sh` compares the HTTP path with the Node peer.
@@ -18,6 +19,7 @@ mod bench_toolkit;
 mod commands;
 mod server;
 mod toolkit;
+mod workflow;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +77,11 @@ pub enum Command {
     User {
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// Workflows: definitions, runs, instances.
+    Workflow {
+        #[command(subcommand)]
+        action: WorkflowAction,
     },
     /// Run the configured queues' workers until SIGTERM/SIGINT.
     Worker {
@@ -231,6 +238,51 @@ pub enum UserAction {
     Disable {
         /// The account's email.
         email: String,
+    },
+}
+
+/// `keel workflow` actions.
+#[derive(Subcommand, Debug)]
+pub enum WorkflowAction {
+    /// The definitions (latest versions).
+    List,
+    /// Start an instance; prints its id.
+    Run {
+        /// The workflow.
+        name: String,
+        /// Its input, as JSON.
+        #[arg(long, default_value = "{}")]
+        input: String,
+    },
+    /// Instances, newest first.
+    Instances {
+        /// Only this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// pending, running, completed, failed or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        /// Page, from 1.
+        #[arg(long, default_value = "1", allow_hyphen_values = true)]
+        page: String,
+        /// Per page (1-1000).
+        #[arg(long, default_value = "20", allow_hyphen_values = true)]
+        limit: String,
+    },
+    /// One instance and its steps.
+    Instance {
+        /// The instance id.
+        id: String,
+    },
+    /// Cancel a pending or running instance.
+    Cancel {
+        /// The instance id.
+        id: String,
+    },
+    /// Re-run a failed or cancelled instance from its failed steps.
+    Rerun {
+        /// The instance id.
+        id: String,
     },
 }
 

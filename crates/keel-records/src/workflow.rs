@@ -383,6 +383,9 @@ pub enum StepEvent {
     Started {
         /// Attempt number, from 1.
         attempt: i64,
+        /// The job's data (fills in the step's input when the `Queued` report was lost).
+        #[serde(default)]
+        input: Option<Value>,
     },
     /// Its job completed with this return value.
     Completed {
@@ -411,6 +414,10 @@ pub struct StepUpdate {
     pub step: String,
     /// When, ms.
     pub at: i64,
+    /// The step's job, when the reporter knows it (a worker does): fills in the step's job id
+    /// when the `Queued` report was lost with the process that enqueued it.
+    #[serde(default)]
+    pub job_id: Option<String>,
     /// What.
     pub event: StepEvent,
 }
@@ -503,12 +510,20 @@ impl WorkflowState {
             }
             return true;
         }
+        let mut filled = false;
+        if let (None, Some(j)) = (&step.job_id, &update.job_id) {
+            step.job_id = Some(j.clone());
+            filled = true;
+        }
         if step.status.is_final() {
-            return false;
+            return filled;
         }
         match &update.event {
             StepEvent::Queued { .. } => unreachable!("handled above"),
-            StepEvent::Started { attempt } => {
+            StepEvent::Started { attempt, input } => {
+                if step.input.is_none() {
+                    step.input = input.clone();
+                }
                 step.status = StepStatus::Running;
                 step.attempts = step.attempts.max(*attempt);
                 step.started_at.get_or_insert(at);
@@ -721,6 +736,7 @@ mod tests {
             instance_id: s.instance.id.clone(),
             step: step.into(),
             at: 10,
+            job_id: None,
             event,
         });
     }
@@ -730,7 +746,14 @@ mod tests {
         let f = OnFailure::Fail;
         let mut s = new(&[("a", &[], f), ("b", &[], f), ("c", &["a", "b"], f)]);
         assert_eq!(s.settle(2).0, vec!["a", "b"]);
-        ev(&mut s, "a", StepEvent::Started { attempt: 1 });
+        ev(
+            &mut s,
+            "a",
+            StepEvent::Started {
+                attempt: 1,
+                input: None,
+            },
+        );
         ev(&mut s, "a", StepEvent::Completed { output: json!(1) });
         let (ready, _) = s.settle(3);
         assert_eq!(ready, vec!["b"], "c waits for b");
@@ -779,7 +802,14 @@ mod tests {
         let mut s = new(&[("a", &[], OnFailure::Fail)]);
         ev(&mut s, "a", StepEvent::Completed { output: json!(1) });
         ev(&mut s, "a", StepEvent::Completed { output: json!(2) });
-        ev(&mut s, "a", StepEvent::Started { attempt: 2 });
+        ev(
+            &mut s,
+            "a",
+            StepEvent::Started {
+                attempt: 2,
+                input: None,
+            },
+        );
         assert_eq!(s.step("a").unwrap().output, Some(json!(1)));
         assert_eq!(s.step("a").unwrap().status, StepStatus::Completed);
     }

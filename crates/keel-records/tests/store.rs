@@ -567,6 +567,7 @@ fn step(id: &str, step: &str, event: StepEvent) -> WorkflowWrite {
         instance_id: id.to_string(),
         step: step.to_string(),
         at: keel_core::now_ms() as i64,
+        job_id: None,
         event,
     })
 }
@@ -686,7 +687,14 @@ async fn workflow_instances_settle_in_one_transaction(s: &SqlStore) {
                     input: json!({"topic": "rust"}),
                 },
             ),
-            step(&id, "draft", StepEvent::Started { attempt: 1 }),
+            step(
+                &id,
+                "draft",
+                StepEvent::Started {
+                    attempt: 1,
+                    input: None,
+                },
+            ),
             step(
                 &id,
                 "draft",
@@ -710,7 +718,14 @@ async fn workflow_instances_settle_in_one_transaction(s: &SqlStore) {
     assert!(draft.duration_ms.is_some());
     let r = s
         .write_workflows(&[
-            step(&id, "seo", StepEvent::Started { attempt: 1 }),
+            step(
+                &id,
+                "seo",
+                StepEvent::Started {
+                    attempt: 1,
+                    input: None,
+                },
+            ),
             step(
                 &id,
                 "seo",
@@ -721,7 +736,14 @@ async fn workflow_instances_settle_in_one_transaction(s: &SqlStore) {
                     terminal: false,
                 },
             ),
-            step(&id, "seo", StepEvent::Started { attempt: 2 }),
+            step(
+                &id,
+                "seo",
+                StepEvent::Started {
+                    attempt: 2,
+                    input: None,
+                },
+            ),
             step(&id, "seo", StepEvent::Completed { output: json!(1) }),
         ])
         .await
@@ -734,7 +756,14 @@ async fn workflow_instances_settle_in_one_transaction(s: &SqlStore) {
     assert_eq!(st.step("seo").unwrap().error, None, "the success clears it");
     // Events of unknown instances are ignored, not errors.
     assert!(s
-        .write_workflows(&[step(&hex_id(99), "a", StepEvent::Started { attempt: 1 })])
+        .write_workflows(&[step(
+            &hex_id(99),
+            "a",
+            StepEvent::Started {
+                attempt: 1,
+                input: None
+            }
+        )])
         .await
         .unwrap()
         .is_empty());

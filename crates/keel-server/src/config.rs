@@ -20,6 +20,10 @@
 //! record = true
 //! buffer = 10000
 //!
+//! [workflow_engine]
+//! reconcile_interval_ms = 15000 # how often stuck instances are looked for
+//! reconcile_grace_ms = 10000    # how long an instance must be quiet to be looked at
+//!
 //! [workflows.NAME]                # workflow definitions: see keel_workflows::spec
 //! ```
 
@@ -29,7 +33,7 @@ use keel::config::{Config, ConfigError};
 use serde::Deserialize;
 
 /// The top-level sections this crate owns.
-pub const SECTIONS: &[&str] = &["server", "database", "runs", "workflows"];
+pub const SECTIONS: &[&str] = &["server", "database", "runs", "workflow_engine", "workflows"];
 
 /// Default address to bind.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -68,6 +72,13 @@ struct RawDatabase {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawWorkflowEngine {
+    reconcile_interval_ms: Option<u64>,
+    reconcile_grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRuns {
     record: Option<bool>,
     buffer: Option<usize>,
@@ -99,6 +110,8 @@ pub struct ServerConfig {
     pub run_buffer: usize,
     /// `[workflows.NAME]`: workflow definitions, validated (steps, needs, queues, templates).
     pub workflows: Vec<(String, keel_workflows::WorkflowSpec)>,
+    /// `[workflow_engine]`: the workflow reconciler's settings.
+    pub workflow_reconciler: keel_workflows::ReconcilerConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +123,8 @@ struct RawSections {
     database: RawDatabase,
     #[serde(default)]
     runs: RawRuns,
+    #[serde(default)]
+    workflow_engine: RawWorkflowEngine,
 }
 
 impl ServerConfig {
@@ -169,8 +184,33 @@ impl std::fmt::Debug for ServerConfig {
                 "workflows",
                 &self.workflows.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
+            .field("workflow_reconciler", &self.workflow_reconciler)
             .finish()
     }
+}
+
+fn workflow_reconciler(
+    raw: &RawWorkflowEngine,
+) -> Result<keel_workflows::ReconcilerConfig, ConfigError> {
+    let d = keel_workflows::ReconcilerConfig::default();
+    let c = keel_workflows::ReconcilerConfig {
+        interval: raw
+            .reconcile_interval_ms
+            .map(Duration::from_millis)
+            .unwrap_or(d.interval),
+        grace: raw
+            .reconcile_grace_ms
+            .map(Duration::from_millis)
+            .unwrap_or(d.grace),
+        page: d.page,
+    };
+    if c.interval.is_zero() {
+        return Err(ConfigError::invalid(
+            "workflow_engine.reconcile_interval_ms",
+            "must be at least 1",
+        ));
+    }
+    Ok(c)
 }
 
 fn server_config(
@@ -277,6 +317,7 @@ fn server_config(
         record_runs: raw.runs.record.unwrap_or(true),
         run_buffer,
         workflows: Vec::new(),
+        workflow_reconciler: workflow_reconciler(&raw.workflow_engine)?,
     })
 }
 

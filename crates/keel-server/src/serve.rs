@@ -197,10 +197,8 @@ pub async fn prepare(
         };
         started = keel::runner::start_workers(config, &backend, &names, Some(&wrap)).await?;
         started.push(engine.start_trigger_worker().await?);
-        let reconciler = keel_workflows::Reconciler::new(
-            engine.clone(),
-            keel_workflows::ReconcilerConfig::default(),
-        );
+        let reconciler =
+            keel_workflows::Reconciler::new(engine.clone(), server.workflow_reconciler.clone());
         tasks.push(tokio::spawn(keel::service::run(
             reconciler,
             tokio_util::sync::CancellationToken::new(),

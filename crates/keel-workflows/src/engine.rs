@@ -559,6 +559,7 @@ impl Engine {
             instance_id: inst.id.clone(),
             step: name.to_string(),
             at: keel::now_ms() as i64,
+            job_id: None,
             event: StepEvent::Queued {
                 job_id,
                 input: data,
@@ -680,6 +681,7 @@ impl Engine {
                     let output = s.output.clone().unwrap_or(Value::Null);
                     let settled = self
                         .finish(
+                            &job.id,
                             instance,
                             step,
                             StepEvent::Completed {
@@ -710,7 +712,11 @@ impl Engine {
             instance_id: instance.to_string(),
             step: step.to_string(),
             at: keel::now_ms() as i64,
-            event: StepEvent::Started { attempt },
+            job_id: Some(job.id.clone()),
+            event: StepEvent::Started {
+                attempt,
+                input: Some(job.data.clone()),
+            },
         }));
         let run = inner(ctx);
         let result = match timeout {
@@ -726,6 +732,7 @@ impl Engine {
             Ok(output) => {
                 let settled = self
                     .finish(
+                        &job.id,
                         instance,
                         step,
                         StepEvent::Completed {
@@ -747,13 +754,14 @@ impl Engine {
                 if terminal {
                     // Recorded before the job fails, so the instance's outcome is never behind
                     // the job's; a `continue` failure lets the next steps run.
-                    let settled = self.finish(instance, step, event).await?;
+                    let settled = self.finish(&job.id, instance, step, event).await?;
                     self.enqueue(&settled).await.map_err(|e| queue_down(&e))?;
                 } else {
                     self.inner.writer.report(WorkflowWrite::Step(StepUpdate {
                         instance_id: instance.to_string(),
                         step: step.to_string(),
                         at: keel::now_ms() as i64,
+                        job_id: Some(job.id.clone()),
                         event,
                     }));
                 }
@@ -766,6 +774,7 @@ impl Engine {
     /// only once it is recorded).
     async fn finish(
         &self,
+        job_id: &str,
         instance: &str,
         step: &str,
         event: StepEvent,
@@ -782,6 +791,7 @@ impl Engine {
                     instance_id: instance.to_string(),
                     step: step.to_string(),
                     at: keel::now_ms() as i64,
+                    job_id: Some(job_id.to_string()),
                     event: event.clone(),
                 }))
                 .await

@@ -120,6 +120,7 @@ impl Reconciler {
                         instance_id: id.to_string(),
                         step: s.step.clone(),
                         at,
+                        job_id: Some(job_id.clone()),
                         event: StepEvent::Completed {
                             output: job.and_then(|j| j.returnvalue).unwrap_or_default(),
                         },
@@ -131,6 +132,7 @@ impl Reconciler {
                         instance_id: id.to_string(),
                         step: s.step.clone(),
                         at,
+                        job_id: Some(job_id.clone()),
                         event: StepEvent::Failed {
                             attempt: job.as_ref().map(|j| j.attempts_made as i64).unwrap_or(1),
                             error: job
