@@ -746,3 +746,113 @@ fn users_are_created_listed_and_disabled() {
     let out = cli.raw(&["--json", "user", "disable", "ops@example.com"], false);
     assert_eq!(out.status.code(), Some(2), "already disabled");
 }
+
+/// `keel workflow`: definitions from keel.toml, a run on Redis, the instance and its steps,
+/// cancel and re-run, listings with filters; bad input exits 2 naming the argument; a bad
+/// definition exits 2 naming its key; runs refuse the memory backend.
+#[test]
+fn workflow_commands_run_list_cancel_and_rerun() {
+    let cli = Cli::new();
+    std::fs::write(
+        cli.dir.path().join("keel.toml"),
+        r#"
+[queues.wf-cli]
+handler = { kind = "log" }
+
+[workflows.nightly]
+description = "two steps"
+[[workflows.nightly.steps]]
+name = "collect"
+queue = "wf-cli"
+[[workflows.nightly.steps]]
+name = "report"
+queue = "wf-cli"
+needs = ["collect"]
+"#,
+    )
+    .unwrap();
+    let defs = cli.ok(&["--json", "workflow", "list"]);
+    assert_eq!(defs["definitions"][0]["name"], "nightly");
+    assert_eq!(defs["definitions"][0]["version"], 1);
+    let st = cli.ok(&[
+        "--json",
+        "workflow",
+        "run",
+        "nightly",
+        "--input",
+        r#"{"day": "mon"}"#,
+    ]);
+    let id = st["instance"]["id"].as_str().unwrap().to_string();
+    assert_eq!(st["instance"]["trigger"]["kind"], "cli");
+    assert_eq!(st["instance"]["input"], json!({"day": "mon"}));
+    assert!(st["instance"]["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("cli:"));
+    // No worker runs here: the first step's job waits on the queue.
+    let waiting = cli.ok(&["--json", "jobs", "wf-cli"]);
+    assert!(
+        waiting
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == format!("wf-{id}-collect").as_str()),
+        "{waiting}"
+    );
+    let one = cli.ok(&["--json", "workflow", "instance", &id]);
+    assert_eq!(one["steps"][0]["step"], "collect");
+    let listed = cli.ok(&["--json", "workflow", "instances", "--workflow", "nightly"]);
+    assert_eq!(listed["total"], 1);
+    let cancelled = cli.ok(&["--json", "workflow", "cancel", &id]);
+    assert_eq!(cancelled["instance"]["status"], "cancelled");
+    let gone = cli.ok(&["--json", "jobs", "wf-cli"]);
+    assert!(
+        !gone
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == format!("wf-{id}-collect").as_str()),
+        "the cancelled step's waiting job is removed: {gone}"
+    );
+    let out = cli.raw(&["--json", "workflow", "cancel", &id], true);
+    assert_eq!(out.status.code(), Some(2), "a second cancel conflicts");
+    let rerun = cli.ok(&["--json", "workflow", "rerun", &id]);
+    assert_eq!(rerun["instance"]["status"], "running");
+    assert_eq!(rerun["instance"]["reruns"], 1);
+    cli.bad(
+        &["--json", "workflow", "run", "nightly", "--input", "{nope"],
+        "--input",
+    );
+    cli.bad(
+        &["--json", "workflow", "instances", "--status", "bogus"],
+        "--status",
+    );
+    cli.bad(
+        &["--json", "workflow", "instances", "--limit", "0"],
+        "--limit",
+    );
+    let out = cli.raw(&["--json", "workflow", "run", "nightly"], false);
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "needs-shared-backend");
+    // A cycle is refused before anything runs, naming the key.
+    let bad = cli.dir.path().join("cycle.toml");
+    std::fs::write(
+        &bad,
+        "[queues.q]\n[[workflows.w.steps]]\nname = \"a\"\nqueue = \"q\"\nneeds = [\"b\"]\n[[workflows.w.steps]]\nname = \"b\"\nqueue = \"q\"\nneeds = [\"a\"]\n",
+    )
+    .unwrap();
+    let out = cli.raw(
+        &[
+            "--config",
+            bad.to_str().unwrap(),
+            "--json",
+            "workflow",
+            "list",
+        ],
+        false,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["field"], "workflows.w.steps[0].needs", "{v}");
+}

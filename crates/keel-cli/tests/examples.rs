@@ -150,3 +150,148 @@ fn haystack_example_serves() {
         &["acme-ingest", "globex-ingest", "search-index"],
     );
 }
+
+/// The teknav example's `publish_article` workflow, end to end under `keel serve`: its
+/// handlers pointed at a local receiver (the example's URLs with the receiver's address), a
+/// run through the owner API, each step a job POSTed to its queue's consumer in order, the
+/// outputs flowing, the instance completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teknav_workflow_runs_end_to_end() {
+    use axum::routing::post;
+    use std::sync::{Arc, Mutex};
+    let posts: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let seen = posts.clone();
+    let receiver = axum::Router::new().route(
+        "/internal/jobs/{queue}",
+        post(move |axum::extract::Path(queue): axum::extract::Path<String>, axum::Json(body): axum::Json<Value>| {
+            let seen = seen.clone();
+            async move {
+                let answer = serde_json::json!({"queue": queue, "job": body["name"], "articleId": body["data"]["articleId"]});
+                seen.lock().unwrap().push(body);
+                axum::Json(answer)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
+
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("examples/teknav.toml"))
+        .unwrap()
+        .replace("http://127.0.0.1:3000", &format!("http://{addr}"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("teknav.toml");
+    std::fs::write(&config, text).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "serve",
+            "--shutdown-timeout-ms",
+            "5000",
+        ])
+        .current_dir(dir.path())
+        .env_remove("REDIS_URL")
+        .env_remove("DATABASE_URL")
+        .env("PORT", port.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // The reader stays open to the end: the server's stdout must not break under it.
+    let (token, _out) = tokio::task::spawn_blocking(move || {
+        let mut out = BufReader::new(stdout);
+        let mut line = String::new();
+        while out.read_line(&mut line).unwrap() > 0 {
+            if let Some(t) = line.split_whitespace().find(|w| w.starts_with("keel_")) {
+                return (Some(t.to_string()), out);
+            }
+            line.clear();
+        }
+        (None, out)
+    })
+    .await
+    .unwrap();
+    let token = token.expect("an owner token is printed");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http.get(format!("{base}/api/health/ready")).send().await;
+        if r.as_ref().map(|r| r.status().as_u16()).ok() == Some(200) {
+            break;
+        }
+        assert!(Instant::now() < until, "not ready in 30 s: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started: Value = http
+        .post(format!("{base}/api/owner/workflows/publish_article/run"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"input": {"articleId": "a-42", "topic": "Rust queues"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["instance"]["id"]
+        .as_str()
+        .expect("an instance")
+        .to_string();
+    let until = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let v: Value = http
+            .get(format!("{base}/api/owner/workflows/instances/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["instance"]["status"] == "completed" {
+            break v;
+        }
+        assert!(Instant::now() < until, "not completed in 30 s: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let names: Vec<String> = posts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "generate_article_draft",
+            "seo_optimize_article",
+            "article_ready"
+        ],
+        "each step's job reached its queue's consumer, in order"
+    );
+    let notify = &done["steps"][2];
+    assert_eq!(notify["input"]["articleId"], "a-42");
+    assert_eq!(notify["input"]["seo"]["job"], "seo_optimize_article");
+    assert_eq!(notify["input"]["draft"]["queue"], "ai-content");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit {status}");
+            break;
+        }
+        assert!(Instant::now() < until, "did not stop in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -37,6 +37,9 @@ use crate::template;
 pub const MAX_NAME: usize = 64;
 /// Most steps in one workflow.
 pub const MAX_STEPS: usize = 100;
+/// Shortest interval of a workflow schedule: an instance a second at most (a schedule is for
+/// periodic work; a faster one is a mistake that would flood the records).
+pub const MIN_EVERY_MS: u64 = 1000;
 
 /// A workflow definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,10 +128,10 @@ impl ScheduleSpec {
                 pattern: pattern.clone(),
                 tz: self.tz.clone(),
             }),
-            (None, Some(every_ms)) if every_ms > 0 => Ok(Schedule::Every { every_ms }),
+            (None, Some(every_ms)) if every_ms >= MIN_EVERY_MS => Ok(Schedule::Every { every_ms }),
             (None, Some(_)) => Err(Error::invalid(
                 format!("{field}.every_ms"),
-                "must be at least 1",
+                format!("must be at least {MIN_EVERY_MS} (one instance a second)"),
             )),
             _ => Err(Error::invalid(
                 field,
@@ -482,6 +485,11 @@ mod tests {
                 "schedule = { tz = \"UTC\" }\n[[workflows.w.steps]]\nname = \"a\"\nqueue = \"ai\"\n",
                 "workflows.w.schedule",
                 "exactly one",
+            ),
+            (
+                "schedule = { every_ms = 10 }\n[[workflows.w.steps]]\nname = \"a\"\nqueue = \"ai\"\n",
+                "workflows.w.schedule.every_ms",
+                "at least 1000",
             ),
             (
                 "on_complete = [{ queue = \"zz\" }]\n[[workflows.w.steps]]\nname = \"a\"\nqueue = \"ai\"\n",

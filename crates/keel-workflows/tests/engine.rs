@@ -547,7 +547,7 @@ async fn schedules_and_job_completions_start_instances(backend: Backend, db: Tes
         db,
         r#"
         [workflows.ticker]
-        schedule = { every_ms = 300, input = { kind = "tick" } }
+        schedule = { every_ms = 1000, input = { kind = "tick" } }
         [[workflows.ticker.steps]]
         name = "tick"
         queue = "wa"
@@ -576,6 +576,7 @@ async fn schedules_and_job_completions_start_instances(backend: Backend, db: Tes
     let mut counts: HashMap<String, i64> = HashMap::new();
     for _ in 0..200 {
         counts.clear();
+        // Two ticks of a 1 s schedule: up to ~3 s.
         for w in ["ticker", "follow"] {
             let page = r
                 .store
