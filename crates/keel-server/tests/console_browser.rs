@@ -528,3 +528,143 @@ handler = {{ kind = "http", url = "{hook}" }}
     c.close().await.unwrap();
     app.stop().await;
 }
+
+/// The workflow pages in Chromium: the instance list updating live as an instance is started
+/// through the API, the detail's step timeline, a re-run through the button and its browser
+/// confirmation, the definitions with their run form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workflow_pages_in_chromium() {
+    let hook = support::webhook().await;
+    let config = format!(
+        r#"
+[ratelimit.policies.owner-api]
+limit = 100000
+window_ms = 60000
+
+[queues.ai-content]
+attempts = 1
+handler = {{ kind = "http", url = "{hook}" }}
+
+[queues.notify]
+attempts = 1
+handler = {{ kind = "http", url = "{hook}" }}
+
+[workflows.publish_article]
+description = "Draft, audit, notify"
+[[workflows.publish_article.steps]]
+name = "draft"
+queue = "ai-content"
+job = "generate_article_draft"
+input = {{ topic = "${{input.topic}}", fail = "${{input.fail}}" }}
+[[workflows.publish_article.steps]]
+name = "seo_audit"
+queue = "ai-content"
+needs = ["draft"]
+[[workflows.publish_article.steps]]
+name = "images"
+queue = "ai-content"
+needs = ["draft"]
+[[workflows.publish_article.steps]]
+name = "notify"
+queue = "notify"
+needs = ["seo_audit", "images"]
+"#
+    );
+    let app = App::start_with(&config, support::redis().await, Db::Postgres, true).await;
+    let run = |input: Value| {
+        let app = &app;
+        async move {
+            let (s, v) = app
+                .call(
+                    Method::POST,
+                    "/api/owner/workflows/publish_article/run",
+                    Some(&app.admin),
+                    Some(json!({ "input": input })),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            v["instance"]["id"].as_str().unwrap().to_string()
+        }
+    };
+    let ok = run(json!({"topic": "rust"})).await;
+    let failed = run(json!({"topic": "x", "fail": true})).await;
+    for id in [&ok, &failed] {
+        support::eventually("the instance ends", || async {
+            let (_, v) = app
+                .get_json(&format!("/api/owner/workflows/instances/{id}"), Some(&app.viewer))
+                .await;
+            ["completed", "failed"]
+                .contains(&v["instance"]["status"].as_str().unwrap_or(""))
+                .then_some(())
+        })
+        .await;
+    }
+    let addr = app.serve_socket().await;
+    let base = format!("http://{addr}");
+    let (_driver, c) = browser().await;
+    sign_in(&c, &base, &app.owner).await;
+
+    c.goto(&format!("{base}/workflows")).await.unwrap();
+    until(
+        &c,
+        "the live indicator",
+        "document.getElementById('live-status').dataset.state === 'live'",
+    )
+    .await;
+    assert_eq!(
+        c.execute("return document.querySelectorAll('section[data-region=instances] tbody tr').length;", vec![])
+            .await
+            .unwrap(),
+        json!(2)
+    );
+    shot(&c, "workflows").await;
+    // An instance started elsewhere appears without a reload.
+    c.execute("window.__sameDocument = true;", vec![]).await.unwrap();
+    let third = run(json!({"topic": "live"})).await;
+    until(
+        &c,
+        "the new instance in the list",
+        &format!("document.body.textContent.includes({third:?})"),
+    )
+    .await;
+    assert_eq!(
+        c.execute("return window.__sameDocument === true;", vec![]).await.unwrap(),
+        json!(true),
+        "the page was not reloaded"
+    );
+
+    // The completed instance: every step completed, with its bar on the timeline.
+    c.goto(&format!("{base}/workflows/instances/{ok}")).await.unwrap();
+    until(&c, "the steps", "document.querySelectorAll('tr[data-step]').length === 4").await;
+    let bars = c
+        .execute("return document.querySelectorAll('svg.track rect.bar.state-completed').length;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(bars, json!(4), "a bar per completed step");
+    click(&c, "tr.step-detail details summary").await;
+    shot(&c, "workflow").await;
+
+    // The failed one: re-run through its button, confirmed in the browser's dialog.
+    c.goto(&format!("{base}/workflows/instances/{failed}")).await.unwrap();
+    until(&c, "the failed badge", "document.querySelector('.title-row .badge').textContent === 'failed'").await;
+    assert!(text(&c, "main").await.contains("step draft failed"));
+    shot(&c, "workflow-failed").await;
+    click(&c, "button[data-confirm^='Re-run']").await;
+    let dialog = c.get_alert_text().await.unwrap();
+    assert!(dialog.contains("Completed steps keep their outputs"), "{dialog}");
+    c.accept_alert().await.unwrap();
+    until(
+        &c,
+        "the re-run's flash",
+        "document.querySelector('.flash') && document.querySelector('.flash').textContent.includes('re-runs')",
+    )
+    .await;
+
+    // Definitions, with the run form for admins.
+    c.goto(&format!("{base}/workflows/definitions")).await.unwrap();
+    until(&c, "the definition", "document.querySelector('#wf-publish_article') !== null").await;
+    assert!(text(&c, "#wf-publish_article").await.contains("Draft, audit, notify"));
+    shot(&c, "workflow-definitions").await;
+    c.close().await.unwrap();
+    app.stop().await;
+}
