@@ -11,6 +11,12 @@
 //!   through the recorder into the database) and off, alternated per round. `cost` =
 //!   1 − on / off.
 //!
+//! - `workflow`: `jobs` instances of a 3-step linear workflow of no-op steps (started 64 at a
+//!   time while a worker of `concurrency` runs the steps, records through the engine's
+//!   group-commit writer) against `3 × jobs` plain no-op jobs on the same worker settings,
+//!   alternated per round. `instances_per_s`; `step_ms` and `job_ms` are the wall time per step
+//!   and per plain job; `ratio` = step / job.
+//!
 //! Records go to `DATABASE_URL` (else a SQLite file in a temporary directory).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +30,7 @@ use keel_records::{RecordStore, Role};
 use serde_json::{json, Value};
 
 /// Server scenario names.
-pub const SCENARIOS: &[&str] = &["http_enqueue", "process_runs"];
+pub const SCENARIOS: &[&str] = &["http_enqueue", "process_runs", "workflow"];
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
@@ -72,6 +78,7 @@ pub async fn run(scenario: &str, setup: Setup<'_>) {
     let _ = std::fs::create_dir_all(&dir);
     let result = match scenario {
         "http_enqueue" => http_enqueue(&setup, &dir).await,
+        "workflow" => workflow(&setup, &dir).await,
         _ => process_runs(&setup, &dir).await,
     };
     if let Err(e) = result {
@@ -390,6 +397,202 @@ async fn process_runs(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
         json!({"scenario": "process_runs", "summary": true, "database": db, "concurrency": setup.concurrency,
                "records_on_jobs_per_s": on_m, "records_off_jobs_per_s": off_m,
                "cost": (((1.0 - on_m / off_m) * 1000.0).round() / 1000.0)})
+    );
+    Ok(())
+}
+
+/// One round of plain no-op jobs: `n` preloaded, processed by one worker; seconds.
+async fn plain_round(setup: &Setup<'_>, n: usize) -> Result<f64, String> {
+    let name = format!(
+        "bench-plain-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let q = Queue::new(&setup.backend, &name).map_err(|e| e.to_string())?;
+    let jobs: Vec<NewJob> = (0..n)
+        .map(|i| NewJob {
+            name: "step".into(),
+            data: json!({"i": i}),
+            opts: JobOptions {
+                remove_on_complete: Some(KeepJobs::remove_all()),
+                ..Default::default()
+            },
+        })
+        .collect();
+    for chunk in jobs.chunks(1000) {
+        q.add_bulk(chunk.to_vec())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = done.clone();
+    let started = Instant::now();
+    let worker = q
+        .worker()
+        .fallback(handler_fn(move |_| {
+            let d = d.clone();
+            async move {
+                d.fetch_add(1, Ordering::Relaxed);
+                Ok(Value::Null)
+            }
+        }))
+        .concurrency(setup.concurrency)
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    while done.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    worker
+        .close(Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = q.obliterate(true).await;
+    Ok(secs)
+}
+
+/// One round of `n` workflow instances of three no-op steps; seconds from the first start to
+/// the last instance completed.
+async fn workflow_round(
+    setup: &Setup<'_>,
+    store: &Arc<dyn RecordStore>,
+    n: usize,
+) -> Result<(f64, u64), String> {
+    let name = format!(
+        "bench-wf-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let mut config = setup.config.clone();
+    let mut qc = config.queue_config(&name);
+    qc.job_defaults.remove_on_complete = Some(KeepJobs::remove_all());
+    qc.job_defaults.attempts = Some(1);
+    config.queues.insert(name.clone(), qc);
+    let completed = Arc::new(AtomicUsize::new(0));
+    let c = completed.clone();
+    let observer: keel_workflows::Observer = Arc::new(move |events| {
+        for e in events {
+            if let keel_workflows::WorkflowEvent::WorkflowInstance { status, .. } = e {
+                if *status == keel_records::workflow::InstanceStatus::Completed {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    let wstore: Arc<dyn keel_records::WorkflowStore> = store.clone();
+    let (engine, writer) = keel_workflows::Engine::new(
+        setup.backend.clone(),
+        config.clone(),
+        wstore,
+        keel_workflows::EngineConfig::default(),
+        Some(observer),
+    );
+    let spec: keel_workflows::WorkflowSpec = serde_json::from_value(json!({"steps": [
+        {"name": "one", "queue": name},
+        {"name": "two", "queue": name, "needs": ["one"]},
+        {"name": "three", "queue": name, "needs": ["two"]},
+    ]}))
+    .map_err(|e| e.to_string())?;
+    engine
+        .save(
+            &keel_records::Scope::All,
+            &name,
+            spec,
+            "api",
+            "bench",
+            "spec",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let q = config
+        .queue(&setup.backend, &name)
+        .map_err(|e| e.to_string())?;
+    let noop = handler_fn(|_| async { Ok(Value::Null) });
+    let worker = q
+        .worker()
+        .fallback(engine.wrap(&name, noop))
+        .concurrency(setup.concurrency)
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let starters = (0..64).map(|_| {
+        let (engine, next, name) = (engine.clone(), next.clone(), name.clone());
+        tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                engine
+                    .start(keel_workflows::Start {
+                        workflow: name.clone(),
+                        input: json!({}),
+                        trigger: keel_records::workflow::Trigger {
+                            kind: "api".into(),
+                            reference: None,
+                        },
+                        actor: "bench".into(),
+                        scope: keel_records::Scope::All,
+                        id: None,
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        })
+    });
+    for r in futures::future::join_all(starters).await {
+        r.map_err(|e| e.to_string())??;
+    }
+    let cap = Instant::now() + Duration::from_secs(300);
+    while completed.load(Ordering::Relaxed) < n {
+        if Instant::now() > cap {
+            return Err(format!(
+                "{} of {n} instances completed in 300 s",
+                completed.load(Ordering::Relaxed)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    worker
+        .close(Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
+    let batches = engine.writer().stats().batches.load(Ordering::Relaxed);
+    drop(engine);
+    let _ = writer.await;
+    let _ = q.obliterate(true).await;
+    Ok((secs, batches))
+}
+
+async fn workflow(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), String> {
+    let store = store(setup.config, dir).await?;
+    let db = store.database();
+    let n = setup.jobs;
+    let (mut rates, mut steps, mut jobs) = (vec![], vec![], vec![]);
+    for round in 1..=setup.rounds {
+        let plain = plain_round(setup, n * 3).await?;
+        let job_ms = plain * 1000.0 / (n * 3) as f64;
+        let (wf, batches) = workflow_round(setup, &store, n).await?;
+        let step_ms = wf * 1000.0 / (n * 3) as f64;
+        let rate = (n as f64 / wf).round();
+        println!(
+            "{}",
+            json!({"scenario": "workflow", "round": round, "instances": n, "steps": n * 3,
+                   "concurrency": setup.concurrency, "database": db,
+                   "instances_per_s": rate, "step_ms": (step_ms * 1000.0).round() / 1000.0,
+                   "job_ms": (job_ms * 1000.0).round() / 1000.0,
+                   "ratio": ((step_ms / job_ms) * 100.0).round() / 100.0,
+                   "transactions": batches})
+        );
+        rates.push(rate);
+        steps.push(step_ms);
+        jobs.push(job_ms);
+    }
+    let (s, j) = (median(steps), median(jobs));
+    println!(
+        "{}",
+        json!({"scenario": "workflow", "summary": true, "database": db, "concurrency": setup.concurrency,
+               "instances_per_s": median(rates), "step_ms": (s * 1000.0).round() / 1000.0,
+               "job_ms": (j * 1000.0).round() / 1000.0, "ratio": ((s / j) * 100.0).round() / 100.0})
     );
     Ok(())
 }

@@ -418,6 +418,13 @@ pub struct StepUpdate {
     /// when the `Queued` report was lost with the process that enqueued it.
     #[serde(default)]
     pub job_id: Option<String>,
+    /// When the attempt started, when the reporter skipped its `Started` report (a step that
+    /// ends quickly is recorded in one write).
+    #[serde(default)]
+    pub started_at: Option<i64>,
+    /// The attempt number, likewise.
+    #[serde(default)]
+    pub attempt: Option<i64>,
     /// What.
     pub event: StepEvent,
 }
@@ -517,6 +524,12 @@ impl WorkflowState {
         }
         if step.status.is_final() {
             return filled;
+        }
+        if let Some(t) = update.started_at {
+            step.started_at.get_or_insert(t);
+        }
+        if let Some(a) = update.attempt {
+            step.attempts = step.attempts.max(a);
         }
         match &update.event {
             StepEvent::Queued { .. } => unreachable!("handled above"),
@@ -737,6 +750,8 @@ mod tests {
             step: step.into(),
             at: 10,
             job_id: None,
+            started_at: None,
+            attempt: None,
             event,
         });
     }

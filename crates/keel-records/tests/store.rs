@@ -568,6 +568,8 @@ fn step(id: &str, step: &str, event: StepEvent) -> WorkflowWrite {
         step: step.to_string(),
         at: keel_core::now_ms() as i64,
         job_id: None,
+        started_at: None,
+        attempt: None,
         event,
     })
 }

@@ -591,7 +591,10 @@ needs = ["seo_audit", "images"]
     for id in [&ok, &failed] {
         support::eventually("the instance ends", || async {
             let (_, v) = app
-                .get_json(&format!("/api/owner/workflows/instances/{id}"), Some(&app.viewer))
+                .get_json(
+                    &format!("/api/owner/workflows/instances/{id}"),
+                    Some(&app.viewer),
+                )
                 .await;
             ["completed", "failed"]
                 .contains(&v["instance"]["status"].as_str().unwrap_or(""))
@@ -612,14 +615,19 @@ needs = ["seo_audit", "images"]
     )
     .await;
     assert_eq!(
-        c.execute("return document.querySelectorAll('section[data-region=instances] tbody tr').length;", vec![])
-            .await
-            .unwrap(),
+        c.execute(
+            "return document.querySelectorAll('section[data-region=instances] tbody tr').length;",
+            vec![]
+        )
+        .await
+        .unwrap(),
         json!(2)
     );
     shot(&c, "workflows").await;
     // An instance started elsewhere appears without a reload.
-    c.execute("window.__sameDocument = true;", vec![]).await.unwrap();
+    c.execute("window.__sameDocument = true;", vec![])
+        .await
+        .unwrap();
     let third = run(json!({"topic": "live"})).await;
     until(
         &c,
@@ -628,16 +636,28 @@ needs = ["seo_audit", "images"]
     )
     .await;
     assert_eq!(
-        c.execute("return window.__sameDocument === true;", vec![]).await.unwrap(),
+        c.execute("return window.__sameDocument === true;", vec![])
+            .await
+            .unwrap(),
         json!(true),
         "the page was not reloaded"
     );
 
     // The completed instance: every step completed, with its bar on the timeline.
-    c.goto(&format!("{base}/workflows/instances/{ok}")).await.unwrap();
-    until(&c, "the steps", "document.querySelectorAll('tr[data-step]').length === 4").await;
+    c.goto(&format!("{base}/workflows/instances/{ok}"))
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the steps",
+        "document.querySelectorAll('tr[data-step]').length === 4",
+    )
+    .await;
     let bars = c
-        .execute("return document.querySelectorAll('svg.track rect.bar.state-completed').length;", vec![])
+        .execute(
+            "return document.querySelectorAll('svg.track rect.bar.state-completed').length;",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(bars, json!(4), "a bar per completed step");
@@ -645,13 +665,23 @@ needs = ["seo_audit", "images"]
     shot(&c, "workflow").await;
 
     // The failed one: re-run through its button, confirmed in the browser's dialog.
-    c.goto(&format!("{base}/workflows/instances/{failed}")).await.unwrap();
-    until(&c, "the failed badge", "document.querySelector('.title-row .badge').textContent === 'failed'").await;
+    c.goto(&format!("{base}/workflows/instances/{failed}"))
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the failed badge",
+        "document.querySelector('.title-row .badge').textContent === 'failed'",
+    )
+    .await;
     assert!(text(&c, "main").await.contains("step draft failed"));
     shot(&c, "workflow-failed").await;
     click(&c, "button[data-confirm^='Re-run']").await;
     let dialog = c.get_alert_text().await.unwrap();
-    assert!(dialog.contains("Completed steps keep their outputs"), "{dialog}");
+    assert!(
+        dialog.contains("Completed steps keep their outputs"),
+        "{dialog}"
+    );
     c.accept_alert().await.unwrap();
     until(
         &c,
@@ -661,9 +691,18 @@ needs = ["seo_audit", "images"]
     .await;
 
     // Definitions, with the run form for admins.
-    c.goto(&format!("{base}/workflows/definitions")).await.unwrap();
-    until(&c, "the definition", "document.querySelector('#wf-publish_article') !== null").await;
-    assert!(text(&c, "#wf-publish_article").await.contains("Draft, audit, notify"));
+    c.goto(&format!("{base}/workflows/definitions"))
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the definition",
+        "document.querySelector('#wf-publish_article') !== null",
+    )
+    .await;
+    assert!(text(&c, "#wf-publish_article")
+        .await
+        .contains("Draft, audit, notify"));
     shot(&c, "workflow-definitions").await;
     c.close().await.unwrap();
     app.stop().await;

@@ -42,6 +42,16 @@ const LATEST_TTL: Duration = Duration::from_secs(5);
 const INSTANCE_CACHE: usize = 100_000;
 /// Tries of a step's final write before the attempt is failed for a retry.
 const WRITE_TRIES: u32 = 3;
+/// How long a step runs before it is reported running (a quicker one is recorded once, when it
+/// ends: one write a step instead of two).
+pub const STARTED_AFTER: Duration = Duration::from_millis(250);
+
+/// The attempt a step's end belongs to.
+struct Attempt<'a> {
+    job_id: &'a str,
+    started_at: i64,
+    attempt: i64,
+}
 
 /// Something that happened to an instance or one of its steps, for live views.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -135,6 +145,8 @@ pub struct EngineConfig {
     pub batch: usize,
     /// Progress reports buffered before they are dropped.
     pub capacity: usize,
+    /// Writer tasks (transactions committing at once).
+    pub shards: usize,
 }
 
 impl Default for EngineConfig {
@@ -142,6 +154,7 @@ impl Default for EngineConfig {
         EngineConfig {
             batch: crate::writer::DEFAULT_BATCH,
             capacity: crate::writer::DEFAULT_CAPACITY,
+            shards: crate::writer::DEFAULT_SHARDS,
         }
     }
 }
@@ -216,8 +229,13 @@ impl Engine {
                 }
             }
         });
-        let (writer, task) =
-            Writer::start(store.clone(), settings.batch, settings.capacity, on_settled);
+        let (writer, task) = Writer::start(
+            store.clone(),
+            settings.batch,
+            settings.capacity,
+            settings.shards,
+            on_settled,
+        );
         let engine = Engine {
             inner: Arc::new(Inner {
                 backend,
@@ -560,6 +578,8 @@ impl Engine {
             step: name.to_string(),
             at: keel::now_ms() as i64,
             job_id: None,
+            started_at: None,
+            attempt: None,
             event: StepEvent::Queued {
                 job_id,
                 input: data,
@@ -679,9 +699,14 @@ impl Engine {
             if let Some(s) = st.step(step) {
                 if s.status == StepStatus::Completed {
                     let output = s.output.clone().unwrap_or(Value::Null);
+                    let at = Attempt {
+                        job_id: &job.id,
+                        started_at: keel::now_ms() as i64,
+                        attempt,
+                    };
                     let settled = self
                         .finish(
-                            &job.id,
+                            &at,
                             instance,
                             step,
                             StepEvent::Completed {
@@ -708,31 +733,53 @@ impl Engine {
             .step(step)
             .and_then(|s| s.timeout_ms)
             .map(Duration::from_millis);
-        self.inner.writer.report(WorkflowWrite::Step(StepUpdate {
+        // A step that ends within STARTED_AFTER is recorded in one write (its end, with the
+        // attempt's start); a longer one is reported running once that time has passed, so
+        // live views show it.
+        let started_at = keel::now_ms() as i64;
+        let started = StepUpdate {
             instance_id: instance.to_string(),
             step: step.to_string(),
-            at: keel::now_ms() as i64,
+            at: started_at,
             job_id: Some(job.id.clone()),
+            started_at: None,
+            attempt: None,
             event: StepEvent::Started {
                 attempt,
                 input: Some(job.data.clone()),
             },
-        }));
-        let run = inner(ctx);
-        let result = match timeout {
-            Some(t) => tokio::time::timeout(t, run).await.unwrap_or_else(|_| {
-                Err(JobError::retry(format!(
-                    "step timed out after {} ms",
-                    t.as_millis()
-                )))
-            }),
-            None => run.await,
+        };
+        let run = async {
+            match timeout {
+                Some(t) => tokio::time::timeout(t, inner(ctx))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(JobError::retry(format!(
+                            "step timed out after {} ms",
+                            t.as_millis()
+                        )))
+                    }),
+                None => inner(ctx).await,
+            }
+        };
+        tokio::pin!(run);
+        let result = tokio::select! {
+            r = &mut run => r,
+            _ = tokio::time::sleep(STARTED_AFTER) => {
+                self.inner.writer.report(WorkflowWrite::Step(started));
+                run.await
+            }
+        };
+        let at = Attempt {
+            job_id: &job.id,
+            started_at,
+            attempt,
         };
         match result {
             Ok(output) => {
                 let settled = self
                     .finish(
-                        &job.id,
+                        &at,
                         instance,
                         step,
                         StepEvent::Completed {
@@ -754,7 +801,7 @@ impl Engine {
                 if terminal {
                     // Recorded before the job fails, so the instance's outcome is never behind
                     // the job's; a `continue` failure lets the next steps run.
-                    let settled = self.finish(&job.id, instance, step, event).await?;
+                    let settled = self.finish(&at, instance, step, event).await?;
                     self.enqueue(&settled).await.map_err(|e| queue_down(&e))?;
                 } else {
                     self.inner.writer.report(WorkflowWrite::Step(StepUpdate {
@@ -762,6 +809,8 @@ impl Engine {
                         step: step.to_string(),
                         at: keel::now_ms() as i64,
                         job_id: Some(job.id.clone()),
+                        started_at: Some(started_at),
+                        attempt: Some(attempt),
                         event,
                     }));
                 }
@@ -774,7 +823,7 @@ impl Engine {
     /// only once it is recorded).
     async fn finish(
         &self,
-        job_id: &str,
+        at: &Attempt<'_>,
         instance: &str,
         step: &str,
         event: StepEvent,
@@ -791,7 +840,9 @@ impl Engine {
                     instance_id: instance.to_string(),
                     step: step.to_string(),
                     at: keel::now_ms() as i64,
-                    job_id: Some(job_id.to_string()),
+                    job_id: Some(at.job_id.to_string()),
+                    started_at: Some(at.started_at),
+                    attempt: Some(at.attempt),
                     event: event.clone(),
                 }))
                 .await

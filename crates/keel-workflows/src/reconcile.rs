@@ -121,6 +121,8 @@ impl Reconciler {
                         step: s.step.clone(),
                         at,
                         job_id: Some(job_id.clone()),
+                        started_at: None,
+                        attempt: None,
                         event: StepEvent::Completed {
                             output: job.and_then(|j| j.returnvalue).unwrap_or_default(),
                         },
@@ -133,6 +135,8 @@ impl Reconciler {
                         step: s.step.clone(),
                         at,
                         job_id: Some(job_id.clone()),
+                        started_at: None,
+                        attempt: None,
                         event: StepEvent::Failed {
                             attempt: job.as_ref().map(|j| j.attempts_made as i64).unwrap_or(1),
                             error: job

@@ -4,6 +4,9 @@
 //! acknowledged) waits for its batch; progress reports (an attempt started, a job enqueued) are
 //! handed over without waiting. While one batch is being committed the next one gathers, so the
 //! batch grows with the load and a step costs a fraction of a transaction.
+//!
+//! Writes are spread over a few writer tasks by instance id (every write of one instance goes
+//! to the same task, in order), so transactions of different instances commit side by side.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +22,8 @@ use tokio::task::JoinHandle;
 pub const DEFAULT_BATCH: usize = 500;
 /// Default writes waiting for the writer before progress reports are dropped (and counted).
 pub const DEFAULT_CAPACITY: usize = 20_000;
+/// Default writer tasks (transactions committing at once).
+pub const DEFAULT_SHARDS: usize = 4;
 /// How long a failed batch waits before its one retry.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
 
@@ -45,7 +50,7 @@ pub struct WriterStats {
 /// Hands writes to the writer task. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Msg>,
+    shards: Arc<Vec<mpsc::Sender<Msg>>>,
     stats: Arc<WriterStats>,
 }
 
@@ -53,36 +58,64 @@ pub struct Writer {
 pub type OnSettled = Arc<dyn Fn(&[Settled]) + Send + Sync>;
 
 impl Writer {
-    /// Starts the writer task over `store`.
+    /// Starts `shards` writer tasks over `store`; the handle ends when they all have.
     pub fn start(
         store: Arc<dyn WorkflowStore>,
         batch: usize,
         capacity: usize,
+        shards: usize,
         on_settled: OnSettled,
     ) -> (Writer, JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<Msg>(capacity.max(1));
         let stats = Arc::new(WriterStats::default());
-        let s = stats.clone();
-        let task = tokio::spawn(async move {
-            let mut msgs = Vec::with_capacity(batch);
-            while let Some(first) = rx.recv().await {
-                msgs.push(first);
-                while msgs.len() < batch {
-                    match rx.try_recv() {
-                        Ok(m) => msgs.push(m),
-                        Err(_) => break,
+        let shards = shards.max(1);
+        let mut senders = Vec::with_capacity(shards);
+        let mut tasks = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (tx, mut rx) = mpsc::channel::<Msg>((capacity / shards).max(1));
+            senders.push(tx);
+            let (store, s, on_settled) = (store.clone(), stats.clone(), on_settled.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut msgs = Vec::with_capacity(batch);
+                while let Some(first) = rx.recv().await {
+                    msgs.push(first);
+                    while msgs.len() < batch {
+                        match rx.try_recv() {
+                            Ok(m) => msgs.push(m),
+                            Err(_) => break,
+                        }
                     }
+                    commit(&*store, &mut msgs, &s, &on_settled).await;
                 }
-                commit(&*store, &mut msgs, &s, &on_settled).await;
+            }));
+        }
+        let task = tokio::spawn(async move {
+            for t in tasks {
+                let _ = t.await;
             }
         });
-        (Writer { tx, stats }, task)
+        (
+            Writer {
+                shards: Arc::new(senders),
+                stats,
+            },
+            task,
+        )
+    }
+
+    fn shard(&self, write: &WorkflowWrite) -> &mpsc::Sender<Msg> {
+        let id = write.instance_id();
+        // FNV-1a: stable, and ids are random or hashes already.
+        let h = id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        });
+        &self.shards[(h % self.shards.len() as u64) as usize]
     }
 
     /// Writes and waits for the commit; the answer is the instance after the write.
     pub async fn write(&self, write: WorkflowWrite) -> Result<Settled, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
+        self.shard(&write)
+            .clone()
             .send(Msg {
                 write,
                 reply: Some(reply),
@@ -96,7 +129,11 @@ impl Writer {
 
     /// Hands a progress report over without waiting; dropped (counted) when the buffer is full.
     pub fn report(&self, write: WorkflowWrite) {
-        if self.tx.try_send(Msg { write, reply: None }).is_err() {
+        if self
+            .shard(&write)
+            .try_send(Msg { write, reply: None })
+            .is_err()
+        {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -141,18 +141,12 @@ impl SqlStore {
         sorted.dedup();
         let mut states = HashMap::new();
         for chunk in sorted.chunks(CHUNK) {
-            if self.database == "postgres" {
-                let sql = format!(
-                    "SELECT id FROM keel_wf_instances WHERE id IN ({}) ORDER BY id FOR UPDATE",
+            let sql = if self.database == "postgres" {
+                // Locked in id order, so two batches never wait on each other in a circle.
+                format!(
+                    "SELECT {INSTANCE_COLUMNS} FROM keel_wf_instances WHERE id IN ({}) ORDER BY id FOR UPDATE",
                     placeholders(1, chunk.len())
-                );
-                let mut q = sqlx::query(&sql);
-                for id in chunk {
-                    q = q.bind(id.as_str());
-                }
-                q.fetch_all(&mut **tx)
-                    .await
-                    .map_err(|e| db_err("workflow instances", e))?;
+                )
             } else {
                 // SQLite: begin with a write, so the transaction holds the write lock before it
                 // reads (a read-then-write transaction can fail to upgrade under WAL).
@@ -167,11 +161,11 @@ impl SqlStore {
                 q.execute(&mut **tx)
                     .await
                     .map_err(|e| db_err("workflow instances", e))?;
-            }
-            let sql = format!(
-                "SELECT {INSTANCE_COLUMNS} FROM keel_wf_instances WHERE id IN ({})",
-                placeholders(1, chunk.len())
-            );
+                format!(
+                    "SELECT {INSTANCE_COLUMNS} FROM keel_wf_instances WHERE id IN ({})",
+                    placeholders(1, chunk.len())
+                )
+            };
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(id.as_str());
@@ -493,8 +487,20 @@ impl WorkflowStore for SqlStore {
             let (ready, more) = st.settle(now);
             let mut steps_changed = changed.remove(&st.instance.id).unwrap_or_default();
             steps_changed.extend(more);
-            let dirty = before.get(&st.instance.id) != Some(&st);
-            if dirty {
+            // `updated_at` marks progress for the reconciler: a new instance, a change of its
+            // own, or a step ending. Progress reports (queued, started) leave the instance row
+            // alone — rewriting it at every report only made dead rows.
+            let progressed = match before.get(&st.instance.id) {
+                None => true,
+                Some(b) => {
+                    b.instance != st.instance
+                        || st.steps.iter().any(|s| {
+                            s.status.is_final()
+                                && b.step(&s.step).map(|o| o.status) != Some(s.status)
+                        })
+                }
+            };
+            if progressed {
                 st.instance.updated_at = now;
             }
             settled.push(Settled {
