@@ -305,22 +305,7 @@ async fn process_runs(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
                 "bench-runs-{}",
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             );
-            let q = Queue::new(&setup.backend, &name).map_err(|e| e.to_string())?;
-            let jobs: Vec<NewJob> = (0..n)
-                .map(|i| NewJob {
-                    name: "work".into(),
-                    data: json!({"i": i}),
-                    opts: JobOptions {
-                        remove_on_complete: Some(KeepJobs::remove_all()),
-                        ..Default::default()
-                    },
-                })
-                .collect();
-            for chunk in jobs.chunks(1000) {
-                q.add_bulk(chunk.to_vec())
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            let q = preloaded(setup, &name, "work", n).await?;
             let done = Arc::new(AtomicUsize::new(0));
             let d = done.clone();
             let handler = handler_fn(move |_| {
@@ -401,16 +386,12 @@ async fn process_runs(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
     Ok(())
 }
 
-/// One round of plain no-op jobs: `n` preloaded, processed by one worker; seconds.
-async fn plain_round(setup: &Setup<'_>, n: usize) -> Result<f64, String> {
-    let name = format!(
-        "bench-plain-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let q = Queue::new(&setup.backend, &name).map_err(|e| e.to_string())?;
+/// Queue `name` with `n` jobs named `job` added (removed on completion).
+async fn preloaded(setup: &Setup<'_>, name: &str, job: &str, n: usize) -> Result<Queue, String> {
+    let q = Queue::new(&setup.backend, name).map_err(|e| e.to_string())?;
     let jobs: Vec<NewJob> = (0..n)
         .map(|i| NewJob {
-            name: "step".into(),
+            name: job.into(),
             data: json!({"i": i}),
             opts: JobOptions {
                 remove_on_complete: Some(KeepJobs::remove_all()),
@@ -423,6 +404,16 @@ async fn plain_round(setup: &Setup<'_>, n: usize) -> Result<f64, String> {
             .await
             .map_err(|e| e.to_string())?;
     }
+    Ok(q)
+}
+
+/// One round of plain no-op jobs: `n` preloaded, processed by one worker; seconds.
+async fn plain_round(setup: &Setup<'_>, n: usize) -> Result<f64, String> {
+    let name = format!(
+        "bench-plain-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let q = preloaded(setup, &name, "step", n).await?;
     let done = Arc::new(AtomicUsize::new(0));
     let d = done.clone();
     let started = Instant::now();

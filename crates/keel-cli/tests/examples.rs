@@ -30,10 +30,18 @@ fn get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, Value)> {
     Some((status, serde_json::from_str(json).ok()?))
 }
 
-fn serve_example(name: &str, expected: &[&str]) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let config = root.join("examples").join(name);
-    let dir = tempfile::tempdir().unwrap();
+/// A `keel serve` child on a spare port, with the owner token it printed.
+struct Serving {
+    child: std::process::Child,
+    port: u16,
+    token: String,
+    /// Its stdout, kept open: the server's prints must not break under it.
+    _out: BufReader<std::process::ChildStdout>,
+}
+
+/// Starts `keel serve` on `config` in `dir` (memory backend, SQLite under `dir`) and reads the
+/// owner token it prints.
+fn serve(config: &std::path::Path, dir: &std::path::Path) -> Serving {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -47,7 +55,7 @@ fn serve_example(name: &str, expected: &[&str]) {
             "--shutdown-timeout-ms",
             "5000",
         ])
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env_remove("REDIS_URL")
         .env_remove("DATABASE_URL")
         .env("PORT", port.to_string())
@@ -57,16 +65,31 @@ fn serve_example(name: &str, expected: &[&str]) {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut token = None;
     let mut line = String::new();
-    while token.is_none() && out.read_line(&mut line).unwrap() > 0 {
-        token = line
-            .split_whitespace()
-            .find(|w| w.starts_with("keel_"))
-            .map(str::to_string);
+    while out.read_line(&mut line).unwrap() > 0 {
+        if let Some(t) = line.split_whitespace().find(|w| w.starts_with("keel_")) {
+            return Serving {
+                child,
+                port,
+                token: t.to_string(),
+                _out: out,
+            };
+        }
         line.clear();
     }
-    let token = token.unwrap_or_else(|| panic!("{name}: no owner token printed"));
+    panic!("{}: no owner token printed", config.display());
+}
+
+fn serve_example(name: &str, expected: &[&str]) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let config = root.join("examples").join(name);
+    let dir = tempfile::tempdir().unwrap();
+    let Serving {
+        mut child,
+        port,
+        token,
+        _out,
+    } = serve(&config, dir.path());
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some((200, _)) = get(port, "/api/health/ready", None) {
@@ -183,44 +206,12 @@ async fn teknav_workflow_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("teknav.toml");
     std::fs::write(&config, text).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "serve",
-            "--shutdown-timeout-ms",
-            "5000",
-        ])
-        .current_dir(dir.path())
-        .env_remove("REDIS_URL")
-        .env_remove("DATABASE_URL")
-        .env("PORT", port.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    // The reader stays open to the end: the server's stdout must not break under it.
-    let (token, _out) = tokio::task::spawn_blocking(move || {
-        let mut out = BufReader::new(stdout);
-        let mut line = String::new();
-        while out.read_line(&mut line).unwrap() > 0 {
-            if let Some(t) = line.split_whitespace().find(|w| w.starts_with("keel_")) {
-                return (Some(t.to_string()), out);
-            }
-            line.clear();
-        }
-        (None, out)
-    })
-    .await
-    .unwrap();
-    let token = token.expect("an owner token is printed");
+    let Serving {
+        mut child,
+        port,
+        token,
+        _out,
+    } = tokio::task::block_in_place(|| serve(&config, dir.path()));
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let until = Instant::now() + Duration::from_secs(30);

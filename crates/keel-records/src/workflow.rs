@@ -429,6 +429,39 @@ pub struct StepUpdate {
     pub event: StepEvent,
 }
 
+impl StepUpdate {
+    /// `event` of step `step` of instance `instance_id`, now.
+    pub fn now(instance_id: &str, step: &str, event: StepEvent) -> StepUpdate {
+        StepUpdate {
+            instance_id: instance_id.to_string(),
+            step: step.to_string(),
+            at: keel_core::now_ms() as i64,
+            job_id: None,
+            started_at: None,
+            attempt: None,
+            event,
+        }
+    }
+
+    /// The same, reported by the worker of job `job_id`.
+    pub fn of_job(mut self, job_id: &str) -> StepUpdate {
+        self.job_id = Some(job_id.to_string());
+        self
+    }
+
+    /// The same, for the attempt `attempt` that started at `started_at`.
+    pub fn of_attempt(mut self, started_at: i64, attempt: i64) -> StepUpdate {
+        self.started_at = Some(started_at);
+        self.attempt = Some(attempt);
+        self
+    }
+
+    /// As a write.
+    pub fn write(self) -> WorkflowWrite {
+        WorkflowWrite::Step(self)
+    }
+}
+
 /// What the store applies in one transaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WorkflowWrite {

@@ -162,24 +162,30 @@ impl Realtime {
         p.insert(queue.to_string());
     }
 
+    /// Counts one event against this second's [`JOB_EVENTS_PER_SECOND`]; false when spent.
+    fn within_budget(&self) -> bool {
+        let second = keel::now_ms() / 1000;
+        let mut n = self
+            .inner
+            .job_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if n.0 != second {
+            *n = (second, 0);
+        }
+        if n.1 >= JOB_EVENTS_PER_SECOND {
+            return false;
+        }
+        n.1 += 1;
+        true
+    }
+
     /// An attempt finished. At most [`JOB_EVENTS_PER_SECOND`] of these go out per second and
     /// instance; past that only the queue's stats do (a UI cannot show more anyway).
     pub fn job_status(&self, run: &NewRun) {
         self.queue_changed(&run.queue);
-        {
-            let second = keel::now_ms() / 1000;
-            let mut n = self
-                .inner
-                .job_events
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if n.0 != second {
-                *n = (second, 0);
-            }
-            if n.1 >= JOB_EVENTS_PER_SECOND {
-                return;
-            }
-            n.1 += 1;
+        if !self.within_budget() {
+            return;
         }
         self.send(json!({
             "type": "job_status", "queue": run.queue, "job_id": run.job_id, "name": run.name,
@@ -191,20 +197,10 @@ impl Realtime {
     /// `workflow_instance` always).
     pub fn workflow_events(&self, events: &[keel_workflows::WorkflowEvent]) {
         for e in events {
-            if matches!(e, keel_workflows::WorkflowEvent::WorkflowStep { .. }) {
-                let second = keel::now_ms() / 1000;
-                let mut n = self
-                    .inner
-                    .job_events
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                if n.0 != second {
-                    *n = (second, 0);
-                }
-                if n.1 >= JOB_EVENTS_PER_SECOND {
-                    continue;
-                }
-                n.1 += 1;
+            if matches!(e, keel_workflows::WorkflowEvent::WorkflowStep { .. })
+                && !self.within_budget()
+            {
+                continue;
             }
             if let Ok(v) = serde_json::to_value(e) {
                 self.send(v);

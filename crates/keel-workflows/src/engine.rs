@@ -177,6 +177,9 @@ pub struct Start {
     pub id: Option<String>,
 }
 
+/// A workflow started by the completion of a queue's jobs (of one name, or all).
+type Follower = (String, Option<String>);
+
 struct Latest {
     version: i64,
     read: Instant,
@@ -193,8 +196,8 @@ struct Inner {
     /// instance id → (workflow, version).
     instances: Mutex<HashMap<String, (String, i64)>>,
     queues: Mutex<HashMap<String, Queue>>,
-    /// queue → workflows its completed jobs start (with an optional job name).
-    on_complete: RwLock<HashMap<String, Vec<(String, Option<String>)>>>,
+    /// queue → workflows its completed jobs start.
+    on_complete: RwLock<HashMap<String, Vec<Follower>>>,
 }
 
 /// The workflow engine. Cheap to clone.
@@ -573,18 +576,17 @@ impl Engine {
                 opts,
             })
             .await?;
-        self.inner.writer.report(WorkflowWrite::Step(StepUpdate {
-            instance_id: inst.id.clone(),
-            step: name.to_string(),
-            at: keel::now_ms() as i64,
-            job_id: None,
-            started_at: None,
-            attempt: None,
-            event: StepEvent::Queued {
-                job_id,
-                input: data,
-            },
-        }));
+        self.inner.writer.report(
+            StepUpdate::now(
+                &inst.id,
+                name,
+                StepEvent::Queued {
+                    job_id,
+                    input: data,
+                },
+            )
+            .write(),
+        );
         Ok(())
     }
 
@@ -736,19 +738,16 @@ impl Engine {
         // A step that ends within STARTED_AFTER is recorded in one write (its end, with the
         // attempt's start); a longer one is reported running once that time has passed, so
         // live views show it.
-        let started_at = keel::now_ms() as i64;
-        let started = StepUpdate {
-            instance_id: instance.to_string(),
-            step: step.to_string(),
-            at: started_at,
-            job_id: Some(job.id.clone()),
-            started_at: None,
-            attempt: None,
-            event: StepEvent::Started {
+        let started = StepUpdate::now(
+            instance,
+            step,
+            StepEvent::Started {
                 attempt,
                 input: Some(job.data.clone()),
             },
-        };
+        )
+        .of_job(&job.id);
+        let started_at = started.at;
         let run = async {
             match timeout {
                 Some(t) => tokio::time::timeout(t, inner(ctx))
@@ -804,15 +803,12 @@ impl Engine {
                     let settled = self.finish(&at, instance, step, event).await?;
                     self.enqueue(&settled).await.map_err(|e| queue_down(&e))?;
                 } else {
-                    self.inner.writer.report(WorkflowWrite::Step(StepUpdate {
-                        instance_id: instance.to_string(),
-                        step: step.to_string(),
-                        at: keel::now_ms() as i64,
-                        job_id: Some(job.id.clone()),
-                        started_at: Some(started_at),
-                        attempt: Some(attempt),
-                        event,
-                    }));
+                    self.inner.writer.report(
+                        StepUpdate::now(instance, step, event)
+                            .of_job(&job.id)
+                            .of_attempt(started_at, attempt)
+                            .write(),
+                    );
                 }
                 Err(e)
             }
@@ -836,15 +832,12 @@ impl Engine {
             match self
                 .inner
                 .writer
-                .write(WorkflowWrite::Step(StepUpdate {
-                    instance_id: instance.to_string(),
-                    step: step.to_string(),
-                    at: keel::now_ms() as i64,
-                    job_id: Some(at.job_id.to_string()),
-                    started_at: Some(at.started_at),
-                    attempt: Some(at.attempt),
-                    event: event.clone(),
-                }))
+                .write(
+                    StepUpdate::now(instance, step, event.clone())
+                        .of_job(at.job_id)
+                        .of_attempt(at.started_at, at.attempt)
+                        .write(),
+                )
                 .await
             {
                 Ok(s) => return Ok(s),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use keel::service::Service;
 use keel::JobState;
-use keel_records::workflow::{StepEvent, StepStatus, StepUpdate, WorkflowWrite};
+use keel_records::workflow::{StepEvent, StepStatus, StepUpdate};
 use keel_records::Scope;
 use std::sync::Mutex;
 
@@ -111,41 +111,28 @@ impl Reconciler {
                 continue;
             };
             let queue = self.engine.queue_named(&s.queue)?;
-            let at = keel::now_ms() as i64;
             match queue.job_state(job_id).await? {
                 None => missing.push(s.step.clone()),
                 Some(JobState::Completed) => {
                     let job = queue.get_job(job_id).await?;
-                    writes.push(WorkflowWrite::Step(StepUpdate {
-                        instance_id: id.to_string(),
-                        step: s.step.clone(),
-                        at,
-                        job_id: Some(job_id.clone()),
-                        started_at: None,
-                        attempt: None,
-                        event: StepEvent::Completed {
-                            output: job.and_then(|j| j.returnvalue).unwrap_or_default(),
-                        },
-                    }));
+                    let output = job.and_then(|j| j.returnvalue).unwrap_or_default();
+                    writes.push(
+                        StepUpdate::now(id, &s.step, StepEvent::Completed { output })
+                            .of_job(job_id)
+                            .write(),
+                    );
                 }
                 Some(JobState::Failed) => {
                     let job = queue.get_job(job_id).await?;
-                    writes.push(WorkflowWrite::Step(StepUpdate {
-                        instance_id: id.to_string(),
-                        step: s.step.clone(),
-                        at,
-                        job_id: Some(job_id.clone()),
-                        started_at: None,
-                        attempt: None,
-                        event: StepEvent::Failed {
-                            attempt: job.as_ref().map(|j| j.attempts_made as i64).unwrap_or(1),
-                            error: job
-                                .and_then(|j| j.failed_reason)
-                                .unwrap_or_else(|| "failed".into()),
-                            stack: None,
-                            terminal: true,
-                        },
-                    }));
+                    let event = StepEvent::Failed {
+                        attempt: job.as_ref().map(|j| j.attempts_made as i64).unwrap_or(1),
+                        error: job
+                            .and_then(|j| j.failed_reason)
+                            .unwrap_or_else(|| "failed".into()),
+                        stack: None,
+                        terminal: true,
+                    };
+                    writes.push(StepUpdate::now(id, &s.step, event).of_job(job_id).write());
                 }
                 Some(_) => {}
             }

@@ -9,7 +9,7 @@ use crate::model::{AccessEntry, AuditEntry, LogFilter, NewAccess, NewAudit, Page
 use crate::store::LogStore;
 
 use super::copy::copy_logs;
-use super::{db_err, multi_insert, SqlStore, Where};
+use super::{db_err, multi_insert, Listing, SqlStore, Where};
 
 const INSERT_AUDIT: &str = "INSERT INTO keel_audit_log (tenant_id, at, actor, action, resource, ip, user_agent, status, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
 const INSERT_ACCESS: &str = "INSERT INTO keel_access_log (tenant_id, at, actor, action, resource, ip, user_agent, cached, fields) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
@@ -174,11 +174,13 @@ impl LogStore for SqlStore {
         let mut w = Where::default();
         w.log_filter(scope, filter);
         self.page(
-            "audit log",
-            "keel_audit_log",
-            AUDIT_COLUMNS,
+            Listing {
+                what: "audit log",
+                table: "keel_audit_log",
+                columns: AUDIT_COLUMNS,
+                order: "id DESC",
+            },
             &w,
-            "id DESC",
             (page, limit),
             audit_from,
         )
@@ -203,11 +205,13 @@ impl LogStore for SqlStore {
         let mut w = Where::default();
         w.log_filter(scope, filter);
         self.page(
-            "access log",
-            "keel_access_log",
-            ACCESS_COLUMNS,
+            Listing {
+                what: "access log",
+                table: "keel_access_log",
+                columns: ACCESS_COLUMNS,
+                order: "id DESC",
+            },
             &w,
-            "id DESC",
             (page, limit),
             access_from,
         )

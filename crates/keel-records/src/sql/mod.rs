@@ -171,6 +171,14 @@ impl Where {
     }
 }
 
+/// What a paged listing reads: its name in errors, table, columns and order.
+struct Listing<'a> {
+    what: &'a str,
+    table: &'a str,
+    columns: &'a str,
+    order: &'a str,
+}
+
 /// `INSERT INTO <table> VALUES ($1..$n), (...), ...` for `rows` rows of `cols` columns.
 fn multi_insert(table: &str, cols: usize, rows: usize) -> String {
     let mut sql = format!("INSERT INTO {table} VALUES ");
@@ -306,11 +314,13 @@ impl SqlStore {
 
     async fn page<T>(
         &self,
-        what: &str,
-        table: &str,
-        columns: &str,
+        Listing {
+            what,
+            table,
+            columns,
+            order,
+        }: Listing<'_>,
         w: &Where,
-        order: &str,
         (page, limit): (i64, i64),
         map: fn(&AnyRow) -> std::result::Result<T, sqlx::Error>,
     ) -> Result<Page<T>> {

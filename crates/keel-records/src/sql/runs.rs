@@ -9,7 +9,7 @@ use crate::model::{JobRun, MinuteCounts, NewRun, Page, RunEvent, RunFilter, Scop
 use crate::store::RunStore;
 
 use super::copy::copy_runs;
-use super::{db_err, multi_insert, SqlStore, Where};
+use super::{db_err, multi_insert, Listing, SqlStore, Where};
 
 const RUN_COLUMNS: &str = "id, tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id";
 
@@ -154,11 +154,13 @@ impl RunStore for SqlStore {
             w.int("started_at <= ?", v);
         }
         self.page(
-            "job runs",
-            "keel_job_runs",
-            RUN_COLUMNS,
+            Listing {
+                what: "job runs",
+                table: "keel_job_runs",
+                columns: RUN_COLUMNS,
+                order: "id DESC",
+            },
             &w,
-            "id DESC",
             (page, limit),
             run_from,
         )

@@ -22,7 +22,7 @@ use crate::workflow::{
     StepExecution, StepStatus, Trigger, WorkflowState, WorkflowWrite,
 };
 
-use super::{clamp_page, db_err, multi_insert, SqlStore, Where};
+use super::{clamp_page, db_err, multi_insert, Listing, SqlStore, Where};
 
 const INSTANCE_COLUMNS: &str = "id, tenant_id, workflow, version, status, input, error, trigger_kind, trigger_ref, actor, reruns, created_at, started_at, finished_at, updated_at";
 const STEP_COLUMNS: &str = "instance_id, step, position, queue, job_name, needs, on_failure, status, attempts, job_id, input, output, error, stack, queued_at, started_at, finished_at, duration_ms";
@@ -115,6 +115,16 @@ fn placeholders(from: usize, n: usize) -> String {
         .join(", ")
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds `ids` in order (the `$n` of [`placeholders`]).
+fn bind_ids<'q>(mut q: AnyQuery<'q>, ids: &'q [String]) -> AnyQuery<'q> {
+    for id in ids {
+        q = q.bind(id.as_str());
+    }
+    q
+}
+
 fn text(v: &Option<Value>) -> Option<String> {
     v.as_ref().map(|v| v.to_string())
 }
@@ -154,10 +164,7 @@ impl SqlStore {
                     "UPDATE keel_wf_instances SET updated_at = updated_at WHERE id IN ({})",
                     placeholders(1, chunk.len())
                 );
-                let mut q = sqlx::query(&sql);
-                for id in chunk {
-                    q = q.bind(id.as_str());
-                }
+                let q = bind_ids(sqlx::query(&sql), chunk);
                 q.execute(&mut **tx)
                     .await
                     .map_err(|e| db_err("workflow instances", e))?;
@@ -166,10 +173,7 @@ impl SqlStore {
                     placeholders(1, chunk.len())
                 )
             };
-            let mut q = sqlx::query(&sql);
-            for id in chunk {
-                q = q.bind(id.as_str());
-            }
+            let q = bind_ids(sqlx::query(&sql), chunk);
             for row in q
                 .fetch_all(&mut **tx)
                 .await
@@ -188,10 +192,7 @@ impl SqlStore {
                 "SELECT {STEP_COLUMNS} FROM keel_wf_steps WHERE instance_id IN ({}) ORDER BY instance_id, position",
                 placeholders(1, chunk.len())
             );
-            let mut q = sqlx::query(&sql);
-            for id in chunk {
-                q = q.bind(id.as_str());
-            }
+            let q = bind_ids(sqlx::query(&sql), chunk);
             for row in q
                 .fetch_all(&mut **tx)
                 .await
@@ -574,11 +575,13 @@ impl WorkflowStore for SqlStore {
             w.int("created_at <= ?", v);
         }
         self.page(
-            "workflow instances",
-            "keel_wf_instances",
-            INSTANCE_COLUMNS,
+            Listing {
+                what: "workflow instances",
+                table: "keel_wf_instances",
+                columns: INSTANCE_COLUMNS,
+                order: "created_at DESC, id DESC",
+            },
             &w,
-            "created_at DESC, id DESC",
             (page, limit),
             instance_from,
         )

@@ -61,9 +61,14 @@ pub struct Range {
 impl Range {
     /// The range of the filters `p`.
     pub fn of(p: &LogParams) -> Range {
-        let from = p.from.clone().unwrap_or_default();
-        let to = p.to.clone().unwrap_or_default();
-        let tz = p.tz.clone().unwrap_or_default();
+        Range::new(p.from.as_deref(), p.to.as_deref(), p.tz.as_deref())
+    }
+
+    /// The range of a page's `from`, `to` and `tz` parameters.
+    pub fn new(from: Option<&str>, to: Option<&str>, tz: Option<&str>) -> Range {
+        let from = from.unwrap_or_default().to_string();
+        let to = to.unwrap_or_default().to_string();
+        let tz = tz.unwrap_or_default().to_string();
         let mut error = String::new();
         let zone = Some(tz.as_str()).filter(|t| !t.is_empty());
         let mut conv = |v: &str, field: &str| {

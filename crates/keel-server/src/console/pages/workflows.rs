@@ -9,7 +9,7 @@ use keel_records::workflow::{Instance, StepExecution};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::logs::{LogParams, Range};
+use super::logs::Range;
 use crate::console::ctx::Ctx;
 use crate::console::page::{Form, Layout, PAGE_SIZE};
 use crate::console::view::{self, enc, query, short, time_of, Pager};
@@ -101,18 +101,7 @@ pub async fn instances(ctx: Ctx, RawQuery(raw): RawQuery) -> Response {
         from_api,
         to_api,
         error: filter_error,
-    } = Range::of(&LogParams {
-        action: None,
-        resource: None,
-        actor: None,
-        from: p.from.clone(),
-        to: p.to.clone(),
-        tz: p.tz.clone(),
-        page: None,
-        queue: None,
-        status: None,
-        job_id: None,
-    });
+    } = Range::new(p.from.as_deref(), p.to.as_deref(), p.tz.as_deref());
     let nonempty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
     let q = InstancesQuery {
         status: nonempty(&status),
