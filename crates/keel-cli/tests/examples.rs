@@ -77,6 +77,8 @@ fn serve(config: &std::path::Path, dir: &std::path::Path) -> Serving {
         }
         line.clear();
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("{}: no owner token printed", config.display());
 }
 
