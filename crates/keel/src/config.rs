@@ -933,7 +933,13 @@ remove_on_complete = 10
             }),
             "seed 004: 24 h and 1000"
         );
-        let teknav = Config::parse(include_str!("../../../examples/teknav.toml"), &no_env).unwrap();
+        // teknav also defines a workflow, a section keel serve reads (kept, not refused, here).
+        let teknav = Config::parse_with(
+            include_str!("../../../examples/teknav.toml"),
+            &no_env,
+            &["workflows"],
+        )
+        .unwrap();
         let q = &teknav.queues["ai-content"].job_defaults;
         assert_eq!(
             q.remove_on_complete,
