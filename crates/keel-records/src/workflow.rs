@@ -383,9 +383,6 @@ pub enum StepEvent {
     Started {
         /// Attempt number, from 1.
         attempt: i64,
-        /// The job's data (fills in the step's input when the `Queued` report was lost).
-        #[serde(default)]
-        input: Option<Value>,
     },
     /// Its job completed with this return value.
     Completed {
@@ -418,6 +415,9 @@ pub struct StepUpdate {
     /// when the `Queued` report was lost with the process that enqueued it.
     #[serde(default)]
     pub job_id: Option<String>,
+    /// The job's data, likewise (fills in the step's input).
+    #[serde(default)]
+    pub input: Option<Value>,
     /// When the attempt started, when the reporter skipped its `Started` report (a step that
     /// ends quickly is recorded in one write).
     #[serde(default)]
@@ -437,15 +437,17 @@ impl StepUpdate {
             step: step.to_string(),
             at: keel_core::now_ms() as i64,
             job_id: None,
+            input: None,
             started_at: None,
             attempt: None,
             event,
         }
     }
 
-    /// The same, reported by the worker of job `job_id`.
-    pub fn of_job(mut self, job_id: &str) -> StepUpdate {
+    /// The same, reported by the worker of job `job_id` with data `input`.
+    pub fn of_job(mut self, job_id: &str, input: &Value) -> StepUpdate {
         self.job_id = Some(job_id.to_string());
+        self.input = Some(input.clone());
         self
     }
 
@@ -555,6 +557,10 @@ impl WorkflowState {
             step.job_id = Some(j.clone());
             filled = true;
         }
+        if let (None, Some(i)) = (&step.input, &update.input) {
+            step.input = Some(i.clone());
+            filled = true;
+        }
         if step.status.is_final() {
             return filled;
         }
@@ -566,10 +572,7 @@ impl WorkflowState {
         }
         match &update.event {
             StepEvent::Queued { .. } => unreachable!("handled above"),
-            StepEvent::Started { attempt, input } => {
-                if step.input.is_none() {
-                    step.input = input.clone();
-                }
+            StepEvent::Started { attempt } => {
                 step.status = StepStatus::Running;
                 step.attempts = step.attempts.max(*attempt);
                 step.started_at.get_or_insert(at);
@@ -783,6 +786,7 @@ mod tests {
             step: step.into(),
             at: 10,
             job_id: None,
+            input: None,
             started_at: None,
             attempt: None,
             event,
@@ -794,14 +798,7 @@ mod tests {
         let f = OnFailure::Fail;
         let mut s = new(&[("a", &[], f), ("b", &[], f), ("c", &["a", "b"], f)]);
         assert_eq!(s.settle(2).0, vec!["a", "b"]);
-        ev(
-            &mut s,
-            "a",
-            StepEvent::Started {
-                attempt: 1,
-                input: None,
-            },
-        );
+        ev(&mut s, "a", StepEvent::Started { attempt: 1 });
         ev(&mut s, "a", StepEvent::Completed { output: json!(1) });
         let (ready, _) = s.settle(3);
         assert_eq!(ready, vec!["b"], "c waits for b");
@@ -850,14 +847,7 @@ mod tests {
         let mut s = new(&[("a", &[], OnFailure::Fail)]);
         ev(&mut s, "a", StepEvent::Completed { output: json!(1) });
         ev(&mut s, "a", StepEvent::Completed { output: json!(2) });
-        ev(
-            &mut s,
-            "a",
-            StepEvent::Started {
-                attempt: 2,
-                input: None,
-            },
-        );
+        ev(&mut s, "a", StepEvent::Started { attempt: 2 });
         assert_eq!(s.step("a").unwrap().output, Some(json!(1)));
         assert_eq!(s.step("a").unwrap().status, StepStatus::Completed);
     }

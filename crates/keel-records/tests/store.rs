@@ -568,6 +568,7 @@ fn step(id: &str, step: &str, event: StepEvent) -> WorkflowWrite {
         step: step.to_string(),
         at: keel_core::now_ms() as i64,
         job_id: None,
+        input: None,
         started_at: None,
         attempt: None,
         event,
@@ -689,14 +690,7 @@ async fn workflow_instances_settle_in_one_transaction(s: &SqlStore) {
                     input: json!({"topic": "rust"}),
                 },
             ),
-            step(
-                &id,
-                "draft",
-                StepEvent::Started {
-                    attempt: 1,
-                    input: None,
-                },
-            ),
+            step(&id, "draft", StepEvent::Started { attempt: 1 }),
             step(
                 &id,
                 "draft",
@@ -720,14 +714,7 @@ async fn workflow_instances_settle_in_one_transaction(s: &SqlStore) {
     assert!(draft.duration_ms.is_some());
     let r = s
         .write_workflows(&[
-            step(
-                &id,
-                "seo",
-                StepEvent::Started {
-                    attempt: 1,
-                    input: None,
-                },
-            ),
+            step(&id, "seo", StepEvent::Started { attempt: 1 }),
             step(
                 &id,
                 "seo",
@@ -738,14 +725,7 @@ async fn workflow_instances_settle_in_one_transaction(s: &SqlStore) {
                     terminal: false,
                 },
             ),
-            step(
-                &id,
-                "seo",
-                StepEvent::Started {
-                    attempt: 2,
-                    input: None,
-                },
-            ),
+            step(&id, "seo", StepEvent::Started { attempt: 2 }),
             step(&id, "seo", StepEvent::Completed { output: json!(1) }),
         ])
         .await
@@ -758,14 +738,7 @@ async fn workflow_instances_settle_in_one_transaction(s: &SqlStore) {
     assert_eq!(st.step("seo").unwrap().error, None, "the success clears it");
     // Events of unknown instances are ignored, not errors.
     assert!(s
-        .write_workflows(&[step(
-            &hex_id(99),
-            "a",
-            StepEvent::Started {
-                attempt: 1,
-                input: None
-            }
-        )])
+        .write_workflows(&[step(&hex_id(99), "a", StepEvent::Started { attempt: 1 })])
         .await
         .unwrap()
         .is_empty());

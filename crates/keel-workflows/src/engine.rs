@@ -49,6 +49,7 @@ pub const STARTED_AFTER: Duration = Duration::from_millis(250);
 /// The attempt a step's end belongs to.
 struct Attempt<'a> {
     job_id: &'a str,
+    input: &'a Value,
     started_at: i64,
     attempt: i64,
 }
@@ -703,6 +704,7 @@ impl Engine {
                     let output = s.output.clone().unwrap_or(Value::Null);
                     let at = Attempt {
                         job_id: &job.id,
+                        input: &job.data,
                         started_at: keel::now_ms() as i64,
                         attempt,
                     };
@@ -738,15 +740,8 @@ impl Engine {
         // A step that ends within STARTED_AFTER is recorded in one write (its end, with the
         // attempt's start); a longer one is reported running once that time has passed, so
         // live views show it.
-        let started = StepUpdate::now(
-            instance,
-            step,
-            StepEvent::Started {
-                attempt,
-                input: Some(job.data.clone()),
-            },
-        )
-        .of_job(&job.id);
+        let started = StepUpdate::now(instance, step, StepEvent::Started { attempt })
+            .of_job(&job.id, &job.data);
         let started_at = started.at;
         let run = async {
             match timeout {
@@ -771,6 +766,7 @@ impl Engine {
         };
         let at = Attempt {
             job_id: &job.id,
+            input: &job.data,
             started_at,
             attempt,
         };
@@ -805,7 +801,7 @@ impl Engine {
                 } else {
                     self.inner.writer.report(
                         StepUpdate::now(instance, step, event)
-                            .of_job(&job.id)
+                            .of_job(&job.id, &job.data)
                             .of_attempt(started_at, attempt)
                             .write(),
                     );
@@ -834,7 +830,7 @@ impl Engine {
                 .writer
                 .write(
                     StepUpdate::now(instance, step, event.clone())
-                        .of_job(at.job_id)
+                        .of_job(at.job_id, at.input)
                         .of_attempt(at.started_at, at.attempt)
                         .write(),
                 )

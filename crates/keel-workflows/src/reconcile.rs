@@ -115,15 +115,18 @@ impl Reconciler {
                 None => missing.push(s.step.clone()),
                 Some(JobState::Completed) => {
                     let job = queue.get_job(job_id).await?;
-                    let output = job.and_then(|j| j.returnvalue).unwrap_or_default();
+                    let (data, output) = job
+                        .map(|j| (j.data, j.returnvalue.unwrap_or_default()))
+                        .unwrap_or_default();
                     writes.push(
                         StepUpdate::now(id, &s.step, StepEvent::Completed { output })
-                            .of_job(job_id)
+                            .of_job(job_id, &data)
                             .write(),
                     );
                 }
                 Some(JobState::Failed) => {
                     let job = queue.get_job(job_id).await?;
+                    let data = job.as_ref().map(|j| j.data.clone()).unwrap_or_default();
                     let event = StepEvent::Failed {
                         attempt: job.as_ref().map(|j| j.attempts_made as i64).unwrap_or(1),
                         error: job
@@ -132,7 +135,11 @@ impl Reconciler {
                         stack: None,
                         terminal: true,
                     };
-                    writes.push(StepUpdate::now(id, &s.step, event).of_job(job_id).write());
+                    writes.push(
+                        StepUpdate::now(id, &s.step, event)
+                            .of_job(job_id, &data)
+                            .write(),
+                    );
                 }
                 Some(_) => {}
             }
