@@ -397,6 +397,23 @@ async fn failed_instances_rerun_and_finished_ones_refuse(db: Db) {
         )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    // Retrying the failed step's job itself is refused, pointing at the instance's re-run.
+    let (s, v) = app
+        .call(
+            Method::POST,
+            &format!("/api/owner/queues/ai-content/jobs/wf-{id}-draft/retry"),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/api/owner/workflows/instances/{id}/rerun")),
+        "{v}"
+    );
     let (s, v) = app
         .call(
             Method::POST,

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::queues::{change, changed};
 use super::{accessed, visible_queue, Audit, JobRef};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::extract::Caller;
 use crate::state::AppState;
 
@@ -425,6 +425,17 @@ pub async fn retry(state: &AppState, caller: &Caller, queue: &str, id: &str) -> 
                 "job {id} in queue {}",
                 q.name()
             )));
+        }
+        if let Some((instance, step)) = keel_records::workflow::parse_step_job_id(id) {
+            // A step's failure is final in its instance's records: running the job again
+            // would not move the instance. A re-run of the instance does (from this step).
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "job {id} is step {step} of workflow instance {instance}: re-run the instance \
+                 (POST /api/owner/workflows/instances/{instance}/rerun) instead of the job"
+                ),
+            ));
         }
         q.retry(id).await?;
         Ok(Retried {
