@@ -250,7 +250,10 @@ fn paging_arg(e: Error) -> Error {
     }
 }
 
-fn parse_num<T: std::str::FromStr>(arg: &str, v: Option<&str>) -> Result<Option<T>, Failure> {
+pub(crate) fn parse_num<T: std::str::FromStr>(
+    arg: &str,
+    v: Option<&str>,
+) -> Result<Option<T>, Failure> {
     match v {
         None => Ok(None),
         Some(s) => s.trim().parse::<T>().map(Some).map_err(|_| {

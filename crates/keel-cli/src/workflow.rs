@@ -57,13 +57,6 @@ fn print_state(st: &WorkflowState, json_out: bool) {
     }
 }
 
-fn page_arg(name: &str, v: &str, max: i64) -> Result<i64, Failure> {
-    v.parse::<i64>()
-        .ok()
-        .filter(|n| (1..=max).contains(n))
-        .ok_or_else(|| Error::invalid(name, format!("{v:?} is not between 1 and {max}")).into())
-}
-
 /// Runs a `keel workflow` command.
 pub async fn workflow(
     config: &Config,
@@ -177,14 +170,18 @@ async fn run_action(
                 from: None,
                 to: None,
             };
+            let page = crate::commands::parse_num::<i64>("--page", Some(&page))?.unwrap_or(1);
+            let limit = crate::commands::parse_num::<i64>("--limit", Some(&limit))?.unwrap_or(20);
+            // The store checks the ranges; its fields are the arguments here.
             let listed = store
-                .list_instances(
-                    &Scope::All,
-                    &filter,
-                    page_arg("--page", &page, i64::MAX)?,
-                    page_arg("--limit", &limit, 1000)?,
-                )
-                .await?;
+                .list_instances(&Scope::All, &filter, page, limit)
+                .await
+                .map_err(|e| match e {
+                    keel_records::StoreError::Invalid { field, message } => {
+                        Failure::from(Error::invalid(format!("--{field}"), message))
+                    }
+                    other => other.into(),
+                })?;
             if json_out {
                 println!("{}", json!(listed));
             } else {

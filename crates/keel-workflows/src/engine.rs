@@ -10,6 +10,10 @@
 //! between leaves the job unacknowledged (it is recovered as stalled and runs again: the
 //! wrapper finds the stored output and returns it without running the handler) or leaves a
 //! ready step without its job, which the [`crate::Reconciler`] adds.
+//!
+//! Here: definitions, starting, enqueueing, cancel and re-run; `step` runs a step (the
+//! processor wrapper), `triggers` the schedule and job-completion starts, `events` what
+//! live views hear.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,19 +21,25 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use keel::config::Config;
-use keel::{Backend, JobContext, JobError, JobOptions, NewJob, Processor, Queue};
+use keel::{Backend, JobOptions, NewJob, Queue};
 use keel_records::workflow::{
-    parse_step_job_id, step_job_id, Definition, InstanceStatus, NewDefinition, NewInstance,
-    Settled, StepEvent, StepStatus, StepUpdate, Trigger, WorkflowState, WorkflowWrite,
+    step_job_id, Definition, NewDefinition, NewInstance, Settled, StepEvent, StepStatus,
+    StepUpdate, Trigger, WorkflowState, WorkflowWrite,
 };
 use keel_records::{Scope, StoreError, WorkflowStore};
-use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio::task::JoinHandle;
 
 use crate::spec::{Compiled, WorkflowSpec};
 use crate::writer::{OnSettled, Writer};
-use crate::{template, Result, WorkflowError};
+use crate::{template, Result};
+
+mod events;
+mod step;
+mod triggers;
+
+pub use events::WorkflowEvent;
+pub use step::STARTED_AFTER;
 
 /// The queue whose schedulers start scheduled instances (one scheduler per workflow).
 pub const TRIGGER_QUEUE: &str = "keel-workflows";
@@ -40,101 +50,6 @@ pub const TRIGGER_JOB: &str = "start";
 const LATEST_TTL: Duration = Duration::from_secs(5);
 /// Instances whose definition version this process remembers (bounded; a miss reads the row).
 const INSTANCE_CACHE: usize = 100_000;
-/// Tries of a step's final write before the attempt is failed for a retry.
-const WRITE_TRIES: u32 = 3;
-/// How long a step runs before it is reported running (a quicker one is recorded once, when it
-/// ends: one write a step instead of two).
-pub const STARTED_AFTER: Duration = Duration::from_millis(250);
-
-/// The attempt a step's end belongs to.
-struct Attempt<'a> {
-    job_id: &'a str,
-    input: &'a Value,
-    started_at: i64,
-    attempt: i64,
-}
-
-/// Something that happened to an instance or one of its steps, for live views.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum WorkflowEvent {
-    /// An instance's status changed.
-    WorkflowInstance {
-        /// Instance id.
-        instance_id: String,
-        /// Definition.
-        workflow: String,
-        /// New status.
-        status: InstanceStatus,
-        /// Why it failed.
-        error: Option<String>,
-        /// The instance's tenant (live views show a tenant only its own).
-        tenant_id: Option<String>,
-    },
-    /// A step's status changed.
-    WorkflowStep {
-        /// Instance id.
-        instance_id: String,
-        /// Definition.
-        workflow: String,
-        /// Step.
-        step: String,
-        /// New status.
-        status: StepStatus,
-        /// Attempts so far.
-        attempts: i64,
-        /// Its job id.
-        job_id: Option<String>,
-        /// Its queue.
-        queue: String,
-        /// The latest error.
-        error: Option<String>,
-        /// Duration when it ended.
-        duration_ms: Option<i64>,
-        /// The instance's tenant (live views show a tenant only its own).
-        tenant_id: Option<String>,
-    },
-}
-
-impl WorkflowEvent {
-    /// The events a write produced.
-    pub fn of(s: &Settled) -> Vec<WorkflowEvent> {
-        let inst = &s.state.instance;
-        let mut out = Vec::new();
-        let mut seen = Vec::new();
-        for name in &s.steps_changed {
-            if seen.contains(&name) {
-                continue;
-            }
-            seen.push(name);
-            if let Some(st) = s.state.step(name) {
-                out.push(WorkflowEvent::WorkflowStep {
-                    instance_id: inst.id.clone(),
-                    workflow: inst.workflow.clone(),
-                    step: st.step.clone(),
-                    status: st.status,
-                    attempts: st.attempts,
-                    job_id: st.job_id.clone(),
-                    queue: st.queue.clone(),
-                    error: st.error.clone(),
-                    duration_ms: st.duration_ms,
-                    tenant_id: inst.tenant_id.clone(),
-                });
-            }
-        }
-        if s.instance_changed {
-            out.push(WorkflowEvent::WorkflowInstance {
-                instance_id: inst.id.clone(),
-                workflow: inst.workflow.clone(),
-                status: inst.status,
-                error: inst.error.clone(),
-                tenant_id: inst.tenant_id.clone(),
-            });
-        }
-        out
-    }
-}
-
 /// Receives the workflow events of each committed batch (and of each cancel and re-run);
 /// called on the writer's task, must not block.
 pub type Observer = Arc<dyn Fn(&[WorkflowEvent]) + Send + Sync>;
@@ -629,329 +544,8 @@ impl Engine {
         Ok(settled)
     }
 
-    /// Wraps `inner`, the processor of `queue`: step jobs are recorded and move their instance
-    /// forward; other jobs start the workflows their completion triggers.
-    pub fn wrap(&self, queue: &str, inner: Processor) -> Processor {
-        let engine = self.clone();
-        let queue = queue.to_string();
-        Arc::new(move |ctx: JobContext| {
-            let engine = engine.clone();
-            let inner = inner.clone();
-            let queue = queue.clone();
-            Box::pin(async move {
-                match parse_step_job_id(&ctx.job.id) {
-                    Some((instance, step)) => {
-                        let (instance, step) = (instance.to_string(), step.to_string());
-                        engine.run_step(ctx, inner, &instance, &step).await
-                    }
-                    None => {
-                        let job = ctx.job.clone();
-                        let out = inner(ctx).await?;
-                        engine.triggered_by(&queue, &job, &out).await?;
-                        Ok(out)
-                    }
-                }
-            })
-        })
-    }
-
-    async fn run_step(
-        &self,
-        ctx: JobContext,
-        inner: Processor,
-        instance: &str,
-        step: &str,
-    ) -> std::result::Result<Value, JobError> {
-        let job = ctx.job.clone();
-        let attempt = job.attempts_made as i64 + 1;
-        let cached = self
-            .inner
-            .instances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(instance)
-            .cloned();
-        // A retry, a recovered stall, or another process's instance: read the stored state,
-        // which also memoizes — a step whose output is stored is not run again.
-        let stored = if cached.is_none() || job.attempts_made > 0 || ctx.recovered_stalls > 0 {
-            let st = self
-                .inner
-                .store
-                .workflow_state(&Scope::All, instance)
-                .await
-                .map_err(|e| records_down(&e))?;
-            let Some(st) = st else {
-                return Err(JobError::unrecoverable(format!(
-                    "workflow instance {instance} does not exist"
-                )));
-            };
-            self.remember(instance, &st.instance.workflow, st.instance.version);
-            Some(st)
-        } else {
-            None
-        };
-        let (workflow, version) = match (&stored, cached) {
-            (Some(st), _) => (st.instance.workflow.clone(), st.instance.version),
-            (None, Some(c)) => c,
-            (None, None) => unreachable!("read above"),
-        };
-        if let Some(st) = &stored {
-            if st.instance.status.is_final() {
-                return Ok(json!({"skipped": format!("instance {}", st.instance.status.as_str())}));
-            }
-            if let Some(s) = st.step(step) {
-                if s.status == StepStatus::Completed {
-                    let output = s.output.clone().unwrap_or(Value::Null);
-                    let at = Attempt {
-                        job_id: &job.id,
-                        input: &job.data,
-                        started_at: keel::now_ms() as i64,
-                        attempt,
-                    };
-                    let settled = self
-                        .finish(
-                            &at,
-                            instance,
-                            step,
-                            StepEvent::Completed {
-                                output: output.clone(),
-                            },
-                        )
-                        .await?;
-                    self.enqueue(&settled).await.map_err(|e| queue_down(&e))?;
-                    return Ok(output);
-                }
-                if s.status == StepStatus::Failed {
-                    // Recorded as failed before the job could fail (a crash in between).
-                    return Err(JobError::unrecoverable(
-                        s.error.clone().unwrap_or_else(|| "step failed".into()),
-                    ));
-                }
-            }
-        }
-        let c = self
-            .definition_of(&workflow, version)
-            .await
-            .map_err(|e| JobError::retry(e.to_string()))?;
-        let timeout = c
-            .step(step)
-            .and_then(|s| s.timeout_ms)
-            .map(Duration::from_millis);
-        // A step that ends within STARTED_AFTER is recorded in one write (its end, with the
-        // attempt's start); a longer one is reported running once that time has passed, so
-        // live views show it.
-        let started = StepUpdate::now(instance, step, StepEvent::Started { attempt })
-            .of_job(&job.id, &job.data);
-        let started_at = started.at;
-        let run = async {
-            match timeout {
-                Some(t) => tokio::time::timeout(t, inner(ctx))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(JobError::retry(format!(
-                            "step timed out after {} ms",
-                            t.as_millis()
-                        )))
-                    }),
-                None => inner(ctx).await,
-            }
-        };
-        tokio::pin!(run);
-        let result = tokio::select! {
-            r = &mut run => r,
-            _ = tokio::time::sleep(STARTED_AFTER) => {
-                self.inner.writer.report(WorkflowWrite::Step(started));
-                run.await
-            }
-        };
-        let at = Attempt {
-            job_id: &job.id,
-            input: &job.data,
-            started_at,
-            attempt,
-        };
-        match result {
-            Ok(output) => {
-                let settled = self
-                    .finish(
-                        &at,
-                        instance,
-                        step,
-                        StepEvent::Completed {
-                            output: output.clone(),
-                        },
-                    )
-                    .await?;
-                self.enqueue(&settled).await.map_err(|e| queue_down(&e))?;
-                Ok(output)
-            }
-            Err(e) => {
-                let terminal = e.is_final_for(&job);
-                let event = StepEvent::Failed {
-                    attempt,
-                    error: e.message().to_string(),
-                    stack: e.stack().map(str::to_string),
-                    terminal,
-                };
-                if terminal {
-                    // Recorded before the job fails, so the instance's outcome is never behind
-                    // the job's; a `continue` failure lets the next steps run.
-                    let settled = self.finish(&at, instance, step, event).await?;
-                    self.enqueue(&settled).await.map_err(|e| queue_down(&e))?;
-                } else {
-                    self.inner.writer.report(
-                        StepUpdate::now(instance, step, event)
-                            .of_job(&job.id, &job.data)
-                            .of_attempt(started_at, attempt)
-                            .write(),
-                    );
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Records a step's end, waiting for the commit (a few tries: the job is acknowledged
-    /// only once it is recorded).
-    async fn finish(
-        &self,
-        at: &Attempt<'_>,
-        instance: &str,
-        step: &str,
-        event: StepEvent,
-    ) -> std::result::Result<Settled, JobError> {
-        let mut last = None;
-        for i in 0..WRITE_TRIES {
-            if i > 0 {
-                tokio::time::sleep(Duration::from_millis(500 << i)).await;
-            }
-            match self
-                .inner
-                .writer
-                .write(
-                    StepUpdate::now(instance, step, event.clone())
-                        .of_job(at.job_id, at.input)
-                        .of_attempt(at.started_at, at.attempt)
-                        .write(),
-                )
-                .await
-            {
-                Ok(s) => return Ok(s),
-                Err(StoreError::NotFound(_)) => {
-                    return Err(JobError::unrecoverable(format!(
-                        "workflow instance {instance} does not exist"
-                    )))
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(records_down(&last.expect("a failed try")))
-    }
-
-    /// Starts the workflows whose `on_complete` names `queue` (and this job's name).
-    async fn triggered_by(
-        &self,
-        queue: &str,
-        job: &keel::Job,
-        result: &Value,
-    ) -> std::result::Result<(), JobError> {
-        let workflows: Vec<String> = self
-            .inner
-            .on_complete
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(queue)
-            .map(|l| {
-                l.iter()
-                    .filter(|(_, name)| name.as_deref().map(|n| n == job.name).unwrap_or(true))
-                    .map(|(w, _)| w.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for w in workflows {
-            let start = Start {
-                workflow: w.clone(),
-                input: json!({
-                    "queue": queue, "job_id": job.id, "name": job.name,
-                    "data": job.data, "result": result,
-                }),
-                trigger: Trigger {
-                    kind: "job".into(),
-                    reference: Some(format!("{queue}/{}", job.id)),
-                },
-                actor: format!("job:{queue}"),
-                scope: Scope::All,
-                id: Some(derived_id(&format!("job:{w}:{queue}:{}", job.id))),
-            };
-            // Before the job is acknowledged: a crash here re-runs the job, and the derived id
-            // makes the second start find the first instance.
-            self.start(start)
-                .await
-                .map_err(|e| JobError::retry(format!("starting workflow {w}: {e}")))?;
-        }
-        Ok(())
-    }
-
-    /// The processor of [`TRIGGER_QUEUE`]: a scheduler tick starts its workflow.
-    pub fn trigger_processor(&self) -> Processor {
-        let engine = self.clone();
-        Arc::new(move |ctx: JobContext| {
-            let engine = engine.clone();
-            Box::pin(async move {
-                let job = ctx.job;
-                let workflow = job
-                    .data
-                    .get("workflow")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| JobError::unrecoverable("the start job names no workflow"))?
-                    .to_string();
-                let state = engine
-                    .start(Start {
-                        workflow: workflow.clone(),
-                        input: job.data.get("input").cloned().unwrap_or(json!({})),
-                        trigger: Trigger {
-                            kind: "schedule".into(),
-                            reference: Some(format!("workflow-{workflow}")),
-                        },
-                        actor: "schedule".into(),
-                        scope: Scope::All,
-                        id: Some(derived_id(&format!("schedule:{}", job.id))),
-                    })
-                    .await
-                    .map_err(|e| match &e {
-                        WorkflowError::Records(StoreError::NotFound(_)) => {
-                            JobError::unrecoverable(e.to_string())
-                        }
-                        _ => JobError::retry(e.to_string()),
-                    })?;
-                Ok(json!({"instance": state.instance.id}))
-            })
-        })
-    }
-
-    /// Starts the worker of [`TRIGGER_QUEUE`] (scheduled starts).
-    pub async fn start_trigger_worker(&self) -> Result<keel::Worker> {
-        Ok(self
-            .queue(TRIGGER_QUEUE)?
-            .worker()
-            .handler(TRIGGER_JOB, self.trigger_processor())
-            .concurrency(2)
-            .start()
-            .await?)
-    }
-
     /// The queue named `name`, as the engine adds to it.
     pub fn queue_named(&self, name: &str) -> Result<Queue> {
         self.queue(name)
     }
-}
-
-fn records_down(e: &StoreError) -> JobError {
-    // The attempt is not lost: it runs again once the records can be written.
-    JobError::retry(format!("workflow records unavailable: {e}"))
-        .with_retry_after(Duration::from_secs(5))
-}
-
-fn queue_down(e: &WorkflowError) -> JobError {
-    JobError::retry(format!("enqueuing the next steps failed: {e}"))
 }

@@ -1,5 +1,9 @@
 //! Workflow definitions, instances and step executions.
 //!
+//! Over 600 lines: one trait's implementation ([`WorkflowStore`]) with the row decoders and the
+//! lock/read/write-back helpers its batch write and its reads share; split, each half would
+//! import most of the other.
+//!
 //! [`WorkflowStore::write_workflows`] is the engine's one write: a batch of creations and step
 //! events in one transaction that first locks the instance rows it touches (PostgreSQL `FOR
 //! UPDATE`, in id order so two batches never deadlock; SQLite by taking the write lock with an
