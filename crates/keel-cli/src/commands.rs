@@ -419,7 +419,14 @@ async fn worker(config: &Config, only: Vec<String>, deadline: Duration) -> Resul
         Some(e) => e.wrap(&qc.name, p),
         None => p,
     };
-    let mut workers = keel::runner::start_workers(config, &backend, &selected, Some(&wrap)).await?;
+    let mut workers = keel::runner::start_workers(
+        config,
+        &backend,
+        &selected,
+        &keel::handlers::Builtin,
+        Some(&wrap),
+    )
+    .await?;
     let stop = tokio_util::sync::CancellationToken::new();
     if let Some(e) = &engine {
         workers.push(

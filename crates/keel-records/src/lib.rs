@@ -11,6 +11,8 @@
 //!   [`RecordStore`], all of them.
 //! - [`sql`] — [`SqlStore`], the PostgreSQL and SQLite implementation; its migrations are in
 //!   `migrations/<db>/`, embedded at compile time.
+//! - [`messages`] — what the `email` and `ai` handlers did: email logs, AI runs, messages,
+//!   events and tasks.
 //! - [`workflow`] — workflow definitions, instances and steps, and the rule that moves an
 //!   instance forward.
 //! - [`secret`] — token secrets and argon2id passwords.
@@ -19,6 +21,7 @@
 //!   and the server's tests.
 
 pub mod error;
+pub mod messages;
 pub mod model;
 pub mod secret;
 pub mod sql;
@@ -34,14 +37,15 @@ pub use model::{
 };
 pub use sql::{redact_database_url, PoolSettings, SqlStore};
 pub use store::{
-    Admin, LogStore, RecordStore, RunStore, TenantStore, TokenStore, UserStore, WorkflowStore,
+    Admin, LogStore, MessageStore, RecordStore, RunStore, TenantStore, TokenStore, UserStore,
+    WorkflowStore,
 };
 
 /// The store traits, for calling their methods on an `Arc<dyn RecordStore>`:
 /// `use keel_records::prelude::*`.
 pub mod prelude {
     pub use crate::store::{
-        Admin as _, LogStore as _, RecordStore, RunStore as _, TenantStore as _, TokenStore as _,
-        UserStore as _, WorkflowStore as _,
+        Admin as _, LogStore as _, MessageStore as _, RecordStore, RunStore as _, TenantStore as _,
+        TokenStore as _, UserStore as _, WorkflowStore as _,
     };
 }

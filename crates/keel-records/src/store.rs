@@ -5,6 +5,9 @@
 use async_trait::async_trait;
 
 use crate::error::Result;
+use crate::messages::{
+    AiEvent, AiFilter, AiMessage, AiRun, AiTask, AiUsage, EmailFilter, EmailLog, NewAiRun, NewEmail,
+};
 use crate::model::{
     AccessEntry, ApiToken, AuditEntry, JobRun, LogFilter, MinuteCounts, NewAccess, NewAudit,
     NewRun, Page, PoolHealth, Role, RunEvent, RunFilter, Scope, Tenant, User,
@@ -173,13 +176,75 @@ pub trait WorkflowStore: Send + Sync + 'static {
     ) -> Result<Vec<String>>;
 }
 
+/// What the `email` and `ai` handlers did.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Records an email send attempt; returns its id.
+    async fn record_email(&self, email: &NewEmail) -> Result<i64>;
+    /// Email logs, newest first.
+    async fn list_emails(
+        &self,
+        scope: &Scope,
+        filter: &EmailFilter,
+        page: i64,
+        limit: i64,
+    ) -> Result<Page<EmailLog>>;
+    /// Records an AI call attempt with its messages and events (one transaction); returns
+    /// its id.
+    async fn record_ai_run(&self, run: &NewAiRun) -> Result<i64>;
+    /// AI runs, newest first.
+    async fn list_ai_runs(
+        &self,
+        scope: &Scope,
+        filter: &AiFilter,
+        page: i64,
+        limit: i64,
+    ) -> Result<Page<AiRun>>;
+    /// One AI run.
+    async fn ai_run(&self, scope: &Scope, id: i64) -> Result<Option<AiRun>>;
+    /// AI messages of the runs matching `filter` (by `run_id` or `job_id`), in order.
+    async fn list_ai_messages(
+        &self,
+        scope: &Scope,
+        filter: &AiFilter,
+        page: i64,
+        limit: i64,
+    ) -> Result<Page<AiMessage>>;
+    /// AI events, newest first.
+    async fn list_ai_events(
+        &self,
+        scope: &Scope,
+        filter: &AiFilter,
+        page: i64,
+        limit: i64,
+    ) -> Result<Page<AiEvent>>;
+    /// AI tasks (one per AI job), latest first.
+    async fn list_ai_tasks(
+        &self,
+        scope: &Scope,
+        filter: &AiFilter,
+        page: i64,
+        limit: i64,
+    ) -> Result<Page<AiTask>>;
+    /// AI usage per model per hour since `since` (ms), oldest first.
+    async fn ai_usage(&self, scope: &Scope, since: i64) -> Result<Vec<AiUsage>>;
+}
+
 /// Every kind of record: what the server holds.
 pub trait RecordStore:
-    Admin + TenantStore + UserStore + TokenStore + LogStore + RunStore + WorkflowStore
+    Admin + TenantStore + UserStore + TokenStore + LogStore + RunStore + WorkflowStore + MessageStore
 {
 }
 
-impl<T: Admin + TenantStore + UserStore + TokenStore + LogStore + RunStore + WorkflowStore>
-    RecordStore for T
+impl<
+        T: Admin
+            + TenantStore
+            + UserStore
+            + TokenStore
+            + LogStore
+            + RunStore
+            + WorkflowStore
+            + MessageStore,
+    > RecordStore for T
 {
 }

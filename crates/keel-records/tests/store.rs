@@ -1,16 +1,17 @@
 //! The records store suite, run against PostgreSQL (a fresh database per test) and SQLite (a
 //! fresh file per test).
 
+use keel_records::messages::{AiFilter, EmailFilter, NewAiEvent, NewAiMessage, NewAiRun, NewEmail};
 use keel_records::testing::{postgres, sqlite};
 use keel_records::workflow::{
     InstanceFilter, InstanceStatus, NewDefinition, NewInstance, NewStep, OnFailure, StepEvent,
     StepStatus, StepUpdate, Trigger, WorkflowWrite,
 };
-use keel_records::WorkflowStore;
 use keel_records::{
     Admin, LogFilter, LogStore, NewAccess, NewAudit, NewRun, PoolSettings, Role, RunFilter,
     RunStore, Scope, SqlStore, TenantStore, TokenStore, UserStore,
 };
+use keel_records::{MessageStore, WorkflowStore};
 use serde_json::json;
 
 macro_rules! both {
@@ -50,18 +51,28 @@ both!(
     workflow_instances_settle_in_one_transaction,
     a_fan_in_finishing_at_once_is_seen_ready,
     workflow_instances_are_listed_cancelled_and_rerun,
+    emails_are_recorded_filtered_and_scoped,
+    ai_runs_messages_events_and_tasks,
 );
 
 async fn migrations_up_down_up(s: &SqlStore) {
     let applied = s.migrate_up().await.unwrap();
-    assert_eq!(applied.len(), 4, "{applied:?}");
+    assert_eq!(applied.len(), 5, "{applied:?}");
     assert!(s.migrate_up().await.unwrap().is_empty(), "up is idempotent");
     s.create_token("t", Role::Owner, None).await.unwrap();
-    // One step down drops only the newest migration (the workflow tables): the others stay.
-    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[3]]);
+    // One step down drops only the newest migration (the email and AI tables): the others
+    // stay.
+    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[4]]);
+    assert!(s
+        .list_emails(&Scope::All, &EmailFilter::default(), 1, 10)
+        .await
+        .is_err());
     assert_eq!(s.list_tokens(&Scope::All).await.unwrap().len(), 1);
-    let reverted = s.migrate_down(3).await.unwrap();
-    assert_eq!(reverted, vec![applied[2], applied[1], applied[0]]);
+    let reverted = s.migrate_down(4).await.unwrap();
+    assert_eq!(
+        reverted,
+        vec![applied[3], applied[2], applied[1], applied[0]]
+    );
     assert!(
         s.list_tokens(&Scope::All).await.is_err(),
         "tables are gone after down"
@@ -903,4 +914,272 @@ async fn workflow_instances_are_listed_cancelled_and_rerun(s: &SqlStore) {
         "pages continue after the last id"
     );
     assert!(s.quiet_instances(0, "", 100).await.unwrap().is_empty());
+}
+
+fn email(tenant: Option<&str>, job: &str, template: &str, status: &str, at: i64) -> NewEmail {
+    NewEmail {
+        tenant_id: tenant.map(str::to_string),
+        queue: "email-otp".into(),
+        job_id: job.into(),
+        job_name: "send_email_template".into(),
+        attempt: 1,
+        template: template.into(),
+        recipient: "a***@example.com".into(),
+        subject: "Welcome".into(),
+        status: status.into(),
+        smtp_code: Some(250),
+        smtp_reply: Some("2.0.0 Ok: queued".into()),
+        message_id: Some(format!("<{job}@keel>")),
+        error: None,
+        actor: None,
+        trace_id: "t".repeat(32),
+        created_at: at,
+        duration_ms: 3,
+    }
+}
+
+async fn emails_are_recorded_filtered_and_scoped(s: &SqlStore) {
+    s.migrate_up().await.unwrap();
+    let a = s.create_tenant("a").await.unwrap().id;
+    let first = s
+        .record_email(&email(Some(&a), "1", "welcome", "sent", 1_000))
+        .await
+        .unwrap();
+    let mut failed = email(None, "2", "otp", "failed", 2_000);
+    failed.smtp_code = Some(550);
+    failed.error = Some("550 5.1.1 no such user".into());
+    failed.actor = Some("token:ops".into());
+    s.record_email(&failed).await.unwrap();
+    s.record_email(&email(None, "3", "otp", "sent", 3_000))
+        .await
+        .unwrap();
+    let all = s
+        .list_emails(&Scope::All, &EmailFilter::default(), 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(all.total, 3);
+    assert_eq!(
+        all.items
+            .iter()
+            .map(|e| e.email.job_id.as_str())
+            .collect::<Vec<_>>(),
+        ["3", "2", "1"],
+        "newest first"
+    );
+    assert_eq!(all.items[1].email, failed, "stored as given");
+    assert_eq!(all.items[2].id, first);
+    let by = |f: EmailFilter| async move {
+        s.list_emails(&Scope::All, &f, 1, 10)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| e.email.job_id)
+            .collect::<Vec<_>>()
+    };
+    let status = |v: &str| EmailFilter {
+        status: Some(v.into()),
+        ..Default::default()
+    };
+    assert_eq!(by(status("failed")).await, ["2"]);
+    let otp = EmailFilter {
+        template: Some("otp".into()),
+        ..Default::default()
+    };
+    assert_eq!(by(otp).await, ["3", "2"]);
+    let range = EmailFilter {
+        from: Some(1_500),
+        to: Some(2_500),
+        ..Default::default()
+    };
+    assert_eq!(by(range).await, ["2"]);
+    let tenant = s
+        .list_emails(&Scope::Tenant(a), &EmailFilter::default(), 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(tenant.total, 1, "a tenant sees its own");
+    assert!(s
+        .list_emails(&Scope::All, &EmailFilter::default(), 0, 10)
+        .await
+        .is_err());
+}
+
+fn ai_run(tenant: Option<&str>, job: &str, model: &str, status: &str, at: i64) -> NewAiRun {
+    NewAiRun {
+        tenant_id: tenant.map(str::to_string),
+        queue: "ai-content".into(),
+        job_id: job.into(),
+        job_name: "summarize_article".into(),
+        attempt: 1,
+        provider: "openrouter".into(),
+        model: model.into(),
+        status: status.into(),
+        prompt_tokens: 100,
+        completion_tokens: 20,
+        cost_usd: 0.0015,
+        latency_ms: 40,
+        http_status: Some(200),
+        error: None,
+        trace_id: format!("trace-{job}"),
+        started_at: at,
+        finished_at: at + 40,
+        messages: vec![
+            NewAiMessage {
+                role: "system".into(),
+                content: "You summarize.".into(),
+                truncated: false,
+            },
+            NewAiMessage {
+                role: "user".into(),
+                content: "Text".into(),
+                truncated: false,
+            },
+            NewAiMessage {
+                role: "assistant".into(),
+                content: "Summary".into(),
+                truncated: true,
+            },
+        ],
+        events: vec![
+            NewAiEvent {
+                at,
+                kind: "request".into(),
+                message: format!("model {model}"),
+            },
+            NewAiEvent {
+                at: at + 40,
+                kind: "response".into(),
+                message: "200".into(),
+            },
+        ],
+    }
+}
+
+async fn ai_runs_messages_events_and_tasks(s: &SqlStore) {
+    s.migrate_up().await.unwrap();
+    let a = s.create_tenant("a").await.unwrap().id;
+    // Job 1 failed once then completed; job 2 (tenant a, another model) completed.
+    let mut retry = ai_run(None, "1", "m-small", "retrying", 3_600_000);
+    retry.error = Some("429 Too Many Requests".into());
+    retry.http_status = Some(429);
+    retry.completion_tokens = 0;
+    retry.messages.truncate(2);
+    let r1 = s.record_ai_run(&retry).await.unwrap();
+    let mut second = ai_run(None, "1", "m-small", "completed", 3_600_100);
+    second.attempt = 2;
+    let r2 = s.record_ai_run(&second).await.unwrap();
+    let r3 = s
+        .record_ai_run(&ai_run(Some(&a), "2", "m-large", "completed", 7_200_000))
+        .await
+        .unwrap();
+    let all = AiFilter::default();
+    let runs = s.list_ai_runs(&Scope::All, &all, 1, 10).await.unwrap();
+    assert_eq!(
+        runs.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [r3, r2, r1]
+    );
+    let got = s.ai_run(&Scope::All, r1).await.unwrap().unwrap();
+    assert_eq!(got.total_tokens, 100);
+    assert_eq!(got.run.cost_usd, 0.0015);
+    assert_eq!(got.run.error.as_deref(), Some("429 Too Many Requests"));
+    assert!(got.run.messages.is_empty(), "messages are listed apart");
+    assert_eq!(s.ai_run(&Scope::Tenant(a.clone()), r1).await.unwrap(), None);
+    let model = AiFilter {
+        model: Some("m-large".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_ai_runs(&Scope::All, &model, 1, 10)
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+
+    let of_run = AiFilter {
+        run_id: Some(r2),
+        ..Default::default()
+    };
+    let messages = s
+        .list_ai_messages(&Scope::All, &of_run, 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        messages
+            .items
+            .iter()
+            .map(|m| m.role.as_str())
+            .collect::<Vec<_>>(),
+        ["system", "user", "assistant"],
+        "in order"
+    );
+    assert!(messages.items[2].truncated && !messages.items[0].truncated);
+    let of_job = AiFilter {
+        job_id: Some("1".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_ai_messages(&Scope::All, &of_job, 1, 10)
+            .await
+            .unwrap()
+            .total,
+        5,
+        "both attempts of the task"
+    );
+    let events = s.list_ai_events(&Scope::All, &of_job, 1, 10).await.unwrap();
+    assert_eq!(events.total, 4);
+    assert!(events.items.iter().all(|e| e.trace_id == "trace-1"));
+    assert_eq!(
+        s.list_ai_events(&Scope::Tenant(a.clone()), &all, 1, 10)
+            .await
+            .unwrap()
+            .total,
+        2
+    );
+
+    let tasks = s.list_ai_tasks(&Scope::All, &all, 1, 10).await.unwrap();
+    assert_eq!(tasks.total, 2);
+    let t1 = tasks.items.iter().find(|t| t.job_id == "1").unwrap();
+    assert_eq!(
+        (t1.runs, t1.last_run_id, t1.status.as_str()),
+        (2, r2, "completed")
+    );
+    assert_eq!(t1.total_tokens, 220);
+    assert!((t1.cost_usd - 0.003).abs() < 1e-9);
+    assert_eq!((t1.started_at, t1.finished_at), (3_600_000, 3_600_140));
+    let failed = AiFilter {
+        status: Some("retrying".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.list_ai_tasks(&Scope::All, &failed, 1, 10)
+            .await
+            .unwrap()
+            .total,
+        0,
+        "a task's status is its latest attempt's"
+    );
+    assert_eq!(
+        s.list_ai_tasks(&Scope::Tenant(a.clone()), &all, 1, 10)
+            .await
+            .unwrap()
+            .items[0]
+            .job_id,
+        "2"
+    );
+
+    let usage = s.ai_usage(&Scope::All, 0).await.unwrap();
+    assert_eq!(usage.len(), 2, "{usage:?}");
+    assert_eq!(
+        (
+            usage[0].hour,
+            usage[0].model.as_str(),
+            usage[0].runs,
+            usage[0].failed
+        ),
+        (3_600_000, "m-small", 2, 1)
+    );
+    assert_eq!(usage[0].total_tokens, 220);
+    assert_eq!(usage[1].model, "m-large");
+    assert!((usage[0].avg_latency_ms - 40.0).abs() < 1e-9);
 }

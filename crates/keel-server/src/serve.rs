@@ -195,7 +195,14 @@ pub async fn prepare(
                 ),
             )
         };
-        started = keel::runner::start_workers(config, &backend, &names, Some(&wrap)).await?;
+        started = keel::runner::start_workers(
+            config,
+            &backend,
+            &names,
+            &keel::handlers::Builtin,
+            Some(&wrap),
+        )
+        .await?;
         started.push(engine.start_trigger_worker().await?);
         let reconciler =
             keel_workflows::Reconciler::new(engine.clone(), server.workflow_reconciler.clone());

@@ -57,6 +57,9 @@ use crate::keys::Keys;
 use crate::queue::Queue;
 use crate::ratelimit::{FailMode, RateLimiter, RatePolicy};
 
+mod handler;
+pub use handler::{HandlerConfig, EXTERNAL_KINDS};
+
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "keel.toml";
 /// The default key prefix (BullMQ's).
@@ -198,7 +201,9 @@ struct RawQueue {
     max_stalled_count: Option<u32>,
     timeout_ms: Option<u64>,
     dlq: Option<bool>,
-    handler: Option<HandlerConfig>,
+    handler: Option<toml::Value>,
+    #[serde(default)]
+    handlers: BTreeMap<String, toml::Value>,
     rate_limit: Option<RateLimitConfig>,
     #[serde(default)]
     schedulers: BTreeMap<String, RawScheduler>,
@@ -265,30 +270,6 @@ pub struct RateLimitConfig {
     pub duration_ms: u64,
 }
 
-/// What runs a queue's jobs when `keel worker` (or `keel serve`) runs it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum HandlerConfig {
-    /// POST each job to `url` (see `keel::handlers::http`).
-    Http {
-        /// Where to POST.
-        url: String,
-        /// Per-request timeout.
-        #[serde(default = "default_http_timeout_ms")]
-        timeout_ms: u64,
-        /// Name of the environment variable holding the HMAC secret.
-        #[serde(default)]
-        secret_env: Option<String>,
-    },
-    /// Logs each job and completes it (returns `{"logged": true}`): for trying Keel out and for
-    /// queues whose jobs only need to be recorded.
-    Log,
-}
-
-fn default_http_timeout_ms() -> u64 {
-    10_000
-}
-
 /// One configured queue, with defaults applied.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
@@ -308,8 +289,10 @@ pub struct QueueConfig {
     pub timeout: Option<Duration>,
     /// Whether terminal failures go to `dlq-<name>`.
     pub dlq: bool,
-    /// The handler, if the queue is processed by Keel.
+    /// The fallback handler: runs every job name without its own in `handlers`.
     pub handler: Option<HandlerConfig>,
+    /// Handlers by job name (`[queues.Q.handlers.JOB_NAME]`).
+    pub handlers: BTreeMap<String, HandlerConfig>,
     /// The queue's rate limit.
     pub rate_limit: Option<RateLimitConfig>,
     /// Repeatable jobs: id → (schedule, job name, data).
@@ -678,6 +661,7 @@ fn builtin_defaults() -> QueueConfig {
         timeout: None,
         dlq: true,
         handler: None,
+        handlers: BTreeMap::new(),
         rate_limit: None,
         tenant: None,
         schedulers: BTreeMap::new(),
@@ -776,34 +760,17 @@ fn resolve(
         q.tenant = Some(t.clone());
     }
     if let Some(h) = &raw.handler {
-        if let HandlerConfig::Http {
-            url,
-            timeout_ms,
-            secret_env,
-        } = h
-        {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::invalid(
-                    k("handler.url"),
-                    "must start with http:// or https://",
-                ));
-            }
-            if *timeout_ms == 0 {
-                return Err(ConfigError::invalid(
-                    k("handler.timeout_ms"),
-                    "must be at least 1",
-                ));
-            }
-            if let Some(var) = secret_env {
-                if env(var).is_none() {
-                    return Err(ConfigError::invalid(
-                        k("handler.secret_env"),
-                        format!("environment variable {var} is not set"),
-                    ));
-                }
-            }
+        q.handler = Some(handler::parse(&k("handler"), h, env)?);
+    }
+    for (job, h) in &raw.handlers {
+        let hk = k(&format!("handlers.{job}"));
+        if job.is_empty() || job.len() > 200 {
+            return Err(ConfigError::invalid(
+                hk,
+                "a job name of 1 to 200 characters",
+            ));
         }
-        q.handler = Some(h.clone());
+        q.handlers.insert(job.clone(), handler::parse(&hk, h, env)?);
     }
     for (id, s) in &raw.schedulers {
         let sk = format!("{key}.schedulers.{id}");
@@ -1010,6 +977,14 @@ remove_on_complete = 10
             ("[queues.a]\nattempts = 0", "queues.a.attempts"),
             ("[queues.\"a:b\"]\nattempts = 1", "queues.a:b"),
             ("[queues.a]\nhandler = { kind = \"http\" }", "queues.a.handler"),
+            ("[queues.a]\nhandler = { kind = \"smtp\" }", "queues.a.handler.kind"),
+            ("[queues.a]\nhandler = { url = \"x\" }", "queues.a.handler.kind"),
+            ("[queues.a]\nhandler = { kind = \"log\", x = 1 }", "queues.a.handler.x"),
+            (
+                "[queues.a.handlers.send_otp]\nkind = \"http\"\nurl = \"ftp://x\"",
+                "queues.a.handlers.send_otp.url",
+            ),
+            ("[queues.a.handlers.b]\nkind = 3", "queues.a.handlers.b.kind"),
             ("[queues.a]\nhandler = { kind = \"http\", url = \"ftp://x\" }", "queues.a.handler.url"),
             (
                 "[queues.a]\nhandler = { kind = \"http\", url = \"http://x\", secret_env = \"NOPE_UNSET\" }",

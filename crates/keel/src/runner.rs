@@ -6,6 +6,7 @@ use std::time::Duration;
 use keel_core::{Error, JobOptions, Processor, Result};
 
 use crate::config::{Config, QueueConfig};
+use crate::handlers::{no_handler, HandlerFactory};
 use crate::{Backend, Worker};
 
 /// Wraps a queue's processor (e.g. to record runs); receives the queue's settings.
@@ -18,7 +19,7 @@ pub fn select(config: &Config, only: &[String], arg: &str) -> Result<Vec<String>
         return Ok(config
             .queues
             .iter()
-            .filter(|(_, q)| q.handler.is_some())
+            .filter(|(_, q)| q.handler.is_some() || !q.handlers.is_empty())
             .map(|(n, _)| n.clone())
             .collect());
     }
@@ -34,32 +35,43 @@ pub fn select(config: &Config, only: &[String], arg: &str) -> Result<Vec<String>
 }
 
 /// Starts one worker per queue in `names`, after applying its rate limit and schedulers.
-/// Handlers are built (and their settings checked) before anything starts.
+/// Handlers are built by `factory` (and their settings checked) before anything starts: the
+/// queue's `handlers` by job name, its `handler` for the other names (without one, those
+/// fail unrecoverably naming the job name). `wrap` wraps each.
 pub async fn start_workers(
     config: &Config,
     backend: &Backend,
     names: &[String],
+    factory: &dyn HandlerFactory,
     wrap: Option<Wrap<'_>>,
 ) -> Result<Vec<Worker>> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let mut plans = Vec::new();
     for name in names {
         let qc = config.queue_config(name);
-        let handler = qc.handler.as_ref().ok_or_else(|| {
-            Error::invalid(
+        if qc.handler.is_none() && qc.handlers.is_empty() {
+            return Err(Error::invalid(
                 format!("queues.{name}.handler"),
                 "this queue has no handler to run",
-            )
-        })?;
-        let processor = crate::handlers::processor_for(handler, name, &env)?;
-        let processor = match wrap {
-            Some(w) => w(&qc, processor),
-            None => processor,
+            ));
+        }
+        let wrapped = |p: Processor| match wrap {
+            Some(w) => w(&qc, p),
+            None => p,
         };
-        plans.push((qc, processor));
+        let fallback = match &qc.handler {
+            Some(h) => factory.build(&qc, &format!("queues.{name}.handler"), h)?,
+            None => no_handler(name),
+        };
+        let fallback = wrapped(fallback);
+        let mut routes = Vec::new();
+        for (job, h) in &qc.handlers {
+            let p = factory.build(&qc, &format!("queues.{name}.handlers.{job}"), h)?;
+            routes.push((job.clone(), wrapped(p)));
+        }
+        plans.push((qc, fallback, routes));
     }
     let mut workers = Vec::new();
-    for (qc, processor) in plans {
+    for (qc, fallback, routes) in plans {
         let q = config.queue(backend, &qc.name)?;
         // The configuration is the source of truth at start: a limit it no longer sets is
         // cleared from the backend, or every worker (Node's too) would stay throttled.
@@ -84,9 +96,11 @@ pub async fn start_workers(
                 other => other,
             })?;
         }
-        let w = q
-            .worker()
-            .fallback(processor)
+        let mut builder = q.worker().fallback(fallback);
+        for (job, p) in routes {
+            builder = builder.handler(&job, p);
+        }
+        let w = builder
             .concurrency(qc.concurrency)
             .lock_duration(qc.lock_duration)
             .stalled_interval(qc.stalled_interval)

@@ -519,9 +519,15 @@ async fn a_rate_limit_removed_from_the_config_is_cleared_at_start() {
     let unlimited = "[queues.limited]\nhandler = { kind = \"log\" }\n";
     for (text, expect) in [(limited, Some("5".to_string())), (unlimited, None)] {
         let config = keel::config::Config::parse(text, &|_| None).unwrap();
-        let workers = keel::runner::start_workers(&config, &b, &["limited".into()], None)
-            .await
-            .unwrap();
+        let workers = keel::runner::start_workers(
+            &config,
+            &b,
+            &["limited".into()],
+            &keel::handlers::Builtin,
+            None,
+        )
+        .await
+        .unwrap();
         let max: Option<String> = redis::cmd("HGET")
             .arg(&meta)
             .arg("max")

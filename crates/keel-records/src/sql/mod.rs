@@ -12,6 +12,7 @@
 mod accounts;
 mod copy;
 mod logs;
+mod messages;
 mod runs;
 mod workflows;
 

@@ -3,22 +3,59 @@
 //! # Layout
 //! - [`http`] — POST each job to a URL (HMAC-signed, timeout, 2xx completes, 4xx unrecoverable,
 //!   408/429/5xx/timeouts retried honouring `Retry-After`).
-//! - [`processor_for`] — the processor for a queue's configured handler.
+//! - [`HandlerFactory`] — builds a configured handler's processor; [`Builtin`] (`http`, `log`)
+//!   and [`no_handler`] (a job name nothing handles fails unrecoverably).
 
 pub mod http;
 
 use std::time::Duration;
 
-use keel_core::{Error, Processor, Result};
+use keel_core::{Error, JobError, Processor, Result};
 use serde_json::json;
 
-use crate::config::HandlerConfig;
+use crate::config::{HandlerConfig, QueueConfig};
 use crate::worker::handler_fn;
 
-/// The processor for `handler` on `queue`. `env` resolves `secret_env`.
+/// Builds the processor of a configured handler: [`Builtin`] knows `http` and `log`;
+/// `keel-handlers` adds `email`, `ai` and `sql` (which write records) over it.
+pub trait HandlerFactory: Send + Sync {
+    /// The processor for `handler` on `queue`; `key` is where it is configured
+    /// (`queues.Q.handler` or `queues.Q.handlers.JOB`), for errors.
+    fn build(&self, queue: &QueueConfig, key: &str, handler: &HandlerConfig) -> Result<Processor>;
+}
+
+/// The handlers of this crate, `http` and `log`, with secrets from the process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Builtin;
+
+impl HandlerFactory for Builtin {
+    fn build(&self, queue: &QueueConfig, key: &str, handler: &HandlerConfig) -> Result<Processor> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        processor_for(handler, &queue.name, key, &env)
+    }
+}
+
+/// What runs a job whose name has no handler: an unrecoverable failure naming the job name
+/// and where its handler would be configured (the job goes to the DLQ; it never completes).
+pub fn no_handler(queue: &str) -> Processor {
+    let queue: std::sync::Arc<str> = queue.into();
+    handler_fn(move |ctx| {
+        let queue = queue.clone();
+        async move {
+            Err(JobError::unrecoverable(format!(
+                "no handler for job name {:?} on queue {queue:?}: configure queues.{queue}.handlers.{} or queues.{queue}.handler",
+                ctx.job.name, ctx.job.name
+            )))
+        }
+    })
+}
+
+/// The processor for the built-in `handler` on `queue`, configured at `key`. `env` resolves
+/// `secret_env`.
 pub fn processor_for(
     handler: &HandlerConfig,
     queue: &str,
+    key: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Processor> {
     match handler {
@@ -30,7 +67,7 @@ pub fn processor_for(
             let secret = match secret_env {
                 Some(var) => Some(env(var).ok_or_else(|| {
                     Error::invalid(
-                        format!("queues.{queue}.handler.secret_env"),
+                        format!("{key}.secret_env"),
                         format!("environment variable {var} is not set"),
                     )
                 })?),
@@ -41,6 +78,10 @@ pub fn processor_for(
                     .into_processor(queue),
             )
         }
+        HandlerConfig::External { kind, .. } => Err(Error::invalid(
+            format!("{key}.kind"),
+            format!("the {kind} handler writes records: it runs under keel serve or keel worker"),
+        )),
         HandlerConfig::Log => {
             let queue = queue.to_string();
             Ok(handler_fn(move |ctx| {
@@ -106,7 +147,13 @@ mod tests {
                     )
                     .await
                     .unwrap();
-                let processor = processor_for(&HandlerConfig::Log, "logged", &|_| None).unwrap();
+                let processor = processor_for(
+                    &HandlerConfig::Log,
+                    "logged",
+                    "queues.logged.handler",
+                    &|_| None,
+                )
+                .unwrap();
                 let worker = queue.worker().fallback(processor).start().await.unwrap();
                 for _ in 0..200 {
                     if queue.job_state(&job.id).await.unwrap()

@@ -324,6 +324,59 @@ pub async fn routes_by_name_and_fallback(b: Backend) {
     w.close(Duration::from_secs(5)).await.unwrap();
 }
 
+/// `[queues.Q.handlers.JOB]` routes job names to their configured handlers; a name with no
+/// handler and no fallback fails unrecoverably, naming the job name, and goes to the DLQ.
+pub async fn configured_handlers_route_by_job_name(b: Backend) {
+    let config = keel::config::Config::parse(
+        "[queues.mail]\nattempts = 3\n[queues.mail.handlers.send_otp]\nkind = \"log\"\n",
+        &|_| None,
+    )
+    .unwrap();
+    let q = config.queue(&b, "mail").unwrap();
+    let otp = q
+        .add("send_otp", json!({"to": "a@b.c"}), JobOptions::default())
+        .await
+        .unwrap();
+    let other = q
+        .add("send_email_template", json!({}), JobOptions::default())
+        .await
+        .unwrap();
+    let workers = keel::runner::start_workers(
+        &config,
+        &b,
+        &keel::runner::select(&config, &[], "queues").unwrap(),
+        &keel::handlers::Builtin,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        wait_state(&q, &otp.id, JobState::Completed)
+            .await
+            .returnvalue,
+        Some(json!({"logged": true}))
+    );
+    let failed = wait_state(&q, &other.id, JobState::Failed).await;
+    let reason = failed.failed_reason.unwrap_or_default();
+    assert!(
+        reason.contains("\"send_email_template\"")
+            && reason.contains("queues.mail.handlers.send_email_template"),
+        "{reason}"
+    );
+    assert_eq!(failed.attempts_made, 1, "no handler is unrecoverable");
+    let dlq = q.dlq();
+    for _ in 0..200 {
+        if dlq.count().await.unwrap() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(dlq.count().await.unwrap(), 1, "it went to the DLQ");
+    keel::runner::close_all(workers, Duration::from_secs(5))
+        .await
+        .unwrap();
+}
+
 pub async fn concurrency_is_bounded_and_reached(b: Backend) {
     let q = queue(&b, "conc");
     let jobs = (0..12).map(|i| keel::NewJob::new("c", json!(i))).collect();
