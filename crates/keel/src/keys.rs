@@ -33,6 +33,8 @@ pub enum Category {
     Flag,
     /// Idempotency records.
     Idempotency,
+    /// One-time codes, their failure counters and resend windows.
+    Otp,
 }
 
 impl Category {
@@ -47,6 +49,7 @@ impl Category {
             Category::Counter => "counter",
             Category::Flag => "flag",
             Category::Idempotency => "idempotency",
+            Category::Otp => "otp",
         }
     }
 }

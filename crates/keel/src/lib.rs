@@ -47,6 +47,7 @@ pub mod health;
 pub mod http;
 pub mod keys;
 pub mod lock;
+pub mod otp;
 pub mod pubsub;
 pub mod queue;
 pub mod ratelimit;

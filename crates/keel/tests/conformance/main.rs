@@ -90,4 +90,5 @@ conformance!(
     toolkit::sessions_live_for_their_kind,
     toolkit::pubsub_channels_and_patterns,
     toolkit::health_ping_and_info,
+    toolkit::otp_codes_verify_once_and_lock,
 );

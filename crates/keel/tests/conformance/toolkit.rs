@@ -904,3 +904,117 @@ pub async fn health_ping_and_info(b: Backend) {
         assert!(json.get(field).is_some(), "{field} missing from {json}");
     }
 }
+
+/// One-time codes: drawn from the alphabet, right once, wrong counted down to a lock, a
+/// resend inside the window refused with the time left, checks rate-limited per address.
+pub async fn otp_codes_verify_once_and_lock(b: Backend) {
+    use keel::otp::{Otp, OtpPolicy, SendRefused, Verdict};
+    let policy = OtpPolicy {
+        length: 8,
+        alphabet: "ABC123".into(),
+        max_attempts: 3,
+        resend_after_s: 30,
+        verify_policy: None,
+        ..OtpPolicy::default()
+    };
+    policy.validate().unwrap();
+    let otp = Otp::new(&b, policy);
+    let who = format!("ana-{}@example.com", uuid::Uuid::new_v4().simple());
+    assert_eq!(otp.claim_send("login", &who).await.unwrap(), Ok(()));
+    match otp.claim_send("login", &who).await.unwrap() {
+        Err(SendRefused::Throttled(left)) => {
+            assert!(left <= Duration::from_secs(30) && left >= Duration::from_secs(1))
+        }
+        other => panic!("a resend inside the window: {other:?}"),
+    }
+    let issued = otp.issue("login", &who).await.unwrap();
+    assert_eq!(issued.code.len(), 8);
+    assert!(
+        issued.code.chars().all(|c| "ABC123".contains(c)),
+        "{}",
+        issued.code
+    );
+    let wrong = if issued.code == "AAAAAAAA" {
+        "BBBBBBBB"
+    } else {
+        "AAAAAAAA"
+    };
+    assert_eq!(
+        otp.verify("login", &who, wrong).await.unwrap(),
+        Verdict::Invalid { remaining: 2 }
+    );
+    // The address is case-insensitive; the code is consumed once.
+    assert_eq!(
+        otp.verify("login", &who.to_uppercase(), &issued.code)
+            .await
+            .unwrap(),
+        Verdict::Valid
+    );
+    assert_eq!(
+        otp.verify("login", &who, &issued.code).await.unwrap(),
+        Verdict::Expired,
+        "a code is used once"
+    );
+    // Another purpose is another code.
+    assert_eq!(
+        otp.verify("reset", &who, &issued.code).await.unwrap(),
+        Verdict::Expired
+    );
+    // Three failures void a fresh code and lock the address.
+    let fresh = otp.issue("login", &who).await.unwrap();
+    for remaining in [2, 1] {
+        assert_eq!(
+            otp.verify("login", &who, wrong).await.unwrap(),
+            Verdict::Invalid { remaining }
+        );
+    }
+    assert!(matches!(
+        otp.verify("login", &who, wrong).await.unwrap(),
+        Verdict::Locked { .. }
+    ));
+    assert!(
+        matches!(
+            otp.verify("login", &who, &fresh.code).await.unwrap(),
+            Verdict::Locked { .. }
+        ),
+        "locked even for the right code"
+    );
+    // A new code clears the lock.
+    let again = otp.issue("login", &who).await.unwrap();
+    assert_eq!(
+        otp.verify("login", &who, &again.code).await.unwrap(),
+        Verdict::Valid
+    );
+
+    // With the verify policy, checks per address are rate-limited.
+    let limiter = RateLimiter::new(
+        &b,
+        vec![RatePolicy::new(
+            "otp-verify",
+            RateAlgorithm::FixedWindow {
+                limit: 2,
+                window_ms: 60_000,
+            },
+        )],
+    )
+    .unwrap();
+    let limited = Otp::new(
+        &b,
+        OtpPolicy {
+            verify_policy: Some("otp-verify".into()),
+            ..OtpPolicy::default()
+        },
+    )
+    .with_limiter(limiter);
+    for _ in 0..2 {
+        assert!(matches!(
+            limited.verify("login", &who, "000000").await.unwrap(),
+            Verdict::Expired
+        ));
+    }
+    assert!(matches!(
+        limited.verify("login", &who, "000000").await.unwrap(),
+        Verdict::RateLimited { retry_after_ms } if retry_after_ms > 0
+    ));
+    assert!(otp.verify("bad:purpose", &who, "1").await.is_err());
+}
