@@ -1,1 +1,215 @@
+//! Handlers that do a seed's real work from configuration alone and write what they did:
+//! `email` (SMTP, templates, one-time codes), `ai` (OpenAI-compatible chat completions) and
+//! `sql` (a configured statement on a named database). `keel serve` and `keel worker` build
+//! every configured handler through [`Handlers`], which falls back to keel's own `http` and
+//! `log`.
+//!
+//! # Layout
+//! - [`template`] — templates over a job's data (minijinja, strict about undefined variables).
+//! - [`email`] — the `email` handler.
+//! - [`ai`] — the `ai` handler.
+//! - [`sql`] — the `sql` handler.
+
+pub mod ai;
+pub mod email;
+pub mod sql;
 pub mod template;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel::config::{HandlerConfig, QueueConfig};
+use keel::handlers::{Builtin, HandlerFactory};
+use keel::{Backend, RateLimiter};
+use keel_core::{Error, Processor, Result};
+use keel_records::messages::{NewAiRun, NewEmail};
+use keel_records::MessageStore;
+use serde::de::DeserializeOwned;
+
+/// What a handler did, for live views (the server's realtime socket).
+#[derive(Debug, Clone)]
+pub enum HandlerEvent {
+    /// An email attempt (`email_status`).
+    Email(NewEmail),
+    /// An AI call attempt (`ai_task`), with its record id when recorded.
+    Ai(NewAiRun, Option<i64>),
+}
+
+/// Receives [`HandlerEvent`]s.
+pub type Observer = Arc<dyn Fn(&HandlerEvent) + Send + Sync>;
+
+/// Resolves environment variables (the process's, or a test's).
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What every handler shares: the backend (one-time codes), the records, the tenants of the
+/// queues, the live-view observer, SMTP pools by URL.
+pub struct Shared {
+    backend: Backend,
+    records: Option<Arc<dyn MessageStore>>,
+    tenants: HashMap<String, String>,
+    observer: Option<Observer>,
+    limiter: Option<RateLimiter>,
+    env: Env,
+    base_dir: PathBuf,
+    smtp: Mutex<HashMap<String, email::Smtp>>,
+    http: reqwest::Client,
+}
+
+impl Shared {
+    /// One pool per SMTP URL, whatever the handlers using it.
+    fn smtp(
+        &self,
+        url: &str,
+        timeout: Duration,
+        pool: u32,
+    ) -> std::result::Result<email::Smtp, String> {
+        let mut pools = self.smtp.lock().expect("not poisoned");
+        if let Some(t) = pools.get(url) {
+            return Ok(t.clone());
+        }
+        let t = email::transport(url, timeout, pool)?;
+        pools.insert(url.to_string(), t.clone());
+        Ok(t)
+    }
+
+    async fn email_sent(&self, record: NewEmail) {
+        if let Some(o) = &self.observer {
+            o(&HandlerEvent::Email(record.clone()));
+        }
+        if let Some(store) = &self.records {
+            // The mail is sent (or not) whatever happens here: a failed write is logged, not
+            // turned into a retry that would send it twice.
+            if let Err(e) = store.record_email(&record).await {
+                tracing::warn!(queue = record.queue, job_id = record.job_id, error = %e, "an email log was not recorded");
+            }
+        }
+    }
+
+    async fn ai_called(&self, record: NewAiRun) {
+        let mut id = None;
+        if let Some(store) = &self.records {
+            match store.record_ai_run(&record).await {
+                Ok(i) => id = Some(i),
+                Err(e) => {
+                    tracing::warn!(queue = record.queue, job_id = record.job_id, error = %e, "an AI run was not recorded")
+                }
+            }
+        }
+        if let Some(o) = &self.observer {
+            o(&HandlerEvent::Ai(record, id));
+        }
+    }
+}
+
+/// Builds every configured handler: `email`, `ai` and `sql` here, the rest by keel's
+/// [`Builtin`].
+#[derive(Clone)]
+pub struct Handlers {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handlers")
+            .field("records", &self.shared.records.is_some())
+            .finish()
+    }
+}
+
+impl Handlers {
+    /// Handlers over `backend`, secrets from the process environment, relative paths from
+    /// the working directory.
+    pub fn new(backend: &Backend) -> Handlers {
+        Handlers {
+            shared: Arc::new(Shared {
+                backend: backend.clone(),
+                records: None,
+                tenants: HashMap::new(),
+                observer: None,
+                limiter: None,
+                env: Arc::new(|k| std::env::var(k).ok().filter(|v| !v.is_empty())),
+                base_dir: PathBuf::from("."),
+                smtp: Mutex::new(HashMap::new()),
+                http: reqwest::Client::builder()
+                    .user_agent(concat!("keel/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .expect("a plain HTTP client builds"),
+            }),
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Shared)) -> Handlers {
+        f(Arc::get_mut(&mut self.shared).expect("configured before use"));
+        self
+    }
+
+    /// Records sends and calls in `store`.
+    pub fn records(self, store: Arc<dyn MessageStore>) -> Handlers {
+        self.with(|s| s.records = Some(store))
+    }
+
+    /// The tenant id of each tenant-bound queue (by queue name), written into records.
+    pub fn tenants(self, tenants: HashMap<String, String>) -> Handlers {
+        self.with(|s| s.tenants = tenants)
+    }
+
+    /// Told of every send and call.
+    pub fn observer(self, observer: Observer) -> Handlers {
+        self.with(|s| s.observer = Some(observer))
+    }
+
+    /// The rate limiter one-time code checks use.
+    pub fn limiter(self, limiter: RateLimiter) -> Handlers {
+        self.with(|s| s.limiter = Some(limiter))
+    }
+
+    /// Environment lookups (API keys, SMTP URLs) through `env`.
+    pub fn env(self, env: Env) -> Handlers {
+        self.with(|s| s.env = env)
+    }
+
+    /// Relative template paths are read from `dir` (the configuration file's directory).
+    pub fn base_dir(self, dir: PathBuf) -> Handlers {
+        self.with(|s| s.base_dir = dir)
+    }
+}
+
+impl HandlerFactory for Handlers {
+    fn build(&self, queue: &QueueConfig, key: &str, handler: &HandlerConfig) -> Result<Processor> {
+        match handler {
+            HandlerConfig::External { kind, settings } => match kind.as_str() {
+                "email" => email::build(&self.shared, &queue.name, key, settings),
+                "ai" => ai::build(&self.shared, &queue.name, key, settings),
+                "sql" => sql::build(&self.shared, &queue.name, key, settings),
+                other => Err(Error::invalid(
+                    format!("{key}.kind"),
+                    format!("unknown kind {other:?}"),
+                )),
+            },
+            _ => Builtin.build(queue, key, handler),
+        }
+    }
+}
+
+/// Reads a handler's settings; errors name the key (`queues.q.handlers.j.timeout_ms`).
+fn settings<T: DeserializeOwned>(key: &str, table: &toml::Table) -> Result<T> {
+    serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            key.to_string()
+        } else {
+            format!("{key}.{path}")
+        };
+        Error::invalid(at, e.into_inner().message().to_string())
+    })
+}
+
+/// The job's trace id (`traceId` in its data), or a fresh one.
+fn trace_id(data: &serde_json::Value) -> String {
+    data.get("traceId")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()))
+}

@@ -63,16 +63,17 @@ impl Templates {
             .env
             .get_template(name)
             .map_err(|_| format!("no template {name:?}"))?;
-        t.render(Value::from_serialize(ctx)).map_err(|e| {
-            if e.kind() == ErrorKind::UndefinedError {
-                if let Some(var) = self.missing(name, ctx) {
-                    return format!(
-                        "template {name}: variable {var} is undefined in the job's data"
-                    );
+        t.render(Value::from(minijinja::value::Serde(ctx)))
+            .map_err(|e| {
+                if e.kind() == ErrorKind::UndefinedError {
+                    if let Some(var) = self.missing(name, ctx) {
+                        return format!(
+                            "template {name}: variable {var} is undefined in the job's data"
+                        );
+                    }
                 }
-            }
-            format!("template {name}: {}", describe(&e))
-        })
+                format!("template {name}: {}", describe(&e))
+            })
     }
 
     /// The first variable of `name` that `ctx` lacks.
@@ -120,7 +121,9 @@ mod tests {
             "<p>&lt;Ana&gt;</p>",
             "HTML templates escape"
         );
-        let err = t.render("hello.txt", &json!({"user": {}})).unwrap_err();
+        let err = t
+            .render("hello.txt", &json!({"user": {}, "code": 1}))
+            .unwrap_err();
         assert!(err.contains("variable user.name is undefined"), "{err}");
         let err = t.add("bad.txt", "{{ a ").unwrap_err();
         assert!(err.contains("syntax"), "{err}");

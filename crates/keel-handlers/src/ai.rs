@@ -1,0 +1,492 @@
+//! The `ai` handler: one OpenAI-compatible chat completion per attempt (OpenRouter by
+//! default, as the seeds' `AI_PROVIDER=openrouter`).
+//!
+//! ```toml
+//! [queues.ai-content.handlers.summarize_article]
+//! kind = "ai"
+//! provider = "openrouter"          # openrouter | openai | any name with base_url
+//! base_url = "https://openrouter.ai/api/v1"   # the provider's default when absent
+//! api_key_env = "OPENROUTER_API_KEY"          # the provider's default when absent
+//! model = "openai/gpt-4o-mini"
+//! system = "You are an editor."     # templates over the job's data
+//! prompt = "Summarize: {{ body }}"
+//! response = "text"                 # text | json (the answer parsed as JSON)
+//! timeout_ms = 60000
+//! max_tokens = 1024
+//! temperature = 0.3
+//! max_prompt_chars = 100000         # a longer prompt is refused, unrecoverably
+//! max_record_chars = 20000          # messages are recorded up to this, masked
+//! prices = { "openai/gpt-4o-mini" = { prompt = 0.15, completion = 0.60 } }  # USD / 1M tokens
+//! ```
+//! 2xx completes (the answer is the job's return value); 408, 429, 5xx, timeouts, refused
+//! connections and malformed answers retry, not before a `Retry-After`; other 4xx are
+//! unrecoverable. Every attempt is an AI run record with its messages and events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel_core::{Error, JobContext, JobError, Processor, Result};
+use keel_records::messages::{NewAiEvent, NewAiMessage, NewAiRun};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::template::Templates;
+use crate::{settings, trace_id, Shared};
+
+/// Most bytes of a provider's answer read.
+const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default = "default_provider")]
+    provider: String,
+    base_url: Option<String>,
+    api_key_env: Option<String>,
+    model: String,
+    system: Option<String>,
+    prompt: String,
+    #[serde(default)]
+    response: Format,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    max_tokens: Option<u32>,
+    temperature: Option<f64>,
+    #[serde(default = "default_max_prompt")]
+    max_prompt_chars: usize,
+    #[serde(default = "default_max_record")]
+    max_record_chars: usize,
+    #[serde(default)]
+    prices: BTreeMap<String, Price>,
+}
+
+/// What the job returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// US dollars per million tokens.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Price {
+    prompt: f64,
+    completion: f64,
+}
+
+fn default_provider() -> String {
+    "openrouter".into()
+}
+fn default_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_prompt() -> usize {
+    100_000
+}
+fn default_max_record() -> usize {
+    20_000
+}
+
+/// A provider's base URL and API key variable.
+fn provider_defaults(provider: &str) -> Option<(&'static str, &'static str)> {
+    match provider {
+        "openrouter" => Some(("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY")),
+        "openai" => Some(("https://api.openai.com/v1", "OPENAI_API_KEY")),
+        _ => None,
+    }
+}
+
+const SYSTEM: &str = "system.txt";
+const PROMPT: &str = "prompt.txt";
+
+struct AiHandler {
+    queue: String,
+    tenant_id: Option<String>,
+    provider: String,
+    url: String,
+    key: String,
+    model: String,
+    format: Format,
+    timeout: Duration,
+    max_tokens: Option<u32>,
+    temperature: Option<f64>,
+    max_prompt: usize,
+    max_record: usize,
+    price: Option<Price>,
+    templates: Templates,
+    shared: Arc<Shared>,
+}
+
+/// Builds the handler configured at `key`.
+pub(crate) fn build(
+    shared: &Arc<Shared>,
+    queue: &str,
+    key: &str,
+    table: &toml::Table,
+) -> Result<Processor> {
+    let s: Settings = settings(key, table)?;
+    let k = |f: &str| format!("{key}.{f}");
+    let defaults = provider_defaults(&s.provider);
+    let base = match (&s.base_url, defaults) {
+        (Some(u), _) => u.clone(),
+        (None, Some((u, _))) => u.to_string(),
+        (None, None) => {
+            return Err(Error::invalid(
+                k("base_url"),
+                format!("provider {:?} has no default: set base_url", s.provider),
+            ))
+        }
+    };
+    let parsed =
+        reqwest::Url::parse(&base).map_err(|e| Error::invalid(k("base_url"), e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(Error::invalid(
+            k("base_url"),
+            "must be an http:// or https:// URL",
+        ));
+    }
+    let key_env = match (&s.api_key_env, defaults) {
+        (Some(v), _) => v.clone(),
+        (None, Some((_, v))) => v.to_string(),
+        (None, None) => {
+            return Err(Error::invalid(
+                k("api_key_env"),
+                format!("provider {:?} has no default: set api_key_env", s.provider),
+            ))
+        }
+    };
+    let api_key = (shared.env)(&key_env).ok_or_else(|| {
+        Error::invalid(
+            k("api_key_env"),
+            format!("environment variable {key_env} is not set"),
+        )
+    })?;
+    if s.model.trim().is_empty() {
+        return Err(Error::invalid(k("model"), "must not be empty"));
+    }
+    if s.timeout_ms == 0 {
+        return Err(Error::invalid(k("timeout_ms"), "must be at least 1"));
+    }
+    if let Some(t) = s.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(Error::invalid(k("temperature"), "must be between 0 and 2"));
+        }
+    }
+    if s.max_tokens == Some(0) {
+        return Err(Error::invalid(k("max_tokens"), "must be at least 1"));
+    }
+    if s.max_prompt_chars == 0 || s.max_record_chars == 0 {
+        return Err(Error::invalid(
+            k("max_prompt_chars"),
+            "bounds must be at least 1",
+        ));
+    }
+    for (model, p) in &s.prices {
+        if !(p.prompt >= 0.0 && p.completion >= 0.0) {
+            return Err(Error::invalid(
+                k(&format!("prices.{model}")),
+                "prices are US dollars per million tokens, at least 0",
+            ));
+        }
+    }
+    let mut templates = Templates::new();
+    if let Some(system) = &s.system {
+        templates
+            .add(SYSTEM, system)
+            .map_err(|e| Error::invalid(k("system"), e))?;
+    }
+    templates
+        .add(PROMPT, &s.prompt)
+        .map_err(|e| Error::invalid(k("prompt"), e))?;
+    let handler = Arc::new(AiHandler {
+        queue: queue.to_string(),
+        tenant_id: shared.tenants.get(queue).cloned(),
+        provider: s.provider,
+        url: format!("{}/chat/completions", base.trim_end_matches('/')),
+        key: api_key,
+        price: s.prices.get(&s.model).copied(),
+        model: s.model,
+        format: s.response,
+        timeout: Duration::from_millis(s.timeout_ms),
+        max_tokens: s.max_tokens,
+        temperature: s.temperature,
+        max_prompt: s.max_prompt_chars,
+        max_record: s.max_record_chars,
+        templates,
+        shared: shared.clone(),
+    });
+    Ok(Arc::new(move |ctx| {
+        let h = handler.clone();
+        Box::pin(async move { h.run(ctx).await })
+    }))
+}
+
+/// What one attempt produced, for the record.
+#[derive(Default)]
+struct Call {
+    messages: Vec<(String, String)>,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    http_status: Option<i64>,
+    events: Vec<NewAiEvent>,
+}
+
+impl Call {
+    fn event(&mut self, kind: &str, message: String) {
+        self.events.push(NewAiEvent {
+            at: keel::now_ms() as i64,
+            kind: kind.into(),
+            message,
+        });
+    }
+}
+
+impl AiHandler {
+    async fn run(&self, ctx: JobContext) -> std::result::Result<Value, JobError> {
+        let started_at = keel::now_ms() as i64;
+        let started = Instant::now();
+        let mut call = Call::default();
+        let result = self.call(&ctx, &mut call).await;
+        let latency_ms = started.elapsed().as_millis() as i64;
+        let job = &ctx.job;
+        let (status, error) = match &result {
+            Ok(_) => ("completed", None),
+            Err(e) if e.is_final_for(job) => ("failed", Some(e.message().to_string())),
+            Err(e) => ("retrying", Some(e.message().to_string())),
+        };
+        let cost_usd = self
+            .price
+            .map(|p| {
+                (call.prompt_tokens as f64 * p.prompt
+                    + call.completion_tokens as f64 * p.completion)
+                    / 1_000_000.0
+            })
+            .unwrap_or(0.0);
+        call.event(
+            if result.is_ok() {
+                "completed"
+            } else {
+                "failed"
+            },
+            json!({"model": self.model, "status": status, "promptTokens": call.prompt_tokens,
+                   "completionTokens": call.completion_tokens, "costUsd": cost_usd,
+                   "durationMs": latency_ms, "error": error})
+            .to_string(),
+        );
+        let messages = call
+            .messages
+            .iter()
+            .map(|(role, content)| {
+                let masked = keel_core::secrets::mask_str(content);
+                let truncated = masked.chars().count() > self.max_record;
+                NewAiMessage {
+                    role: role.clone(),
+                    content: if truncated {
+                        masked.chars().take(self.max_record).collect()
+                    } else {
+                        masked
+                    },
+                    truncated,
+                }
+            })
+            .collect();
+        let record = NewAiRun {
+            tenant_id: self.tenant_id.clone(),
+            queue: self.queue.clone(),
+            job_id: job.id.clone(),
+            job_name: job.name.clone(),
+            attempt: job.attempts_made as i64 + 1,
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            status: status.into(),
+            prompt_tokens: call.prompt_tokens,
+            completion_tokens: call.completion_tokens,
+            cost_usd,
+            latency_ms,
+            http_status: call.http_status,
+            error,
+            trace_id: trace_id(&job.data),
+            started_at,
+            finished_at: started_at + latency_ms,
+            messages,
+            events: std::mem::take(&mut call.events),
+        };
+        self.shared.ai_called(record).await;
+        result
+    }
+
+    async fn call(
+        &self,
+        ctx: &JobContext,
+        call: &mut Call,
+    ) -> std::result::Result<Value, JobError> {
+        let job = &ctx.job;
+        let mut data = match &job.data {
+            Value::Object(m) => Value::Object(m.clone()),
+            _ => {
+                return Err(JobError::unrecoverable(
+                    "an ai job's data must be a JSON object",
+                ))
+            }
+        };
+        data["job"] = json!({"id": job.id, "name": job.name, "queue": self.queue,
+                             "attempt": job.attempts_made + 1});
+        let mut messages = Vec::new();
+        if self.templates.has(SYSTEM) {
+            let system = self
+                .templates
+                .render(SYSTEM, &data)
+                .map_err(JobError::unrecoverable)?;
+            messages.push(("system".to_string(), system));
+        }
+        let prompt = self
+            .templates
+            .render(PROMPT, &data)
+            .map_err(JobError::unrecoverable)?;
+        messages.push(("user".to_string(), prompt));
+        call.messages = messages.clone();
+        let size: usize = messages.iter().map(|(_, c)| c.chars().count()).sum();
+        if size > self.max_prompt {
+            return Err(JobError::unrecoverable(format!(
+                "the prompt is {size} characters; max_prompt_chars is {}",
+                self.max_prompt
+            )));
+        }
+        let mut body = json!({
+            "model": self.model,
+            "messages": messages.iter().map(|(r, c)| json!({"role": r, "content": c})).collect::<Vec<_>>(),
+        });
+        if let Some(m) = self.max_tokens {
+            body["max_tokens"] = json!(m);
+        }
+        if let Some(t) = self.temperature {
+            body["temperature"] = json!(t);
+        }
+        if self.format == Format::Json {
+            body["response_format"] = json!({"type": "json_object"});
+        }
+        call.event(
+            "request",
+            json!({"model": self.model, "url": self.url, "promptChars": size}).to_string(),
+        );
+        let sent = self
+            .shared
+            .http
+            .post(&self.url)
+            .timeout(self.timeout)
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await;
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Err(JobError::retry(format!(
+                    "{} timed out after {} ms",
+                    self.provider,
+                    self.timeout.as_millis()
+                )))
+            }
+            Err(e) => {
+                return Err(JobError::retry(format!(
+                    "calling {}: {}",
+                    self.provider,
+                    keel_core::secrets::mask_str(&e.to_string())
+                )))
+            }
+        };
+        let status = resp.status();
+        call.http_status = Some(status.as_u16() as i64);
+        let retry_after = keel::handlers::http::retry_after(resp.headers());
+        let mut bytes = Vec::new();
+        loop {
+            match tokio::time::timeout(self.timeout, resp.chunk()).await {
+                Ok(Ok(Some(c))) => {
+                    bytes.extend_from_slice(&c);
+                    if bytes.len() > MAX_ANSWER_BYTES {
+                        return Err(JobError::retry(format!(
+                            "{}'s answer is over {MAX_ANSWER_BYTES} bytes",
+                            self.provider
+                        )));
+                    }
+                }
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
+                    return Err(JobError::retry(format!(
+                        "reading {}'s answer: {e}",
+                        self.provider
+                    )))
+                }
+                Err(_) => {
+                    return Err(JobError::retry(format!(
+                        "{}'s answer stalled for {} ms",
+                        self.provider,
+                        self.timeout.as_millis()
+                    )))
+                }
+            }
+        }
+        call.event(
+            "response",
+            json!({"status": status.as_u16(), "bytes": bytes.len()}).to_string(),
+        );
+        if !status.is_success() {
+            let excerpt: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
+            let message = format!("{} answered {status}: {excerpt}", self.provider);
+            if status.is_client_error()
+                && status != StatusCode::REQUEST_TIMEOUT
+                && status != StatusCode::TOO_MANY_REQUESTS
+            {
+                return Err(JobError::unrecoverable(message));
+            }
+            let err = JobError::retry(message);
+            return Err(match retry_after {
+                Some(wait) => {
+                    call.event(
+                        "retry",
+                        json!({"retryAfterMs": wait.as_millis() as u64}).to_string(),
+                    );
+                    err.with_retry_after(wait)
+                }
+                None => err,
+            });
+        }
+        let answer: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| JobError::retry(format!("{}'s answer is not JSON: {e}", self.provider)))?;
+        if let Some(usage) = answer.get("usage") {
+            call.prompt_tokens = usage["prompt_tokens"].as_i64().unwrap_or(0);
+            call.completion_tokens = usage["completion_tokens"].as_i64().unwrap_or(0);
+        }
+        let content = answer["choices"][0]["message"]["content"]
+            .as_str()
+            .ok_or_else(|| {
+                JobError::retry(format!(
+                    "{}'s answer has no choices[0].message.content",
+                    self.provider
+                ))
+            })?
+            .to_string();
+        call.messages.push(("assistant".into(), content.clone()));
+        match self.format {
+            Format::Text => Ok(Value::String(content)),
+            Format::Json => serde_json::from_str(strip_fence(&content)).map_err(|e| {
+                JobError::retry(format!("the model's answer is not the JSON asked for: {e}"))
+            }),
+        }
+    }
+}
+
+/// The JSON inside a Markdown code fence, which models often add.
+fn strip_fence(s: &str) -> &str {
+    let t = s.trim();
+    t.strip_prefix("```json")
+        .or_else(|| t.strip_prefix("```"))
+        .and_then(|r| r.strip_suffix("```"))
+        .map(str::trim)
+        .unwrap_or(t)
+}
