@@ -16,6 +16,7 @@
 //! timeout_ms = 30000                # statement_timeout, per attempt
 //! max_rows = 1000                   # rows of a RETURNING (or SELECT) kept as the result
 //! pool_size = 4
+//! connect_timeout_ms = 5000         # an unreachable database fails the attempt this soon
 //! ```
 //! A parameter is the job data's field of that name (strings, numbers, booleans, null; cast
 //! in SQL as needed, e.g. `:day::date`); a missing one is unrecoverable, naming it. The
@@ -45,6 +46,8 @@ struct Settings {
     max_rows: usize,
     #[serde(default = "default_pool")]
     pool_size: u32,
+    #[serde(default = "default_connect_ms")]
+    connect_timeout_ms: u64,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -55,6 +58,9 @@ fn default_max_rows() -> usize {
 }
 fn default_pool() -> u32 {
     4
+}
+fn default_connect_ms() -> u64 {
+    5_000
 }
 
 /// A statement with `:name` parameters rewritten to `$n`, and the names in order.
@@ -182,15 +188,20 @@ pub(crate) fn build(
     if prepared.sql.trim().is_empty() {
         return Err(Error::invalid(k("statement"), "must not be empty"));
     }
-    if s.timeout_ms == 0 || s.pool_size == 0 || s.max_rows == 0 {
-        return Err(Error::invalid(
-            k("timeout_ms"),
-            "timeout_ms, pool_size and max_rows must be at least 1",
-        ));
+    for (field, v) in [
+        ("timeout_ms", s.timeout_ms),
+        ("pool_size", s.pool_size as u64),
+        ("max_rows", s.max_rows as u64),
+        ("connect_timeout_ms", s.connect_timeout_ms),
+    ] {
+        if v == 0 {
+            return Err(Error::invalid(k(field), "must be at least 1"));
+        }
     }
     let pool = PgPoolOptions::new()
         .max_connections(s.pool_size)
-        .acquire_timeout(Duration::from_millis(s.timeout_ms))
+        // An unreachable database fails the attempt (which retries) this soon.
+        .acquire_timeout(Duration::from_millis(s.connect_timeout_ms))
         .connect_lazy(&url)
         .map_err(|e| {
             Error::invalid(
