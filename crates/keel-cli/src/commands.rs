@@ -395,38 +395,57 @@ async fn worker(config: &Config, only: Vec<String>, deadline: Duration) -> Resul
     }
     // Workflow steps move forward wherever their jobs run: with workflows configured or a
     // records database named, this worker records steps and enqueues their successors too.
+    // Email and AI handlers record every attempt: they open the records too (the embedded
+    // database when none is named, as keel serve does).
     let server = keel_server::config::ServerConfig::from_env(config)?;
-    let engine = if !server.workflows.is_empty() || server.database_url.is_some() {
+    let records_kinds = selected.iter().any(|q| {
+        let qc = config.queue_config(q);
+        qc.handler
+            .iter()
+            .chain(qc.handlers.values())
+            .any(|h| matches!(h.kind(), "email" | "ai"))
+    });
+    let wants_engine = !server.workflows.is_empty() || server.database_url.is_some();
+    let store = if wants_engine || records_kinds {
         let store = keel_server::serve::open_store(&server).await?;
         keel_records::Admin::migrate_up(&*store).await?;
-        let store: std::sync::Arc<dyn keel_records::WorkflowStore> = store;
-        let (engine, _writer) = keel_workflows::Engine::new(
-            backend.clone(),
-            config.clone(),
-            store,
-            keel_workflows::EngineConfig::default(),
-            None,
-        );
-        engine
-            .load(&server.workflows)
-            .await
-            .map_err(keel_server::serve::ServeError::from)?;
-        Some(engine)
+        Some(store)
     } else {
         None
     };
+    let engine = match (&store, wants_engine) {
+        (Some(store), true) => {
+            let store: std::sync::Arc<dyn keel_records::WorkflowStore> = store.clone();
+            let (engine, _writer) = keel_workflows::Engine::new(
+                backend.clone(),
+                config.clone(),
+                store,
+                keel_workflows::EngineConfig::default(),
+                None,
+            );
+            engine
+                .load(&server.workflows)
+                .await
+                .map_err(keel_server::serve::ServeError::from)?;
+            Some(engine)
+        }
+        _ => None,
+    };
+    let mut factory = keel_handlers::Handlers::new(&backend)
+        .base_dir(keel_server::serve::config_dir(config))
+        .limiter(config.rate_limiter(&backend)?);
+    if let Some(store) = &store {
+        let messages: std::sync::Arc<dyn keel_records::MessageStore> = store.clone();
+        factory = factory
+            .records(messages)
+            .tenants(keel_server::serve::queue_tenants(config, &**store).await?);
+    }
     let wrap = |qc: &keel::config::QueueConfig, p: keel::Processor| match &engine {
         Some(e) => e.wrap(&qc.name, p),
         None => p,
     };
-    let mut workers = keel::runner::start_workers(
-        config,
-        &backend,
-        &selected,
-        &keel::handlers::Builtin,
-        Some(&wrap),
-    )
-    .await?;
+    let mut workers =
+        keel::runner::start_workers(config, &backend, &selected, &factory, Some(&wrap)).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     if let Some(e) = &engine {
         workers.push(

@@ -503,3 +503,73 @@ mod tests {
         );
     }
 }
+
+/// Whether `s` is one plain address (`local@domain`), as SMTP takes it.
+pub fn is_address(s: &str) -> bool {
+    s.parse::<lettre::Address>().is_ok()
+}
+
+/// An `email` handler that mails one-time codes: where `POST /api/otp/send` enqueues for its
+/// purpose, and the policy checks use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtpRoute {
+    /// The queue.
+    pub queue: String,
+    /// The job name (the handler's key under `handlers`, or `send_otp` for a queue's fallback).
+    pub job: String,
+    /// The purpose (`login`, ...).
+    pub purpose: String,
+    /// Length, alphabet, lifetime, attempts, resend window, verify policy.
+    pub policy: OtpPolicy,
+}
+
+/// The one-time-code handlers of `config`, by purpose (settings errors name their key).
+pub fn otp_routes(config: &keel::config::Config) -> Result<Vec<OtpRoute>> {
+    use keel::config::HandlerConfig;
+    #[derive(Deserialize)]
+    struct OnlyOtp {
+        otp: Option<OtpSettings>,
+    }
+    let mut out: Vec<OtpRoute> = Vec::new();
+    for (name, qc) in &config.queues {
+        let fallback = qc
+            .handler
+            .iter()
+            .map(|h| ("send_otp".to_string(), format!("queues.{name}.handler"), h));
+        let named = qc
+            .handlers
+            .iter()
+            .map(|(job, h)| (job.clone(), format!("queues.{name}.handlers.{job}"), h));
+        for (job, key, h) in named.chain(fallback) {
+            let HandlerConfig::External { kind, settings } = h else {
+                continue;
+            };
+            if kind != "email" {
+                continue;
+            }
+            let mut only = toml::Table::new();
+            if let Some(o) = settings.get("otp") {
+                only.insert("otp".into(), o.clone());
+            }
+            let Some(o) = crate::settings::<OnlyOtp>(&key, &only)?.otp else {
+                continue;
+            };
+            if let Some(other) = out.iter().find(|r| r.purpose == o.purpose) {
+                return Err(Error::invalid(
+                    format!("{key}.otp.purpose"),
+                    format!(
+                        "purpose {:?} is also mailed by queues.{}.handlers.{}",
+                        o.purpose, other.queue, other.job
+                    ),
+                ));
+            }
+            out.push(OtpRoute {
+                queue: name.clone(),
+                job,
+                purpose: o.purpose,
+                policy: o.policy,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -208,6 +208,29 @@ impl Realtime {
         }
     }
 
+    /// An email or AI attempt (`email_status`, `ai_task`), within the per-second budget of
+    /// `job_status`.
+    pub fn handler_event(&self, e: &keel_handlers::HandlerEvent) {
+        if !self.within_budget() {
+            return;
+        }
+        self.send(match e {
+            keel_handlers::HandlerEvent::Email(m) => json!({
+                "type": "email_status", "queue": m.queue, "job_id": m.job_id,
+                "name": m.job_name, "attempt": m.attempt, "status": m.status,
+                "template": m.template, "recipient": m.recipient, "smtp_code": m.smtp_code,
+                "error": m.error, "tenant_id": m.tenant_id,
+            }),
+            keel_handlers::HandlerEvent::Ai(r, id) => json!({
+                "type": "ai_task", "queue": r.queue, "job_id": r.job_id, "name": r.job_name,
+                "attempt": r.attempt, "status": r.status, "run_id": id, "model": r.model,
+                "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                "cost_usd": r.cost_usd, "latency_ms": r.latency_ms, "error": r.error,
+                "tenant_id": r.tenant_id,
+            }),
+        });
+    }
+
     /// How many revocations this instance has heard of; a token cached before the latest one
     /// is read again.
     pub fn revocation_epoch(&self) -> u64 {

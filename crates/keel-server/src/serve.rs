@@ -103,15 +103,11 @@ pub async fn first_owner_token(store: &dyn RecordStore) -> Result<Option<String>
     Ok(Some(secret))
 }
 
-/// Builds the state and starts workers (when `workers`), realtime and the run recorder.
-pub async fn prepare(
+/// The tenant id of each tenant-bound queue, creating tenants named in the configuration.
+pub async fn queue_tenants(
     config: &Config,
-    server: &ServerConfig,
-    backend: Backend,
-    store: Arc<dyn RecordStore>,
-    workers: bool,
-) -> Result<Server> {
-    store.migrate_up().await?;
+    store: &dyn RecordStore,
+) -> Result<HashMap<String, String>> {
     let mut queue_tenants = HashMap::new();
     for (name, qc) in &config.queues {
         if let Some(t) = &qc.tenant {
@@ -130,6 +126,19 @@ pub async fn prepare(
             queue_tenants.insert(name.clone(), tenant.id);
         }
     }
+    Ok(queue_tenants)
+}
+
+/// Builds the state and starts workers (when `workers`), realtime and the run recorder.
+pub async fn prepare(
+    config: &Config,
+    server: &ServerConfig,
+    backend: Backend,
+    store: Arc<dyn RecordStore>,
+    workers: bool,
+) -> Result<Server> {
+    store.migrate_up().await?;
+    let queue_tenants = queue_tenants(config, &*store).await?;
     let limiter = config.rate_limiter(&backend)?;
     let cache = crate::tags::owner_cache(&backend)?;
     let metrics = Metrics::new();
@@ -172,6 +181,7 @@ pub async fn prepare(
     // Definitions that do not validate were refused when the configuration was read; this
     // saves them (a new version when changed) and arms their schedules.
     engine.load(&server.workflows).await?;
+    let otp = keel_handlers::email::otp_routes(config)?;
     let mut started = Vec::new();
     let mut heartbeat = None;
     if workers {
@@ -195,14 +205,16 @@ pub async fn prepare(
                 ),
             )
         };
-        started = keel::runner::start_workers(
+        let factory = handlers(
             config,
             &backend,
-            &names,
-            &keel::handlers::Builtin,
-            Some(&wrap),
-        )
-        .await?;
+            &store,
+            &queue_tenants,
+            &limiter,
+            &realtime,
+        );
+        started =
+            keel::runner::start_workers(config, &backend, &names, &factory, Some(&wrap)).await?;
         started.push(engine.start_trigger_worker().await?);
         let reconciler =
             keel_workflows::Reconciler::new(engine.clone(), server.workflow_reconciler.clone());
@@ -233,6 +245,7 @@ pub async fn prepare(
         known_queues: Default::default(),
         realtime,
         workflows: engine,
+        otp,
         started: Instant::now(),
     });
     Ok(Server {
@@ -242,6 +255,38 @@ pub async fn prepare(
         runs_task,
         heartbeat,
     })
+}
+
+/// The handler factory of `keel serve` and `keel worker`: email and AI attempts are recorded
+/// in `store` (with their queue's tenant), told to the realtime socket when there is one;
+/// one-time code checks use `limiter`; template paths are relative to the configuration file.
+pub fn handlers(
+    config: &Config,
+    backend: &Backend,
+    store: &Arc<dyn RecordStore>,
+    tenants: &HashMap<String, String>,
+    limiter: &keel::RateLimiter,
+    realtime: &Realtime,
+) -> keel_handlers::Handlers {
+    let messages: Arc<dyn keel_records::MessageStore> = store.clone();
+    let realtime = realtime.clone();
+    keel_handlers::Handlers::new(backend)
+        .records(messages)
+        .tenants(tenants.clone())
+        .limiter(limiter.clone())
+        .base_dir(config_dir(config))
+        .observer(Arc::new(move |e| realtime.handler_event(e)))
+}
+
+/// The directory relative paths of the configuration are read from.
+pub fn config_dir(config: &Config) -> std::path::PathBuf {
+    config
+        .source
+        .as_ref()
+        .and_then(|p| p.parent())
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
 }
 
 impl Server {

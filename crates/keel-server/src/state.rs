@@ -64,6 +64,8 @@ pub struct Inner {
     pub realtime: Realtime,
     /// The workflow engine.
     pub workflows: keel_workflows::Engine,
+    /// The email handlers that mail one-time codes, by purpose.
+    pub otp: Vec<keel_handlers::email::OtpRoute>,
     /// Start time.
     pub started: Instant,
 }

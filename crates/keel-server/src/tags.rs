@@ -28,6 +28,11 @@ pub const AUDIT: &str = "audit";
 pub const RUNS: &str = "runs";
 /// Workflow definitions and instance lists.
 pub const WORKFLOWS: &str = "workflows";
+/// AI runs, tasks, messages, events and usage (expire after 30 s; never invalidated: a
+/// busy AI queue would invalidate on every call).
+pub const AI: &str = "ai";
+/// Email logs (likewise).
+pub const EMAILS: &str = "emails";
 
 /// One queue's stats, jobs and dead letters.
 pub fn queue(name: &str) -> String {

@@ -2,8 +2,9 @@
 //! request, call one operation of [`crate::ops`] and answer its DTO as JSON.
 //!
 //! # Layout
-//! - [`queues`], [`jobs`], [`dlq`], [`logs`], [`runs`], [`workers`], [`tokens`]: one file per
-//!   resource of `/api/owner/*`.
+//! - [`queues`], [`jobs`], [`dlq`], [`logs`], [`runs`], [`workers`], [`tokens`],
+//!   [`workflows`]: one file per resource of `/api/owner/*`.
+//! - [`messages`] — `/api/owner/ai/*`, `/api/owner/emails` and `/api/otp/*`.
 //! - [`health`] — `/api/health*` and `/api/admin/redis/metrics`.
 //! - [`realtime`] — the `/api/owner/realtime` WebSocket.
 //! - [`metrics`] — `/metrics` (Prometheus).
@@ -13,6 +14,7 @@ pub mod dlq;
 pub mod health;
 pub mod jobs;
 pub mod logs;
+pub mod messages;
 pub mod metrics;
 pub mod openapi;
 pub mod queues;
@@ -91,6 +93,15 @@ pub fn owner_routes() -> Router<AppState> {
         .route("/api/owner/runs/per-minute", get(runs::per_minute))
         .route("/api/owner/runs/{id}", get(runs::get))
         .route("/api/owner/workers", get(workers::list))
+        .route("/api/owner/ai/runs", get(messages::ai_runs))
+        .route("/api/owner/ai/runs/{id}", get(messages::ai_run))
+        .route("/api/owner/ai/messages", get(messages::ai_messages))
+        .route("/api/owner/ai/event-logs", get(messages::ai_events))
+        .route("/api/owner/ai/tasks", get(messages::ai_tasks))
+        .route("/api/owner/ai/usage", get(messages::ai_usage))
+        .route("/api/owner/emails", get(messages::emails))
+        .route("/api/otp/send", post(messages::otp_send))
+        .route("/api/otp/verify", post(messages::otp_verify))
         .route("/api/owner/workflows", get(workflows::definitions))
         .route("/api/owner/workflows/instances", get(workflows::instances))
         .route(

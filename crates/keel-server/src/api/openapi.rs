@@ -251,6 +251,69 @@ pub const ROUTES: &[Route] = &[
         A,
         &[],
     ),
+    r(
+        "get",
+        "/api/owner/ai/runs",
+        "AI calls (one per attempt), newest first",
+        V,
+        &["status", "model", "queue", "task", "taskId", "from", "to", "page", "limit"],
+    ),
+    r(
+        "get",
+        "/api/owner/ai/runs/{id}",
+        "One AI call with its messages and events",
+        V,
+        &[],
+    ),
+    r(
+        "get",
+        "/api/owner/ai/messages",
+        "The messages of one AI run (runId) or task (taskId)",
+        V,
+        &["runId", "taskId", "page", "limit"],
+    ),
+    r(
+        "get",
+        "/api/owner/ai/event-logs",
+        "AI call events, newest first",
+        V,
+        &["runId", "taskId", "model", "queue", "from", "to", "page", "limit"],
+    ),
+    r(
+        "get",
+        "/api/owner/ai/tasks",
+        "AI tasks (one per AI job over its attempts)",
+        V,
+        &["status", "model", "queue", "task", "from", "to", "page", "limit"],
+    ),
+    r(
+        "get",
+        "/api/owner/ai/usage",
+        "AI calls, tokens, cost and latency per model per hour",
+        V,
+        &["hours"],
+    ),
+    r(
+        "get",
+        "/api/owner/emails",
+        "Email sends (one per attempt), newest first",
+        V,
+        &["status", "template", "queue", "jobId", "from", "to", "page", "limit"],
+    ),
+    r(
+        "post",
+        "/api/otp/send",
+        "Mail a one-time code (throttled per address)",
+        A,
+        &[],
+    ),
+    r(
+        "post",
+        "/api/otp/verify",
+        "Check a one-time code (consumed when right)",
+        A,
+        &[],
+    ),
     r("get", "/api/owner/tokens", "API tokens", O, &[]),
     r(
         "post",
@@ -263,7 +326,7 @@ pub const ROUTES: &[Route] = &[
     r(
         "get",
         "/api/owner/realtime",
-        "WebSocket: queue_stats, job_status, dlq_stats, workflow_step, workflow_instance",
+        "WebSocket: queue_stats, job_status, dlq_stats, workflow_step, workflow_instance, ai_task, email_status",
         V,
         &["token"],
     ),
@@ -285,6 +348,14 @@ fn query_schema(path: &str, name: &str) -> Value {
         ]}),
         "status" if path == "/api/owner/runs" => {
             json!({"type": "string", "enum": ["completed", "failed", "dead", "stalled"]})
+        }
+        "runId" => json!({"type": "string", "pattern": "^[0-9]{1,18}$"}),
+        "hours" => json!({"type": "integer", "minimum": 1, "maximum": 168}),
+        "status" if path.starts_with("/api/owner/ai/") => {
+            json!({"type": "string", "enum": ["completed", "retrying", "failed"]})
+        }
+        "status" if path == "/api/owner/emails" => {
+            json!({"type": "string", "enum": ["sent", "deferred", "failed"]})
         }
         "status" if path == "/api/owner/workflows/instances" => json!({"type": "string", "enum": [
             "pending", "running", "completed", "failed", "cancelled"
@@ -605,6 +676,26 @@ fn operation(route: &Route) -> Value {
         }}}});
         responses["201"] =
             json!({"description": "Started", "content": ok_content("post", route.path)});
+        responses["413"] = error.clone();
+        responses["415"] = error.clone();
+    }
+    if route.method == "post" && route.path.starts_with("/api/otp/") {
+        let mut properties = json!({
+            "email": {"type": "string", "format": "email", "maxLength": 320},
+            "purpose": {"type": "string"}
+        });
+        let mut required = vec!["email"];
+        if route.path.ends_with("/verify") {
+            properties["code"] = json!({"type": "string", "minLength": 1, "maxLength": 64});
+            required.push("code");
+        } else {
+            responses["201"] =
+                json!({"description": "Sent", "content": ok_content("post", route.path)});
+        }
+        op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
+            "type": "object", "required": required, "additionalProperties": false,
+            "properties": properties
+        }}}});
         responses["413"] = error.clone();
         responses["415"] = error.clone();
     }

@@ -19,6 +19,8 @@
 //! - [`dlq`] — dead letters: listing, replay, remove.
 //! - [`logs`] — the audit and access logs.
 //! - [`runs`] — job runs and their per-minute counts.
+//! - [`messages`] — email logs; AI runs, messages, events, tasks and usage.
+//! - [`otp`] — one-time codes: send (throttled) and verify.
 //! - [`workflows`] — workflow definitions and instances: run, cancel, re-run.
 //! - [`workers`] — live workers.
 //! - [`tokens`] — API tokens.
@@ -28,6 +30,8 @@ pub mod bulk;
 pub mod dlq;
 pub mod jobs;
 pub mod logs;
+pub mod messages;
+pub mod otp;
 pub mod queues;
 pub mod runs;
 pub mod system;
