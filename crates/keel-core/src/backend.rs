@@ -39,6 +39,15 @@ pub enum JobError {
         /// Optional stack trace or error chain.
         stack: Option<String>,
     },
+    /// Not now: the job goes back to delayed for `wait` without counting an attempt, its
+    /// reason in its log (BullMQ's `DelayedError` after `moveToDelayed`) — a per-key rate
+    /// limit that does not admit it yet.
+    Delay {
+        /// Why (written to the job's log).
+        reason: String,
+        /// How long until it runs again.
+        wait: Duration,
+    },
 }
 
 impl JobError {
@@ -59,6 +68,22 @@ impl JobError {
         }
     }
 
+    /// Put back as delayed for `wait`, no attempt counted.
+    pub fn delay(reason: impl Into<String>, wait: Duration) -> Self {
+        JobError::Delay {
+            reason: reason.into(),
+            wait,
+        }
+    }
+
+    /// How long a [`JobError::Delay`] puts the job back for.
+    pub fn delayed_for(&self) -> Option<Duration> {
+        match self {
+            JobError::Delay { wait, .. } => Some(*wait),
+            _ => None,
+        }
+    }
+
     /// The same error with a minimum wait before the next attempt (no effect when unrecoverable).
     pub fn with_retry_after(mut self, wait: Duration) -> Self {
         if let JobError::Retry { retry_after, .. } = &mut self {
@@ -73,6 +98,7 @@ impl JobError {
             JobError::Retry { stack, .. } | JobError::Unrecoverable { stack, .. } => {
                 *stack = Some(trace.into())
             }
+            JobError::Delay { .. } => {}
         }
         self
     }
@@ -81,6 +107,7 @@ impl JobError {
     pub fn message(&self) -> &str {
         match self {
             JobError::Retry { message, .. } | JobError::Unrecoverable { message, .. } => message,
+            JobError::Delay { reason, .. } => reason,
         }
     }
 
@@ -90,6 +117,7 @@ impl JobError {
             JobError::Retry { stack, .. } | JobError::Unrecoverable { stack, .. } => {
                 stack.as_deref()
             }
+            JobError::Delay { .. } => None,
         }
     }
 
@@ -102,15 +130,27 @@ impl JobError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             JobError::Retry { retry_after, .. } => *retry_after,
-            JobError::Unrecoverable { .. } => None,
+            JobError::Unrecoverable { .. } | JobError::Delay { .. } => None,
         }
     }
 
     /// Whether, after this error on an attempt of `job`, no attempt remains. Both backends use
     /// this one rule: attempts are counted in `attempts_made` before the failing attempt.
     pub fn is_final_for(&self, job: &Job) -> bool {
+        if matches!(self, JobError::Delay { .. }) {
+            return false;
+        }
         self.is_unrecoverable() || job.attempts_made + 1 >= job.opts.max_attempts()
     }
+}
+
+/// The job-log line of a [`JobError::Delay`], the same on every backend:
+/// `delayed until 2026-12-01T10:00:00.000Z: <reason>`.
+pub fn delay_log_line(until_ms: u64, reason: &str) -> String {
+    let at = chrono::DateTime::from_timestamp_millis(until_ms as i64)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| until_ms.to_string());
+    format!("delayed until {at}: {reason}")
 }
 
 impl std::fmt::Display for JobError {

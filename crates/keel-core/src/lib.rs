@@ -32,8 +32,8 @@ pub mod secrets;
 pub mod state;
 
 pub use backend::{
-    BackendKind, BoxFuture, JobContext, JobControl, JobError, Processor, QueueBackend, WorkerEvent,
-    WorkerEventSink, WorkerHandle, WorkerOptions,
+    delay_log_line, BackendKind, BoxFuture, JobContext, JobControl, JobError, Processor,
+    QueueBackend, WorkerEvent, WorkerEventSink, WorkerHandle, WorkerOptions,
 };
 pub use error::{Error, Result};
 pub use events::{EventStream, QueueEvent};

@@ -337,6 +337,20 @@ impl QueueData {
         true
     }
 
+    /// Puts an active job back to delayed until `until` without counting an attempt, with
+    /// `log` appended to its log (a per-key rate limit's postponement).
+    pub fn postpone(&mut self, id: &str, until: u64, log: &str) -> bool {
+        if self.jobs.get(id).map(|e| e.state) != Some(JobState::Active) {
+            return false;
+        }
+        self.detach(id);
+        if let Some(e) = self.jobs.get_mut(id) {
+            e.logs.push(log.to_string());
+        }
+        self.put_delayed(id, until);
+        true
+    }
+
     /// Puts an active job back to waiting because its worker let it go (a stall).
     pub fn release_stalled(&mut self, id: &str) -> bool {
         if self.jobs.get(id).map(|e| e.state) != Some(JobState::Active) {

@@ -151,6 +151,12 @@ async fn run_one(shared: &Arc<Shared>, job: Job) {
                 (shared.sink)(WorkerEvent::Completed { job_id });
             }
         }
+        Some(Err(JobError::Delay { reason, wait })) => {
+            // Not an attempt: back to delayed, the reason in the job's log.
+            let until = now_ms() + wait.as_millis() as u64;
+            let line = keel_core::delay_log_line(until, &reason);
+            shared.cell.with(|q| q.postpone(&job_id, until, &line));
+        }
         Some(Err(err)) => {
             let terminal = err.is_final_for(&job);
             let delay = if terminal {

@@ -274,8 +274,9 @@ pub struct NewRun {
     pub name: String,
     /// Attempt number, from 1.
     pub attempt: i64,
-    /// `completed`, `failed` (will retry), `dead` (no attempt left) or `stalled` (the attempt
-    /// died with its worker and was recovered).
+    /// `completed`, `failed` (will retry), `dead` (no attempt left), `stalled` (the attempt
+    /// died with its worker and was recovered) or `delayed` (postponed by a per-key rate
+    /// limit: not an attempt).
     pub status: String,
     /// Started, ms.
     pub started_at: i64,

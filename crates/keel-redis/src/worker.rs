@@ -169,6 +169,16 @@ fn wrap(
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
+            if let JobError::Delay { reason, wait } = &err {
+                // Not an attempt: back to delayed, the reason in the job's log. If the move
+                // fails the job is failed as a retry instead (nothing is lost).
+                let guard = job.lock().await;
+                let until = now_ms() + wait.as_millis() as u64;
+                let line = keel_core::delay_log_line(until, reason);
+                if guard.log(&line).await.is_ok() && guard.move_to_delayed(until).await.is_ok() {
+                    return Err(bullmq::Error::Delayed);
+                }
+            }
             let terminal = err.is_final_for(&snapshot);
             if !terminal {
                 // bullmq-official computes BullMQ's backoffs without their jitter, and knows
@@ -211,7 +221,10 @@ fn wrap(
                 .insert(snapshot.id.clone(), terminal);
             Err(match err {
                 JobError::Unrecoverable { message, .. } => bullmq::Error::Unrecoverable(message),
-                JobError::Retry { message, .. } => bullmq::Error::ProcessingError(message),
+                JobError::Retry { message, .. }
+                | JobError::Delay {
+                    reason: message, ..
+                } => bullmq::Error::ProcessingError(message),
             })
         })
     })

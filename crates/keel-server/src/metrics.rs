@@ -33,6 +33,7 @@ struct Inner {
     completed: Family<Labels, Counter>,
     failed: Family<Labels, Counter>,
     stalled: Family<Labels, Counter>,
+    delayed: Family<Labels, Counter>,
     duration: Family<Labels, Histogram, fn() -> Histogram>,
     http: Family<Labels, Counter>,
     rate_limited: Family<Labels, Counter>,
@@ -65,6 +66,7 @@ impl Metrics {
         let completed = Family::<Labels, Counter>::default();
         let failed = Family::<Labels, Counter>::default();
         let stalled = Family::<Labels, Counter>::default();
+        let delayed = Family::<Labels, Counter>::default();
         let duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
             duration_histogram,
         );
@@ -91,6 +93,11 @@ impl Metrics {
             "jobs_stalled",
             "Job attempts lost to a dead worker or an expired lock and recovered, seen by this process's workers",
             stalled.clone(),
+        );
+        registry.register(
+            "jobs_delayed",
+            "Jobs postponed (back to delayed, no attempt counted) by a per-key rate limit in this process's workers",
+            delayed.clone(),
         );
         registry.register(
             "job_duration_seconds",
@@ -140,6 +147,7 @@ impl Metrics {
                 completed,
                 failed,
                 stalled,
+                delayed,
                 duration,
                 http,
                 rate_limited,
@@ -206,6 +214,11 @@ impl Metrics {
             .stalled
             .get_or_create(queue_labels)
             .inc_by(n as u64);
+    }
+
+    /// A job of this queue was postponed by its per-key rate limit (not an attempt).
+    pub fn job_delayed(&self, queue_labels: &Vec<(String, String)>) {
+        self.inner.delayed.get_or_create(queue_labels).inc();
     }
 
     /// Run-record buffer figures.

@@ -264,6 +264,10 @@ impl RunRecorder {
                 let result = fut.await;
                 match &result {
                     Ok(_) => guard.finish("completed", None),
+                    Err(e) if e.delayed_for().is_some() => {
+                        guard.metrics.job_delayed(&guard.labels);
+                        guard.finish("delayed", Some(e.to_string()));
+                    }
                     Err(e) => {
                         let status = if e.is_final_for(&job) {
                             "dead"
@@ -297,11 +301,13 @@ impl Finish {
         run.status = status.to_string();
         run.error = error;
         run.finished_at = keel::now_ms() as i64;
-        self.metrics.job_finished(
-            &self.labels,
-            status == "completed",
-            self.started.elapsed().as_secs_f64(),
-        );
+        if status != "delayed" {
+            self.metrics.job_finished(
+                &self.labels,
+                status == "completed",
+                self.started.elapsed().as_secs_f64(),
+            );
+        }
         self.realtime.job_status(&run);
         self.recorder.record(run);
     }

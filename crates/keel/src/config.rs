@@ -58,7 +58,7 @@ use crate::queue::Queue;
 use crate::ratelimit::{FailMode, RateLimiter, RatePolicy};
 
 mod handler;
-pub use handler::{HandlerConfig, EXTERNAL_KINDS};
+pub use handler::{HandlerConfig, JobLimit, EXTERNAL_KINDS};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "keel.toml";
@@ -204,6 +204,7 @@ struct RawQueue {
     handler: Option<toml::Value>,
     #[serde(default)]
     handlers: BTreeMap<String, toml::Value>,
+    limit: Option<toml::Value>,
     rate_limit: Option<RateLimitConfig>,
     #[serde(default)]
     schedulers: BTreeMap<String, RawScheduler>,
@@ -293,6 +294,10 @@ pub struct QueueConfig {
     pub handler: Option<HandlerConfig>,
     /// Handlers by job name (`[queues.Q.handlers.JOB_NAME]`).
     pub handlers: BTreeMap<String, HandlerConfig>,
+    /// The per-key limit of the queue's jobs (`limit`, or the fallback handler's `limit`).
+    pub limit: Option<JobLimit>,
+    /// Per-key limits by job name (`handlers.JOB_NAME.limit`), over `limit`.
+    pub job_limits: BTreeMap<String, JobLimit>,
     /// The queue's rate limit.
     pub rate_limit: Option<RateLimitConfig>,
     /// Repeatable jobs: id → (schedule, job name, data).
@@ -492,6 +497,27 @@ impl Config {
             })?
         };
         let rate_policies = rate_policies(&raw.ratelimit, env)?;
+        for (name, q) in &queues {
+            let named = q
+                .limit
+                .iter()
+                .map(|l| (format!("queues.{name}.limit.policy"), l));
+            let by_job = q
+                .job_limits
+                .iter()
+                .map(|(job, l)| (format!("queues.{name}.handlers.{job}.limit.policy"), l));
+            for (key, l) in named.chain(by_job) {
+                if !rate_policies.iter().any(|p| p.name == l.policy) {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!(
+                            "no rate-limit policy {:?} (define [ratelimit.policies.{}])",
+                            l.policy, l.policy
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(Config {
             redis_url,
             prefix,
@@ -662,6 +688,8 @@ fn builtin_defaults() -> QueueConfig {
         dlq: true,
         handler: None,
         handlers: BTreeMap::new(),
+        limit: None,
+        job_limits: BTreeMap::new(),
         rate_limit: None,
         tenant: None,
         schedulers: BTreeMap::new(),
@@ -759,8 +787,15 @@ fn resolve(
             .map_err(|e| ConfigError::invalid(k("tenant"), e.to_string()))?;
         q.tenant = Some(t.clone());
     }
+    if let Some(l) = &raw.limit {
+        q.limit = Some(JobLimit::parse(&k("limit"), l)?);
+    }
     if let Some(h) = &raw.handler {
-        q.handler = Some(handler::parse(&k("handler"), h, env)?);
+        let (h, limit) = handler::split_limit(&k("handler"), h)?;
+        q.handler = Some(handler::parse(&k("handler"), &h, env)?);
+        if limit.is_some() {
+            q.limit = limit;
+        }
     }
     for (job, h) in &raw.handlers {
         let hk = k(&format!("handlers.{job}"));
@@ -770,7 +805,12 @@ fn resolve(
                 "a job name of 1 to 200 characters",
             ));
         }
-        q.handlers.insert(job.clone(), handler::parse(&hk, h, env)?);
+        let (h, limit) = handler::split_limit(&hk, h)?;
+        q.handlers
+            .insert(job.clone(), handler::parse(&hk, &h, env)?);
+        if let Some(l) = limit {
+            q.job_limits.insert(job.clone(), l);
+        }
     }
     for (id, s) in &raw.schedulers {
         let sk = format!("{key}.schedulers.{id}");

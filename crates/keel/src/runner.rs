@@ -6,7 +6,7 @@ use std::time::Duration;
 use keel_core::{Error, JobOptions, Processor, Result};
 
 use crate::config::{Config, QueueConfig};
-use crate::handlers::{no_handler, HandlerFactory};
+use crate::handlers::{limited, no_handler, HandlerFactory};
 use crate::{Backend, Worker};
 
 /// Wraps a queue's processor (e.g. to record runs); receives the queue's settings.
@@ -45,6 +45,15 @@ pub async fn start_workers(
     factory: &dyn HandlerFactory,
     wrap: Option<Wrap<'_>>,
 ) -> Result<Vec<Worker>> {
+    let needs_limiter = names.iter().any(|n| {
+        let qc = config.queue_config(n);
+        qc.limit.is_some() || !qc.job_limits.is_empty()
+    });
+    let limiter = if needs_limiter {
+        Some(config.rate_limiter(backend)?)
+    } else {
+        None
+    };
     let mut plans = Vec::new();
     for name in names {
         let qc = config.queue_config(name);
@@ -54,19 +63,27 @@ pub async fn start_workers(
                 "this queue has no handler to run",
             ));
         }
-        let wrapped = |p: Processor| match wrap {
-            Some(w) => w(&qc, p),
-            None => p,
+        // The limit is inside the wrappers: a postponement is seen (and counted) as one.
+        let wrapped = |p: Processor, job: Option<&str>| {
+            let limit = job.and_then(|j| qc.job_limits.get(j)).or(qc.limit.as_ref());
+            let p = match (limit, &limiter) {
+                (Some(l), Some(r)) => limited(p, name, l.clone(), r.clone()),
+                _ => p,
+            };
+            match wrap {
+                Some(w) => w(&qc, p),
+                None => p,
+            }
         };
         let fallback = match &qc.handler {
             Some(h) => factory.build(&qc, &format!("queues.{name}.handler"), h)?,
             None => no_handler(name),
         };
-        let fallback = wrapped(fallback);
+        let fallback = wrapped(fallback, None);
         let mut routes = Vec::new();
         for (job, h) in &qc.handlers {
             let p = factory.build(&qc, &format!("queues.{name}.handlers.{job}"), h)?;
-            routes.push((job.clone(), wrapped(p)));
+            routes.push((job.clone(), wrapped(p, Some(job))));
         }
         plans.push((qc, fallback, routes));
     }

@@ -215,6 +215,8 @@ impl RunStore for SqlStore {
     async fn runs_per_minute(&self, scope: &Scope, since: i64) -> Result<Vec<MinuteCounts>> {
         let mut w = Where::default();
         w.int("finished_at >= ?", since);
+        // A postponement by a rate limit is not an attempt.
+        w.text("status <> ?", "delayed");
         w.scope(scope);
         let sql = format!(
             "SELECT finished_at / 60000 AS m, \

@@ -347,7 +347,7 @@ fn query_schema(path: &str, name: &str) -> Value {
             "waiting", "active", "delayed", "prioritized", "completed", "failed", "waiting-children"
         ]}),
         "status" if path == "/api/owner/runs" => {
-            json!({"type": "string", "enum": ["completed", "failed", "dead", "stalled"]})
+            json!({"type": "string", "enum": ["completed", "failed", "dead", "stalled", "delayed"]})
         }
         "runId" => json!({"type": "string", "pattern": "^[0-9]{1,18}$"}),
         "hours" => json!({"type": "integer", "minimum": 1, "maximum": 168}),

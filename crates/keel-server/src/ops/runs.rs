@@ -22,7 +22,7 @@ pub const DEFAULT_MINUTES: i64 = 60;
 /// Most minutes of the per-minute counts (a day).
 pub const MAX_MINUTES: i64 = 1440;
 /// The statuses a run can have.
-pub const STATUSES: [&str; 4] = ["completed", "failed", "dead", "stalled"];
+pub const STATUSES: [&str; 5] = ["completed", "failed", "dead", "stalled", "delayed"];
 
 /// A run listing's query.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -55,7 +55,7 @@ pub async fn list(
         if !STATUSES.contains(&s.as_str()) {
             return Err(ApiError::invalid(
                 "status",
-                "one of completed, failed, dead, stalled",
+                "one of completed, failed, dead, stalled, delayed",
             ));
         }
     }

@@ -185,6 +185,8 @@ impl Engine {
                 self.enqueue(&settled).await.map_err(|e| queue_down(&e))?;
                 Ok(output)
             }
+            // Postponed by a rate limit: not an attempt, nothing to record.
+            Err(e) if e.delayed_for().is_some() => Err(e),
             Err(e) => {
                 let terminal = e.is_final_for(&job);
                 let event = StepEvent::Failed {

@@ -156,3 +156,137 @@ pub(super) fn parse(
         }
     })
 }
+
+/// A per-key rate limit on jobs (`limit = { policy = "post-twitter", key = "{data.userId}" }`
+/// on a queue or a job name's handler): a job the policy does not admit yet goes back to
+/// delayed until it does — not failed, no attempt counted, the reason in its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLimit {
+    /// The rate-limit policy (`[ratelimit.policies.NAME]` or a built-in one).
+    pub policy: String,
+    /// The key, as written.
+    pub key: String,
+    parts: Vec<KeyPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyPart {
+    Text(String),
+    Data(Vec<String>),
+    Name,
+    Queue,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    policy: String,
+    key: String,
+}
+
+impl JobLimit {
+    /// Reads `limit` at `key`; `{data.a.b}`, `{name}` and `{queue}` are filled per job.
+    pub(super) fn parse(key: &str, value: &toml::Value) -> Result<JobLimit, ConfigError> {
+        let raw: RawLimit = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            let at = if path == "." {
+                key.to_string()
+            } else {
+                format!("{key}.{path}")
+            };
+            ConfigError::invalid(at, e.into_inner().message().to_string())
+        })?;
+        let kk = format!("{key}.key");
+        let mut parts = Vec::new();
+        let mut rest = raw.key.as_str();
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(KeyPart::Text(rest[..open].to_string()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| ConfigError::invalid(&kk, "an unclosed {"))?
+                + open;
+            let field = rest[open + 1..close].trim();
+            parts.push(match field {
+                "name" => KeyPart::Name,
+                "queue" => KeyPart::Queue,
+                f => match f.strip_prefix("data.") {
+                    Some(path) if !path.is_empty() && path.split('.').all(|p| !p.is_empty()) => {
+                        KeyPart::Data(path.split('.').map(str::to_string).collect())
+                    }
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            &kk,
+                            format!("{{{f}}}: use {{data.FIELD}}, {{name}} or {{queue}}"),
+                        ))
+                    }
+                },
+            });
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(KeyPart::Text(rest.to_string()));
+        }
+        if !parts.iter().any(|p| !matches!(p, KeyPart::Text(_))) {
+            return Err(ConfigError::invalid(
+                &kk,
+                "names nothing of the job: a constant key is the queue's rate_limit",
+            ));
+        }
+        Ok(JobLimit {
+            policy: raw.policy,
+            key: raw.key,
+            parts,
+        })
+    }
+
+    /// The key of `job` on `queue`; `Err` names the data field the job lacks.
+    pub fn key_of(&self, queue: &str, job: &keel_core::Job) -> Result<String, String> {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                KeyPart::Text(t) => out.push_str(t),
+                KeyPart::Name => out.push_str(&job.name),
+                KeyPart::Queue => out.push_str(queue),
+                KeyPart::Data(path) => {
+                    let mut v = &job.data;
+                    for seg in path {
+                        v = v
+                            .get(seg)
+                            .ok_or_else(|| format!("the job's data has no {}", path.join(".")))?;
+                    }
+                    match v {
+                        serde_json::Value::String(s) => out.push_str(s),
+                        serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+                            out.push_str(&v.to_string())
+                        }
+                        _ => {
+                            return Err(format!(
+                                "data.{} must be a string, number or boolean",
+                                path.join(".")
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Takes `limit` out of a handler table, leaving the handler's own settings.
+pub(super) fn split_limit(
+    key: &str,
+    value: &toml::Value,
+) -> Result<(toml::Value, Option<JobLimit>), ConfigError> {
+    let Some(table) = value.as_table() else {
+        return Ok((value.clone(), None));
+    };
+    let mut rest = table.clone();
+    let limit = match rest.remove("limit") {
+        Some(l) => Some(JobLimit::parse(&format!("{key}.limit"), &l)?),
+        None => None,
+    };
+    Ok((toml::Value::Table(rest), limit))
+}

@@ -50,6 +50,51 @@ pub fn no_handler(queue: &str) -> Processor {
     })
 }
 
+/// `p` under a per-key rate limit: a job `limiter`'s policy does not admit yet goes back to
+/// delayed until the window admits it ([`JobError::Delay`]: not failed, no attempt counted,
+/// the reason in its log). A job without the key's field fails unrecoverably (naming it);
+/// when the limiter's backend cannot answer, its policy's `on_failure` decides (open runs
+/// the job; closed retries it).
+pub fn limited(
+    p: Processor,
+    queue: &str,
+    limit: crate::config::JobLimit,
+    limiter: crate::RateLimiter,
+) -> Processor {
+    let queue: std::sync::Arc<str> = queue.into();
+    let limit = std::sync::Arc::new(limit);
+    std::sync::Arc::new(move |ctx| {
+        let (p, queue, limit, limiter) = (p.clone(), queue.clone(), limit.clone(), limiter.clone());
+        Box::pin(async move {
+            let key = limit
+                .key_of(&queue, &ctx.job)
+                .map_err(|e| JobError::unrecoverable(format!("limit key {}: {e}", limit.key)))?;
+            match limiter.check(&limit.policy, &key).await {
+                Ok(d) if d.allowed => p(ctx).await,
+                Ok(d) => {
+                    let wait = d
+                        .retry_after
+                        .unwrap_or(d.reset_after)
+                        .max(Duration::from_millis(1));
+                    Err(JobError::delay(
+                        format!(
+                            "rate limit {} for {key}: {} per window used; next slot in {} ms",
+                            limit.policy,
+                            d.limit,
+                            wait.as_millis()
+                        ),
+                        wait,
+                    ))
+                }
+                Err(e) => Err(JobError::retry(format!(
+                    "rate limit {} unavailable: {e}",
+                    limit.policy
+                ))),
+            }
+        })
+    })
+}
+
 /// The processor for the built-in `handler` on `queue`, configured at `key`. `env` resolves
 /// `secret_env`.
 pub fn processor_for(

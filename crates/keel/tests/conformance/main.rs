@@ -56,6 +56,7 @@ conformance!(
     processing::progress_logs_and_events,
     processing::routes_by_name_and_fallback,
     processing::configured_handlers_route_by_job_name,
+    processing::per_key_limits_delay_jobs_until_the_window_admits_them,
     processing::concurrency_is_bounded_and_reached,
     processing::graceful_close_finishes_in_flight,
     processing::close_deadline_hands_back_unfinished,

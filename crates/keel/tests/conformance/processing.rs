@@ -685,3 +685,115 @@ pub async fn finished_jobs_list_and_clean(b: Backend) {
     );
     assert_eq!(q.counts().await.unwrap().failed, 0);
 }
+
+/// A per-key limit on a job name: jobs over the policy's window go back to delayed (no
+/// attempt counted, the reason in their log) and run when the next window admits them;
+/// other keys are not held back.
+pub async fn per_key_limits_delay_jobs_until_the_window_admits_them(b: Backend) {
+    let config = keel::config::Config::parse(
+        r#"
+[ratelimit.policies.post-twitter]
+algorithm = "fixed_window"
+limit = 5
+window_ms = 3000
+[queues.publish]
+concurrency = 4
+[queues.publish.handlers.publish-post]
+kind = "log"
+limit = { policy = "post-twitter", key = "{data.userId}:{name}" }
+"#,
+        &|_| None,
+    )
+    .unwrap();
+    // Start at the beginning of a window, so the first 5 of a key share it.
+    while keel::now_ms() % 3000 > 300 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let q = config.queue(&b, "publish").unwrap();
+    let mut u1 = Vec::new();
+    for i in 0..8 {
+        u1.push(
+            q.add(
+                "publish-post",
+                json!({"userId": "u1", "n": i}),
+                JobOptions::default(),
+            )
+            .await
+            .unwrap()
+            .id,
+        );
+    }
+    let mut u2 = Vec::new();
+    for i in 0..2 {
+        u2.push(
+            q.add(
+                "publish-post",
+                json!({"userId": "u2", "n": i}),
+                JobOptions::default(),
+            )
+            .await
+            .unwrap()
+            .id,
+        );
+    }
+    let missing = q
+        .add("publish-post", json!({"n": 0}), JobOptions::default())
+        .await
+        .unwrap();
+    let workers = keel::runner::start_workers(
+        &config,
+        &b,
+        &["publish".into()],
+        &keel::handlers::Builtin,
+        None,
+    )
+    .await
+    .unwrap();
+    for id in &u2 {
+        wait_state(&q, id, JobState::Completed).await;
+    }
+    let failed = wait_state(&q, &missing.id, JobState::Failed).await;
+    assert!(
+        failed
+            .failed_reason
+            .unwrap_or_default()
+            .contains("data has no userId"),
+        "a job without the key's field fails, naming it"
+    );
+    // Within the first window: 5 of u1 ran, 3 wait as delayed, no attempt counted.
+    let deadline = std::time::Instant::now() + Duration::from_millis(2500);
+    let (mut done, mut delayed) = (0, 0);
+    while std::time::Instant::now() < deadline {
+        done = 0;
+        delayed = 0;
+        for id in &u1 {
+            match q.job_state(id).await.unwrap() {
+                Some(JobState::Completed) => done += 1,
+                Some(JobState::Delayed) => delayed += 1,
+                _ => {}
+            }
+        }
+        if done == 5 && delayed == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((done, delayed), (5, 3), "5 ran in the window, 3 wait");
+    let waiting = q.list(JobState::Delayed, 1, 10).await.unwrap();
+    let job = &waiting[0];
+    assert_eq!(job.attempts_made, 0, "a postponement is not an attempt");
+    let (logs, _) = q.job_logs(&job.id, 0, 10).await.unwrap();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("rate limit post-twitter for u1:publish-post")),
+        "{logs:?}"
+    );
+    // The next window admits them.
+    for id in &u1 {
+        let j = wait_state(&q, id, JobState::Completed).await;
+        assert_eq!(j.attempts_made, 1);
+    }
+    keel::runner::close_all(workers, Duration::from_secs(5))
+        .await
+        .unwrap();
+}
