@@ -288,6 +288,12 @@ pub struct NewRun {
     pub worker: String,
     /// Trace id (the job's, or generated).
     pub trace_id: String,
+    /// The plugin the attempt ran (the `http` handler's `plugin`, or the job's `pluginId`).
+    #[serde(default)]
+    pub plugin_id: Option<String>,
+    /// The failure's stack, when the handler gave one.
+    #[serde(default)]
+    pub error_stack: Option<String>,
 }
 
 /// A recorded job run.
@@ -319,6 +325,10 @@ pub struct JobRun {
     pub worker: String,
     /// Trace id.
     pub trace_id: String,
+    /// The plugin the attempt ran.
+    pub plugin_id: Option<String>,
+    /// The failure's stack.
+    pub error_stack: Option<String>,
 }
 
 /// An event of a run.
@@ -337,6 +347,9 @@ pub struct RunEvent {
 pub struct RunFilter {
     /// Queue.
     pub queue: Option<String>,
+    /// Plugin id.
+    #[serde(default)]
+    pub plugin: Option<String>,
     /// Status.
     pub status: Option<String>,
     /// Job id.

@@ -178,6 +178,8 @@ fn run(tenant: Option<&str>, queue: &str, job: &str, status: &str) -> NewRun {
         error: (status != "completed").then(|| "boom".to_string()),
         worker: "w1".into(),
         trace_id: "t1".into(),
+        plugin_id: None,
+        error_stack: None,
     }
 }
 
@@ -394,6 +396,42 @@ async fn runs_are_recorded_with_events(s: &SqlStore) {
     );
     assert!(s.get_run(&Scope::All, 999_999).await.unwrap().is_none());
 
+    // The http handler's runs carry the plugin and the failure's stack (PluginExecutionLog),
+    // over both write paths (PostgreSQL COPYs runs without an error).
+    let plugin_runs = vec![
+        NewRun {
+            plugin_id: Some("seo-pack".into()),
+            ..run(None, "plugin", "p1", "completed")
+        },
+        NewRun {
+            plugin_id: Some("seo-pack".into()),
+            error_stack: Some("Error: boom\n    at hook (seo.js:3)".into()),
+            ..run(None, "plugin", "p2", "dead")
+        },
+        NewRun {
+            plugin_id: Some("other".into()),
+            ..run(None, "plugin", "p3", "completed")
+        },
+        // A postponement by a rate limit: listed, not counted per minute.
+        run(None, "plugin", "p4", "delayed"),
+    ];
+    s.insert_runs(&plugin_runs).await.unwrap();
+    let seo = RunFilter {
+        plugin: Some("seo-pack".into()),
+        ..Default::default()
+    };
+    let mut got = s.list_runs(&Scope::All, &seo, 1, 10).await.unwrap().items;
+    got.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+    assert_eq!(
+        got.iter().map(|r| r.job_id.as_str()).collect::<Vec<_>>(),
+        ["p1", "p2"]
+    );
+    assert_eq!(got[0].plugin_id.as_deref(), Some("seo-pack"));
+    assert_eq!(
+        got[1].error_stack.as_deref(),
+        Some("Error: boom\n    at hook (seo.js:3)")
+    );
+
     // Per minute: the 50 above finished at 1 250 ms (minute 0); three more in minute 2
     // (120 000-179 999 ms), one of them in another tenant.
     let mut later: Vec<NewRun> = ["completed", "failed", "completed"]
@@ -411,7 +449,8 @@ async fn runs_are_recorded_with_events(s: &SqlStore) {
         all.iter()
             .map(|m| (m.minute, m.completed, m.failed))
             .collect::<Vec<_>>(),
-        vec![(0, 45, 5), (120_000, 2, 1)]
+        vec![(0, 47, 6), (120_000, 2, 1)],
+        "the plugin runs above too; not the delayed one"
     );
     let since = s.runs_per_minute(&Scope::All, 60_000).await.unwrap();
     assert_eq!(since.len(), 1);

@@ -213,6 +213,7 @@ impl RunRecorder {
         let recorder = self.clone();
         let queue = qc.name.clone();
         let labels = Arc::new(Metrics::queue_labels(&queue));
+        let qc = Arc::new(qc.clone());
         Arc::new(move |ctx: JobContext| {
             let job = ctx.job.clone();
             let started_ms = keel::now_ms() as i64;
@@ -234,6 +235,13 @@ impl RunRecorder {
                     .and_then(|v| v.as_str())
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>())),
+                plugin_id: job
+                    .data
+                    .get("pluginId")
+                    .and_then(|v| v.as_str())
+                    .or_else(|| qc.handler_for(&job.name).and_then(|h| h.plugin()))
+                    .map(str::to_string),
+                error_stack: None,
             };
             if ctx.recovered_stalls > 0 {
                 // The attempt(s) before this one died with their worker: a run of their own,
@@ -258,6 +266,7 @@ impl RunRecorder {
                 realtime: realtime.clone(),
                 run: Some(run),
                 started,
+                stack: None,
             };
             Box::pin(async move {
                 let mut guard = guard;
@@ -274,6 +283,7 @@ impl RunRecorder {
                         } else {
                             "failed"
                         };
+                        guard.stack = e.stack().map(str::to_string);
                         guard.finish(status, Some(e.to_string()));
                     }
                 }
@@ -291,6 +301,7 @@ struct Finish {
     realtime: Realtime,
     run: Option<NewRun>,
     started: Instant,
+    stack: Option<String>,
 }
 
 impl Finish {
@@ -300,6 +311,7 @@ impl Finish {
         };
         run.status = status.to_string();
         run.error = error;
+        run.error_stack = self.stack.take();
         run.finished_at = keel::now_ms() as i64;
         if status != "delayed" {
             self.metrics.job_finished(

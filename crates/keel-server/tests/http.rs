@@ -1048,3 +1048,83 @@ async fn serve_workers_record_runs_and_count_them() {
     assert!(text.contains("keel_run_records_written_total 3"), "{text}");
     app.stop().await;
 }
+
+/// The `http` handler's runs are the seeds' PluginExecutionLog: the plugin (configured, or the
+/// job's `pluginId`), status, duration, the failure's stack from the plugin's answer, the trace
+/// id; the runs API filters by plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_runs_record_the_plugin_and_its_error_stack() {
+    use axum::routing::post;
+    let hook = axum::Router::new().route(
+        "/hook",
+        post(|axum::Json(body): axum::Json<Value>| async move {
+            if body["data"]["fail"] == true {
+                (
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    axum::Json(json!({"error": "bad article", "stack": "Error: bad article\n    at run (seo.js:12:3)"})),
+                )
+            } else {
+                (axum::http::StatusCode::OK, axum::Json(json!({"ok": true})))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
+    let config = format!(
+        "{CONFIG}\n[queues.plugin]\nattempts = 1\nhandler = {{ kind = \"http\", url = \"http://{addr}/hook\", plugin = \"seo-pack\" }}\n"
+    );
+    let app = App::start_with(
+        &config,
+        Backend::memory().with_keys(support::unique_keys()),
+        Db::Sqlite,
+        true,
+    )
+    .await;
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/api/owner/queues/plugin/jobs",
+            Some(&app.admin),
+            Some(json!([
+                {"name": "execute_plugin", "data": {"traceId": "tr-1"}},
+                {"name": "execute_plugin", "data": {"fail": true}},
+                {"name": "execute_plugin", "data": {"pluginId": "og-image"}}
+            ])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    support::eventually("three runs recorded", || async {
+        let f = keel_records::RunFilter::default();
+        let p = app
+            .state()
+            .store
+            .list_runs(&keel_records::Scope::All, &f, 1, 10)
+            .await
+            .unwrap();
+        (p.total == 3).then_some(())
+    })
+    .await;
+    let (s, v) = app
+        .get_json("/api/owner/runs?plugin=seo-pack", Some(&app.viewer))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["total"], 2, "{v}");
+    let items = v["items"].as_array().unwrap();
+    let failed = items.iter().find(|r| r["status"] == "dead").unwrap();
+    assert_eq!(
+        failed["error_stack"],
+        "Error: bad article\n    at run (seo.js:12:3)"
+    );
+    assert!(failed["duration_ms"].is_i64());
+    let ok = items.iter().find(|r| r["status"] == "completed").unwrap();
+    assert_eq!(
+        (ok["plugin_id"].as_str(), ok["trace_id"].as_str()),
+        (Some("seo-pack"), Some("tr-1"))
+    );
+    let (_, v) = app
+        .get_json("/api/owner/runs?plugin=og-image", Some(&app.viewer))
+        .await;
+    assert_eq!(v["total"], 1, "a job's pluginId names its plugin: {v}");
+    app.stop().await;
+}

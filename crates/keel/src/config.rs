@@ -347,6 +347,13 @@ impl std::fmt::Debug for Config {
     }
 }
 
+impl QueueConfig {
+    /// The handler that runs jobs named `job`: its own, else the queue's fallback.
+    pub fn handler_for(&self, job: &str) -> Option<&HandlerConfig> {
+        self.handlers.get(job).or(self.handler.as_ref())
+    }
+}
+
 impl Config {
     /// Reads `path`, or `keel.toml` in the working directory when it exists, or nothing (the
     /// built-in defaults); then applies `REDIS_URL` and `REDIS_KEY_PREFIX`.
@@ -978,6 +985,7 @@ remove_on_complete = 10
             w.handler,
             Some(HandlerConfig::Http {
                 timeout_ms: 5000,
+                plugin: None,
                 ..
             })
         ));

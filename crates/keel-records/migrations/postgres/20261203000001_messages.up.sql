@@ -69,3 +69,8 @@ CREATE TABLE keel_ai_events (
 );
 CREATE INDEX keel_ai_events_run ON keel_ai_events (run_id, id);
 CREATE INDEX keel_ai_events_at ON keel_ai_events (at);
+
+-- The seeds' PluginExecutionLog on the http handler's runs: the plugin and the error's stack.
+ALTER TABLE keel_job_runs ADD COLUMN plugin_id TEXT;
+ALTER TABLE keel_job_runs ADD COLUMN error_stack TEXT;
+CREATE INDEX keel_job_runs_plugin ON keel_job_runs (plugin_id, id);

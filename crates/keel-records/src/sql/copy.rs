@@ -137,7 +137,7 @@ pub(super) async fn copy_runs(pg: &sqlx::PgPool, runs: &[&NewRun]) -> Result<()>
         let started = r.started_at.to_string();
         let finished = r.finished_at.to_string();
         let duration = (r.finished_at - r.started_at).to_string();
-        let fields: [Option<&str>; 12] = [
+        let fields: [Option<&str>; 14] = [
             r.tenant_id.as_deref(),
             Some(&r.queue),
             Some(&r.job_id),
@@ -150,11 +150,13 @@ pub(super) async fn copy_runs(pg: &sqlx::PgPool, runs: &[&NewRun]) -> Result<()>
             r.error.as_deref(),
             Some(&r.worker),
             Some(&r.trace_id),
+            r.plugin_id.as_deref(),
+            r.error_stack.as_deref(),
         ];
         copy_row(&mut data, &fields);
     }
     let mut conn = pg.acquire().await.map_err(|e| db_err("job runs", e))?;
-    copy_in(&mut conn, "job runs", "keel_job_runs (tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id)", data).await
+    copy_in(&mut conn, "job runs", "keel_job_runs (tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id, plugin_id, error_stack)", data).await
 }
 
 #[cfg(test)]

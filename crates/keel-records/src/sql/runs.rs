@@ -11,7 +11,7 @@ use crate::store::RunStore;
 use super::copy::copy_runs;
 use super::{db_err, multi_insert, Listing, SqlStore, Where};
 
-const RUN_COLUMNS: &str = "id, tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id";
+const RUN_COLUMNS: &str = "id, tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id, plugin_id, error_stack";
 
 fn run_from(row: &AnyRow) -> std::result::Result<JobRun, sqlx::Error> {
     Ok(JobRun {
@@ -28,6 +28,8 @@ fn run_from(row: &AnyRow) -> std::result::Result<JobRun, sqlx::Error> {
         error: row.try_get("error")?,
         worker: row.try_get("worker")?,
         trace_id: row.try_get("trace_id")?,
+        plugin_id: row.try_get("plugin_id")?,
+        error_stack: row.try_get("error_stack")?,
     })
 }
 
@@ -41,8 +43,8 @@ impl SqlStore {
             let sql = format!(
                 "{} RETURNING id, queue, job_id, attempt",
                 multi_insert(
-                    "keel_job_runs (tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id)",
-                    12,
+                    "keel_job_runs (tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id, plugin_id, error_stack)",
+                    14,
                     chunk.len(),
                 )
             );
@@ -60,7 +62,9 @@ impl SqlStore {
                     .bind(r.finished_at - r.started_at)
                     .bind(r.error.as_deref())
                     .bind(r.worker.as_str())
-                    .bind(r.trace_id.as_str());
+                    .bind(r.trace_id.as_str())
+                    .bind(r.plugin_id.as_deref())
+                    .bind(r.error_stack.as_deref());
             }
             let rows = q
                 .fetch_all(&mut *tx)
@@ -143,6 +147,9 @@ impl RunStore for SqlStore {
         }
         if let Some(s) = &f.status {
             w.text("status = ?", s);
+        }
+        if let Some(p) = &f.plugin {
+            w.text("plugin_id = ?", p);
         }
         if let Some(j) = &f.job_id {
             w.text("job_id = ?", j);

@@ -185,7 +185,7 @@ pub const ROUTES: &[Route] = &[
         "/api/owner/runs",
         "Job runs, newest first",
         V,
-        &["queue", "status", "job_id", "from", "to", "page", "limit"],
+        &["queue", "plugin", "status", "job_id", "from", "to", "page", "limit"],
     ),
     r(
         "get",

@@ -30,6 +30,8 @@ pub const STATUSES: [&str; 5] = ["completed", "failed", "dead", "stalled", "dela
 pub struct RunQuery {
     /// Queue.
     pub queue: Option<String>,
+    /// Plugin id (the seeds' PluginExecutionLog).
+    pub plugin: Option<String>,
     /// `completed`, `failed`, `dead` or `stalled`.
     pub status: Option<String>,
     /// Job id.
@@ -66,6 +68,7 @@ pub async fn list(
     }
     let filter = RunFilter {
         queue: q.queue.clone(),
+        plugin: q.plugin.clone(),
         status: q.status.clone(),
         job_id: q.job_id.clone(),
         from: parse_time("from", q.from.as_deref())?,

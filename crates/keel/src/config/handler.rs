@@ -31,6 +31,9 @@ pub enum HandlerConfig {
         timeout_ms: u64,
         /// Name of the environment variable holding the HMAC secret.
         secret_env: Option<String>,
+        /// The plugin this endpoint is (recorded on its runs: the seeds' PluginExecutionLog);
+        /// a job's `pluginId` names it otherwise.
+        plugin: Option<String>,
     },
     /// Logs each job and completes it (returns `{"logged": true}`): for trying Keel out and for
     /// queues whose jobs only need to be recorded.
@@ -46,6 +49,14 @@ pub enum HandlerConfig {
 }
 
 impl HandlerConfig {
+    /// The plugin an `http` handler is configured as.
+    pub fn plugin(&self) -> Option<&str> {
+        match self {
+            HandlerConfig::Http { plugin, .. } => plugin.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The kind as written (`http`, `log`, `email`, ...).
     pub fn kind(&self) -> &str {
         match self {
@@ -65,6 +76,8 @@ enum Builtin {
         timeout_ms: u64,
         #[serde(default)]
         secret_env: Option<String>,
+        #[serde(default)]
+        plugin: Option<String>,
     },
     Log,
 }
@@ -130,6 +143,7 @@ pub(super) fn parse(
             url,
             timeout_ms,
             secret_env,
+            plugin,
         } => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(ConfigError::invalid(
@@ -152,6 +166,7 @@ pub(super) fn parse(
                 url,
                 timeout_ms,
                 secret_env,
+                plugin,
             }
         }
     })

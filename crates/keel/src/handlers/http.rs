@@ -5,6 +5,8 @@
 //! `X-Keel-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes>`.
 //! - 2xx completes the job; its return value is the response body, parsed as JSON when it is
 //!   JSON, else a string, read up to 64 KiB.
+//! - A failing answer's JSON `stack` (or `errorStack`) is kept as the failure's stack (the job's
+//!   stacktrace and its run record's `error_stack`).
 //! - 4xx other than 408 and 429 is unrecoverable: the request itself is wrong, retrying cannot
 //!   help (no more attempts; the job goes to its DLQ).
 //! - 408, 429, 5xx, other statuses, timeouts and connection errors are retried with the job's
@@ -143,13 +145,23 @@ impl HttpHandler {
             .take(ERROR_EXCERPT_CHARS)
             .collect();
         let message = format!("POST {} answered {status}: {excerpt}", self.url);
+        // A JSON error body's `stack` (or `errorStack`) is the failure's stack trace.
+        let stack = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
+            ["stack", "errorStack"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(Value::as_str).map(str::to_string))
+        });
+        let with_stack = |e: JobError| match &stack {
+            Some(s) => e.with_stack(s.clone()),
+            None => e,
+        };
         if status.is_client_error()
             && status != StatusCode::REQUEST_TIMEOUT
             && status != StatusCode::TOO_MANY_REQUESTS
         {
-            return Err(JobError::unrecoverable(message));
+            return Err(with_stack(JobError::unrecoverable(message)));
         }
-        let err = JobError::retry(message);
+        let err = with_stack(JobError::retry(message));
         Err(match retry_after {
             Some(wait) => err.with_retry_after(wait),
             None => err,

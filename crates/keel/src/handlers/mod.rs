@@ -108,6 +108,7 @@ pub fn processor_for(
             url,
             timeout_ms,
             secret_env,
+            ..
         } => {
             let secret = match secret_env {
                 Some(var) => Some(env(var).ok_or_else(|| {

@@ -86,6 +86,7 @@ pub async fn runs(ctx: Ctx, RawQuery(raw): RawQuery) -> Response {
     let nonempty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
     let filter = RunQuery {
         queue: nonempty(&queue),
+        plugin: None,
         status: nonempty(&status),
         job_id: p.job_id.clone().filter(|j| !j.is_empty()),
         from: nonempty(&from_api),
