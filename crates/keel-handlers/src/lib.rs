@@ -75,15 +75,16 @@ impl Shared {
     }
 
     async fn email_sent(&self, record: NewEmail) {
-        if let Some(o) = &self.observer {
-            o(&HandlerEvent::Email(record.clone()));
-        }
         if let Some(store) = &self.records {
             // The mail is sent (or not) whatever happens here: a failed write is logged, not
             // turned into a retry that would send it twice.
             if let Err(e) = store.record_email(&record).await {
                 tracing::warn!(queue = record.queue, job_id = record.job_id, error = %e, "an email log was not recorded");
             }
+        }
+        // Told once recorded, so what a live view reads again includes it.
+        if let Some(o) = &self.observer {
+            o(&HandlerEvent::Email(record));
         }
     }
 

@@ -157,6 +157,10 @@
         if (concerns(ev.queue) && live !== "queues") scheduleRefresh(800);
       } else if (ev.type === "workflow_step" || ev.type === "workflow_instance") {
         if (live === "workflows" || live === "workflow:" + ev.instance_id) scheduleRefresh(800);
+      } else if (ev.type === "ai_task") {
+        if (live === "ai") scheduleRefresh(800);
+      } else if (ev.type === "email_status") {
+        if (live === "emails") scheduleRefresh(800);
       }
     };
     ws.onclose = function () {

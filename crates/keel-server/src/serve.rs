@@ -212,6 +212,7 @@ pub async fn prepare(
             &queue_tenants,
             &limiter,
             &realtime,
+            &invalidator,
         );
         started =
             keel::runner::start_workers(config, &backend, &names, &factory, Some(&wrap)).await?;
@@ -257,8 +258,8 @@ pub async fn prepare(
     })
 }
 
-/// The handler factory of `keel serve` and `keel worker`: email and AI attempts are recorded
-/// in `store` (with their queue's tenant), told to the realtime socket when there is one;
+/// The handler factory of `keel serve`: email and AI attempts are recorded in `store` (with
+/// their queue's tenant), told to the realtime socket and dropped from the owner cache;
 /// one-time code checks use `limiter`; template paths are relative to the configuration file.
 pub fn handlers(
     config: &Config,
@@ -267,15 +268,25 @@ pub fn handlers(
     tenants: &HashMap<String, String>,
     limiter: &keel::RateLimiter,
     realtime: &Realtime,
+    invalidator: &crate::invalidate::Invalidator,
 ) -> keel_handlers::Handlers {
     let messages: Arc<dyn keel_records::MessageStore> = store.clone();
-    let realtime = realtime.clone();
+    let (realtime, invalidator) = (realtime.clone(), invalidator.clone());
     keel_handlers::Handlers::new(backend)
         .records(messages)
         .tenants(tenants.clone())
         .limiter(limiter.clone())
         .base_dir(config_dir(config))
-        .observer(Arc::new(move |e| realtime.handler_event(e)))
+        .observer(Arc::new(move |e| {
+            realtime.handler_event(e);
+            // Coalesced: a busy queue costs one invalidation per beat, not one per send.
+            let tag = match e {
+                keel_handlers::HandlerEvent::Email(_) => crate::tags::EMAILS,
+                keel_handlers::HandlerEvent::Ai(..) => crate::tags::AI,
+            };
+            let invalidator = invalidator.clone();
+            tokio::spawn(async move { invalidator.invalidate(&[tag]).await });
+        }))
 }
 
 /// The directory relative paths of the configuration are read from.

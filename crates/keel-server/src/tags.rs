@@ -28,8 +28,8 @@ pub const AUDIT: &str = "audit";
 pub const RUNS: &str = "runs";
 /// Workflow definitions and instance lists.
 pub const WORKFLOWS: &str = "workflows";
-/// AI runs, tasks, messages, events and usage (expire after 30 s; never invalidated: a
-/// busy AI queue would invalidate on every call).
+/// AI runs, tasks, messages, events and usage (cached 30 s; a recorded call invalidates
+/// them, coalesced by the invalidator).
 pub const AI: &str = "ai";
 /// Email logs (likewise).
 pub const EMAILS: &str = "emails";

@@ -37,7 +37,9 @@ use axum::Router;
 
 use crate::state::AppState;
 use page::{asset, CSS, JS};
-use pages::{bulk, dlq, job, jobs, login, logs, overview, queues, redis, runs, workflows};
+use pages::{
+    bulk, dlq, job, jobs, login, logs, messages, overview, queues, redis, runs, workflows,
+};
 
 /// The HTML 404 page for browsers asking for a path that does not exist.
 pub fn not_found_page(path: &str) -> Response {
@@ -64,6 +66,9 @@ pub fn routes() -> Router<AppState> {
         .route("/queues/{queue}/dlq/{id}/remove", post(dlq::remove))
         .route("/runs", get(runs::runs))
         .route("/runs/{id}", get(runs::run))
+        .route("/ai", get(messages::ai))
+        .route("/ai/runs/{id}", get(messages::ai_run))
+        .route("/emails", get(messages::emails))
         .route("/workflows", get(workflows::instances))
         .route("/workflows/definitions", get(workflows::definitions))
         .route("/workflows/instances/{id}", get(workflows::instance))

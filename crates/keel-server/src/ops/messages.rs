@@ -16,7 +16,7 @@ use crate::extract::Caller;
 use crate::state::AppState;
 use crate::tags;
 
-/// How long these listings are cached (the seeds' 30 s).
+/// How long these listings are cached (the seeds' 30 s; a recorded send or call drops them).
 pub const MESSAGES_TTL: Duration = Duration::from_secs(30);
 /// Default page size.
 pub const DEFAULT_LIMIT: usize = 50;

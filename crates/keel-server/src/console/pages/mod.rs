@@ -6,6 +6,7 @@ pub mod job;
 pub mod jobs;
 pub mod login;
 pub mod logs;
+pub mod messages;
 pub mod overview;
 pub mod queues;
 pub mod redis;
