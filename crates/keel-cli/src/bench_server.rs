@@ -17,6 +17,8 @@
 //!   alternated per round. `instances_per_s`; `step_ms` and `job_ms` are the wall time per step
 //!   and per plain job; `ratio` = step / job.
 //!
+//! - `email`, `ai`: the handlers of `keel-handlers` (see `bench_handlers.rs`).
+//!
 //! Records go to `DATABASE_URL` (else a SQLite file in a temporary directory).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,7 +32,7 @@ use keel_records::{RecordStore, Role};
 use serde_json::{json, Value};
 
 /// Server scenario names.
-pub const SCENARIOS: &[&str] = &["http_enqueue", "process_runs", "workflow"];
+pub const SCENARIOS: &[&str] = &["http_enqueue", "process_runs", "workflow", "email", "ai"];
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
@@ -41,7 +43,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
@@ -60,7 +62,10 @@ pub struct Setup<'a> {
     pub rounds: usize,
 }
 
-async fn store(config: &Config, dir: &std::path::Path) -> Result<Arc<dyn RecordStore>, String> {
+pub(crate) async fn store(
+    config: &Config,
+    dir: &std::path::Path,
+) -> Result<Arc<dyn RecordStore>, String> {
     let mut c = keel_server::config::ServerConfig::from_env(config).map_err(|e| e.to_string())?;
     if c.database_url.is_none() {
         c.database_url = Some(format!("sqlite:{}", dir.join("bench.db").display()));
@@ -79,6 +84,8 @@ pub async fn run(scenario: &str, setup: Setup<'_>) {
     let result = match scenario {
         "http_enqueue" => http_enqueue(&setup, &dir).await,
         "workflow" => workflow(&setup, &dir).await,
+        "email" => crate::bench_handlers::email(&setup, &dir).await,
+        "ai" => crate::bench_handlers::ai(&setup, &dir).await,
         _ => process_runs(&setup, &dir).await,
     };
     if let Err(e) = result {
@@ -387,7 +394,12 @@ async fn process_runs(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
 }
 
 /// Queue `name` with `n` jobs named `job` added (removed on completion).
-async fn preloaded(setup: &Setup<'_>, name: &str, job: &str, n: usize) -> Result<Queue, String> {
+pub(crate) async fn preloaded(
+    setup: &Setup<'_>,
+    name: &str,
+    job: &str,
+    n: usize,
+) -> Result<Queue, String> {
     let q = Queue::new(&setup.backend, name).map_err(|e| e.to_string())?;
     let jobs: Vec<NewJob> = (0..n)
         .map(|i| NewJob {

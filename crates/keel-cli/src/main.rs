@@ -14,6 +14,7 @@
 //! the argument or key), 3 backend unreachable.
 
 mod bench;
+mod bench_handlers;
 mod bench_server;
 mod bench_toolkit;
 mod commands;

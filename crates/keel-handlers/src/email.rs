@@ -31,16 +31,15 @@ use keel::otp::{Otp, OtpPolicy};
 use keel_core::{Error, JobContext, JobError, Processor, Result};
 use keel_records::messages::NewEmail;
 use lettre::message::{Mailbox, Mailboxes, MultiPart, SinglePart};
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::Message;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::template::Templates;
 use crate::{settings, trace_id, Shared};
 
-/// The SMTP transport type (pooled, async).
-pub type Smtp = AsyncSmtpTransport<Tokio1Executor>;
+/// The SMTP connections of one server (pooled, reused).
+pub type Smtp = std::sync::Arc<crate::smtp::SmtpPool>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -432,7 +431,9 @@ impl EmailHandler {
             }
         }
         .map_err(|e| JobError::unrecoverable(format!("building the message: {e}")))?;
-        let sent = tokio::time::timeout(self.timeout, self.smtp.send(message)).await;
+        let envelope = message.envelope().clone();
+        let bytes = message.formatted();
+        let sent = tokio::time::timeout(self.timeout, self.smtp.send(&envelope, &bytes)).await;
         match sent {
             Err(_) => Err(JobError::retry(format!(
                 "SMTP send timed out after {} ms",
@@ -447,7 +448,7 @@ impl EmailHandler {
                 }))
             }
             Ok(Err(e)) => {
-                out.code = e.status().map(|c| u16::from(c) as i64);
+                out.code = e.code().map(|c| c as i64);
                 out.reply = Some(e.to_string());
                 let message = format!("SMTP: {e}");
                 Err(if e.is_permanent() {
@@ -473,17 +474,15 @@ fn safe(s: &str) -> String {
         .collect()
 }
 
-/// A pooled transport for `url`.
+/// A pool of connections to `url`.
 pub(crate) fn transport(
     url: &str,
     timeout: Duration,
     pool: u32,
 ) -> std::result::Result<Smtp, String> {
-    Ok(Smtp::from_url(url)
-        .map_err(|e| e.to_string())?
-        .timeout(Some(timeout))
-        .pool_config(PoolConfig::new().max_size(pool))
-        .build())
+    Ok(std::sync::Arc::new(crate::smtp::SmtpPool::new(
+        url, timeout, pool,
+    )?))
 }
 
 #[cfg(test)]

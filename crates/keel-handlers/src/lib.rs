@@ -12,6 +12,7 @@
 
 pub mod ai;
 pub mod email;
+pub mod smtp;
 pub mod sql;
 pub mod template;
 

@@ -278,6 +278,40 @@ async fn unreachable_smtp_retries_and_bad_settings_name_their_key() {
         .await
         .unwrap();
 
+    // tls=required against a server that offers no STARTTLS: refused (and retried), never
+    // sent in clear.
+    let plain = SmtpServer::start(false);
+    let handlers = Handlers::new(&backend).env(env(&[(
+        "SMTP_URL",
+        format!("smtp://127.0.0.1:{}?tls=required", plain.port),
+    )]));
+    let workers = keel::runner::start_workers(&config_one, &backend, &only, &handlers, None)
+        .await
+        .unwrap();
+    let job = q
+        .add(
+            "send_email_template",
+            json!({"template": "welcome", "email": "a@example.com", "name": "A", "site": "s"}),
+            JobOptions::default(),
+        )
+        .await
+        .unwrap();
+    let failed = settled(&q, &job.id).await;
+    assert_eq!(failed.attempts_made, 2);
+    assert!(
+        failed
+            .failed_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("STARTTLS"),
+        "{:?}",
+        failed.failed_reason
+    );
+    assert_eq!(plain.count(), 0, "nothing sent in clear");
+    keel::runner::close_all(workers, Duration::from_secs(5))
+        .await
+        .unwrap();
+
     // At start: a missing variable, a bad address, a bad template, each naming its key.
     let cases = [
         (
@@ -331,4 +365,39 @@ async fn unreachable_smtp_retries_and_bad_settings_name_their_key() {
 
 fn config_text(text: &str) -> keel::config::Config {
     support::config(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_reused_across_sends() {
+    let smtp = SmtpServer::start(false);
+    let config = config(
+        "[queues.mail]\nconcurrency = 1\n[queues.mail.handler]\nkind = \"email\"\nfrom = \"a@keel.example\"\ntemplate = \"t\"\ntemplates.t = { subject = \"s {{ n }}\", text = \"b\" }\n",
+    );
+    let backend = redis().await;
+    let handlers = Handlers::new(&backend).env(env(&[(
+        "SMTP_URL",
+        format!("smtp://127.0.0.1:{}", smtp.port),
+    )]));
+    let workers = keel::runner::start_workers(&config, &backend, &["mail".into()], &handlers, None)
+        .await
+        .unwrap();
+    let q = config.queue(&backend, "mail").unwrap();
+    for n in 0..5 {
+        let j = q
+            .add(
+                "x",
+                json!({"to": format!("u{n}@example.com"), "n": n}),
+                JobOptions::default(),
+            )
+            .await
+            .unwrap();
+        settled(&q, &j.id).await;
+    }
+    let messages = smtp.messages(5).await;
+    let ports: std::collections::BTreeSet<_> =
+        messages.iter().map(|m| m["peer_port"].as_u64()).collect();
+    assert_eq!(ports.len(), 1, "one connection carried the five: {ports:?}");
+    keel::runner::close_all(workers, Duration::from_secs(5))
+        .await
+        .unwrap();
 }

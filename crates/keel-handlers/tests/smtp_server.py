@@ -47,6 +47,7 @@ class Handler:
             "html": html.get_content() if html is not None else None,
             "text_encoding": text["content-transfer-encoding"] if text is not None else None,
             "authenticated": bool(session.authenticated),
+            "peer_port": session.peer[1],
         }
         self.n += 1
         path = os.path.join(self.out, f"{self.n:06d}.json")

@@ -1,0 +1,201 @@
+//! `keel bench --scenario email,ai`: the handlers that do a seed's work.
+//!
+//! - `email`: `jobs` preloaded `send_email_template` jobs (a template with a subject, text and
+//!   HTML body rendered from each job's data) sent by a worker of `concurrency` over one
+//!   pooled SMTP transport (connections reused, `pool_size` = `concurrency`) to the SMTP
+//!   server at `SMTP_URL` (required; a local one: `python3 -m aiosmtpd -n -c
+//!   aiosmtpd.handlers.Sink -l 127.0.0.1:2525` and `SMTP_URL=smtp://127.0.0.1:2525`), with
+//!   email logs recorded and not, alternated per round. `messages_per_s`.
+//! - `ai`: `jobs` preloaded jobs through the `ai` handler against an in-process server speaking
+//!   the chat-completions protocol that answers at once (records on and off), and through the
+//!   plain `http` handler against the same server's hook, alternated per round. `overhead` =
+//!   per-job time of `ai` / per-job time of `http` − 1.
+//!
+//! Records go to `DATABASE_URL` (else a SQLite file in a temporary directory).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel::config::Config;
+use keel::handlers::HandlerFactory;
+use keel::Processor;
+use serde_json::json;
+
+use crate::bench_server::{median, preloaded, store, Setup};
+
+fn counted(p: Processor, done: Arc<AtomicUsize>) -> Processor {
+    Arc::new(move |ctx| {
+        let (p, done) = (p.clone(), done.clone());
+        Box::pin(async move {
+            let r = p(ctx).await;
+            done.fetch_add(1, Ordering::Relaxed);
+            r
+        })
+    })
+}
+
+/// One round: `n` preloaded jobs named `job` on a fresh queue through the handler configured
+/// by `handler_toml` (a `[queues.Q.handlers.JOB]` body); jobs per second.
+async fn round(
+    setup: &Setup<'_>,
+    handlers: &keel_handlers::Handlers,
+    job: &str,
+    handler_toml: &str,
+    n: usize,
+) -> Result<f64, String> {
+    let name = format!(
+        "bench-h-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let config = Config::parse(
+        &format!("[queues.{name}]\nattempts = 1\n[queues.{name}.handlers.{job}]\n{handler_toml}"),
+        &|_| None,
+    )
+    .map_err(|e| e.to_string())?;
+    let qc = config.queue_config(&name);
+    let processor = handlers
+        .build(&qc, "bench", &qc.handlers[job])
+        .map_err(|e| e.to_string())?;
+    let q = preloaded(setup, &name, job, n).await?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let worker = q
+        .worker()
+        .handler(job, counted(processor, done.clone()))
+        .concurrency(setup.concurrency)
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    while done.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    worker
+        .close(Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
+    let counts = q.counts().await.map_err(|e| e.to_string())?;
+    let _ = q.obliterate(true).await;
+    if counts.failed > 0 {
+        return Err(format!("{} of {n} jobs failed", counts.failed));
+    }
+    Ok((n as f64 / secs).round())
+}
+
+/// The `email` scenario.
+pub async fn email(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), String> {
+    let url = std::env::var("SMTP_URL").map_err(|_| {
+        "SMTP_URL is not set: start a local SMTP server (python3 -m aiosmtpd -n -c aiosmtpd.handlers.Sink -l 127.0.0.1:2525) and set SMTP_URL=smtp://127.0.0.1:2525".to_string()
+    })?;
+    let store = store(setup.config, dir).await?;
+    let db = store.database();
+    let messages: Arc<dyn keel_records::MessageStore> = store.clone();
+    let env: keel_handlers::Env = Arc::new(move |k| (k == "SMTP_URL").then(|| url.clone()));
+    let plain = keel_handlers::Handlers::new(&setup.backend).env(env.clone());
+    let recorded = keel_handlers::Handlers::new(&setup.backend)
+        .env(env)
+        .records(messages);
+    // The template inline, its variables from the job's data (`i`).
+    let handler = format!(
+        "kind = \"email\"\nfrom = \"Keel <bench@keel.example>\"\nto = \"user{{{{ i }}}}@example.com\"\n\
+         template = \"welcome\"\npool_size = {}\n\
+         templates.welcome = {{ subject = \"Welcome {{{{ i }}}}\", text = \"Hello {{{{ i }}}}, welcome.\", html = \"<p>Hello <b>{{{{ i }}}}</b></p>\" }}\n",
+        setup.concurrency
+    );
+    let (mut on, mut off) = (vec![], vec![]);
+    for r in 1..=setup.rounds {
+        for records in [false, true] {
+            let h = if records { &recorded } else { &plain };
+            let rate = round(setup, h, "send_email_template", &handler, setup.jobs).await?;
+            println!(
+                "{}",
+                json!({"scenario": "email", "round": r, "records": records, "n": setup.jobs,
+                       "concurrency": setup.concurrency, "database": db, "messages_per_s": rate})
+            );
+            if records {
+                on.push(rate)
+            } else {
+                off.push(rate)
+            }
+        }
+    }
+    println!(
+        "{}",
+        json!({"scenario": "email", "summary": true, "database": db, "concurrency": setup.concurrency,
+               "records_on_messages_per_s": median(on), "records_off_messages_per_s": median(off)})
+    );
+    Ok(())
+}
+
+/// A server answering chat completions (with usage) and a plain hook at once.
+async fn provider() -> Result<String, String> {
+    use axum::routing::post;
+    let app = axum::Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(|| async {
+                axum::Json(json!({
+                    "id": "gen", "object": "chat.completion",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "A short summary."}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}
+                }))
+            }),
+        )
+        .route("/hook", post(|| async { axum::Json(json!({"ok": true})) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(format!("http://{addr}"))
+}
+
+/// The `ai` scenario.
+pub async fn ai(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), String> {
+    let base = provider().await?;
+    let store = store(setup.config, dir).await?;
+    let db = store.database();
+    let messages: Arc<dyn keel_records::MessageStore> = store.clone();
+    let env: keel_handlers::Env =
+        Arc::new(|k| (k == "OPENROUTER_API_KEY").then(|| "sk-bench".to_string()));
+    let plain = keel_handlers::Handlers::new(&setup.backend).env(env.clone());
+    let recorded = keel_handlers::Handlers::new(&setup.backend)
+        .env(env)
+        .records(messages);
+    let ai = format!(
+        "kind = \"ai\"\nbase_url = \"{base}/v1\"\nmodel = \"openai/gpt-4o-mini\"\nsystem = \"You summarize.\"\nprompt = \"Summarize article {{{{ i }}}}.\"\nprices = {{ \"openai/gpt-4o-mini\" = {{ prompt = 0.15, completion = 0.60 }} }}\n"
+    );
+    let http = format!("kind = \"http\"\nurl = \"{base}/hook\"\n");
+    let (mut h, mut a_on, mut a_off) = (vec![], vec![], vec![]);
+    for r in 1..=setup.rounds {
+        for (what, handlers, toml) in [
+            ("http", &plain, &http),
+            ("ai", &plain, &ai),
+            ("ai_recorded", &recorded, &ai),
+        ] {
+            let rate = round(setup, handlers, "summarize_article", toml, setup.jobs).await?;
+            println!(
+                "{}",
+                json!({"scenario": "ai", "round": r, "handler": what, "n": setup.jobs,
+                       "concurrency": setup.concurrency, "database": db, "jobs_per_s": rate})
+            );
+            match what {
+                "http" => h.push(rate),
+                "ai" => a_off.push(rate),
+                _ => a_on.push(rate),
+            }
+        }
+    }
+    let (h, off, on) = (median(h), median(a_off), median(a_on));
+    let overhead = |ai: f64| ((h / ai - 1.0) * 1000.0).round() / 1000.0;
+    println!(
+        "{}",
+        json!({"scenario": "ai", "summary": true, "database": db, "concurrency": setup.concurrency,
+               "http_jobs_per_s": h, "ai_jobs_per_s": off, "ai_recorded_jobs_per_s": on,
+               "overhead": overhead(off), "overhead_recorded": overhead(on)})
+    );
+    Ok(())
+}
