@@ -470,6 +470,8 @@ async fn worker(config: &Config, only: Vec<String>, deadline: Duration) -> Resul
         "shutting down: finishing in-flight jobs"
     );
     keel::runner::close_all(workers, deadline).await?;
+    // What the email and AI handlers did, still buffered, is written before exiting.
+    factory.close().await;
     stop.cancel();
     heartbeat.stop().await;
     info!("keel worker stopped");

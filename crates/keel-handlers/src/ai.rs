@@ -252,6 +252,9 @@ impl AiHandler {
         let started = Instant::now();
         let mut call = Call::default();
         let result = self.call(&ctx, &mut call).await;
+        if !self.shared.observed() {
+            return result;
+        }
         let latency_ms = started.elapsed().as_millis() as i64;
         let job = &ctx.job;
         let (status, error) = match &result {
@@ -316,7 +319,7 @@ impl AiHandler {
             messages,
             events: std::mem::take(&mut call.events),
         };
-        self.shared.ai_called(record).await;
+        self.shared.ai_called(record);
         result
     }
 

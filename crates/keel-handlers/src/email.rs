@@ -308,6 +308,9 @@ impl EmailHandler {
             reply: None,
         };
         let result = self.send(&ctx, &mut attempt).await;
+        if !self.shared.observed() {
+            return result;
+        }
         let job = &ctx.job;
         let (status, error) = match &result {
             Ok(_) => ("sent", None),
@@ -333,7 +336,7 @@ impl EmailHandler {
             created_at,
             duration_ms: started.elapsed().as_millis() as i64,
         };
-        self.shared.email_sent(record).await;
+        self.shared.email_sent(record);
         result
     }
 

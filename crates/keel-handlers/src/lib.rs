@@ -12,6 +12,7 @@
 
 pub mod ai;
 pub mod email;
+pub mod records;
 pub mod smtp;
 pub mod sql;
 pub mod template;
@@ -56,6 +57,7 @@ pub struct Shared {
     base_dir: PathBuf,
     smtp: Mutex<HashMap<String, email::Smtp>>,
     http: reqwest::Client,
+    writer: std::sync::OnceLock<records::RecordWriter>,
 }
 
 impl Shared {
@@ -75,32 +77,41 @@ impl Shared {
         Ok(t)
     }
 
-    async fn email_sent(&self, record: NewEmail) {
-        if let Some(store) = &self.records {
-            // The mail is sent (or not) whatever happens here: a failed write is logged, not
-            // turned into a retry that would send it twice.
-            if let Err(e) = store.record_email(&record).await {
-                tracing::warn!(queue = record.queue, job_id = record.job_id, error = %e, "an email log was not recorded");
-            }
-        }
-        // Told once recorded, so what a live view reads again includes it.
-        if let Some(o) = &self.observer {
-            o(&HandlerEvent::Email(record));
-        }
+    /// The record writer, started at the first record (the builder is done by then).
+    fn writer(&self) -> Option<&records::RecordWriter> {
+        let store = self.records.as_ref()?;
+        Some(
+            self.writer
+                .get_or_init(|| records::RecordWriter::start(store.clone(), self.observer.clone())),
+        )
     }
 
-    async fn ai_called(&self, record: NewAiRun) {
-        let mut id = None;
-        if let Some(store) = &self.records {
-            match store.record_ai_run(&record).await {
-                Ok(i) => id = Some(i),
-                Err(e) => {
-                    tracing::warn!(queue = record.queue, job_id = record.job_id, error = %e, "an AI run was not recorded")
+    /// Whether anything reads what a handler did (records or a live view): when nothing
+    /// does, handlers skip building it.
+    fn observed(&self) -> bool {
+        self.records.is_some() || self.observer.is_some()
+    }
+
+    fn email_sent(&self, record: NewEmail) {
+        match self.writer() {
+            // The observer hears of it once it is written.
+            Some(w) => w.submit(records::Record::Email(record)),
+            None => {
+                if let Some(o) = &self.observer {
+                    o(&HandlerEvent::Email(record));
                 }
             }
         }
-        if let Some(o) = &self.observer {
-            o(&HandlerEvent::Ai(record, id));
+    }
+
+    fn ai_called(&self, record: NewAiRun) {
+        match self.writer() {
+            Some(w) => w.submit(records::Record::Ai(record)),
+            None => {
+                if let Some(o) = &self.observer {
+                    o(&HandlerEvent::Ai(record, None));
+                }
+            }
         }
     }
 }
@@ -134,6 +145,7 @@ impl Handlers {
                 env: Arc::new(|k| std::env::var(k).ok().filter(|v| !v.is_empty())),
                 base_dir: PathBuf::from("."),
                 smtp: Mutex::new(HashMap::new()),
+                writer: std::sync::OnceLock::new(),
                 http: reqwest::Client::builder()
                     .user_agent(concat!("keel/", env!("CARGO_PKG_VERSION")))
                     .build()
@@ -170,6 +182,29 @@ impl Handlers {
     /// Environment lookups (API keys, SMTP URLs) through `env`.
     pub fn env(self, env: Env) -> Handlers {
         self.with(|s| s.env = env)
+    }
+
+    /// Writes the records still buffered (at shutdown, after the workers closed).
+    pub async fn close(&self) {
+        if let Some(w) = self.shared.writer.get() {
+            w.close().await;
+        }
+    }
+
+    /// Records written, dropped (buffer full) and lost (failed writes) so far.
+    pub fn record_counts(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.shared.writer.get() {
+            Some(w) => {
+                let c = w.counts();
+                (
+                    c.written.load(Relaxed),
+                    c.dropped.load(Relaxed),
+                    c.failed.load(Relaxed),
+                )
+            }
+            None => (0, 0, 0),
+        }
     }
 
     /// Relative template paths are read from `dir` (the configuration file's directory).

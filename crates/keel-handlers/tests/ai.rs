@@ -252,7 +252,11 @@ async fn ai_calls_follow_the_protocol_and_are_recorded() {
         "an oversized prompt is never sent"
     );
 
-    // The records.
+    // The records (written off the hot path: flushed here).
+    keel::runner::close_all(workers, Duration::from_secs(5))
+        .await
+        .unwrap();
+    handlers.close().await;
     let all = AiFilter::default();
     let runs = db
         .store
@@ -367,9 +371,14 @@ async fn ai_calls_follow_the_protocol_and_are_recorded() {
         .unwrap()
         .iter()
         .any(|e| e.contains("summarize_article")));
-    keel::runner::close_all(workers, Duration::from_secs(5))
-        .await
-        .unwrap();
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|e| !e.ends_with(", None)")),
+        "the observer hears of a call once it is recorded, with its id"
+    );
     db.close().await;
 }
 

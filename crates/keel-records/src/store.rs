@@ -179,8 +179,8 @@ pub trait WorkflowStore: Send + Sync + 'static {
 /// What the `email` and `ai` handlers did.
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
-    /// Records an email send attempt; returns its id.
-    async fn record_email(&self, email: &NewEmail) -> Result<i64>;
+    /// Records email send attempts (one transaction).
+    async fn record_emails(&self, emails: &[NewEmail]) -> Result<()>;
     /// Email logs, newest first.
     async fn list_emails(
         &self,
@@ -189,9 +189,9 @@ pub trait MessageStore: Send + Sync + 'static {
         page: i64,
         limit: i64,
     ) -> Result<Page<EmailLog>>;
-    /// Records an AI call attempt with its messages and events (one transaction); returns
-    /// its id.
-    async fn record_ai_run(&self, run: &NewAiRun) -> Result<i64>;
+    /// Records AI call attempts with their messages and events (one transaction); returns
+    /// their ids, in order.
+    async fn record_ai_runs(&self, runs: &[NewAiRun]) -> Result<Vec<i64>>;
     /// AI runs, newest first.
     async fn list_ai_runs(
         &self,

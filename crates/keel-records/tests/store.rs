@@ -980,18 +980,18 @@ fn email(tenant: Option<&str>, job: &str, template: &str, status: &str, at: i64)
 async fn emails_are_recorded_filtered_and_scoped(s: &SqlStore) {
     s.migrate_up().await.unwrap();
     let a = s.create_tenant("a").await.unwrap().id;
-    let first = s
-        .record_email(&email(Some(&a), "1", "welcome", "sent", 1_000))
+    s.record_emails(&[email(Some(&a), "1", "welcome", "sent", 1_000)])
         .await
         .unwrap();
     let mut failed = email(None, "2", "otp", "failed", 2_000);
     failed.smtp_code = Some(550);
     failed.error = Some("550 5.1.1 no such user".into());
     failed.actor = Some("token:ops".into());
-    s.record_email(&failed).await.unwrap();
-    s.record_email(&email(None, "3", "otp", "sent", 3_000))
+    // A batch: both rows in one transaction.
+    s.record_emails(&[failed.clone(), email(None, "3", "otp", "sent", 3_000)])
         .await
         .unwrap();
+    s.record_emails(&[]).await.unwrap();
     let all = s
         .list_emails(&Scope::All, &EmailFilter::default(), 1, 10)
         .await
@@ -1006,7 +1006,7 @@ async fn emails_are_recorded_filtered_and_scoped(s: &SqlStore) {
         "newest first"
     );
     assert_eq!(all.items[1].email, failed, "stored as given");
-    assert_eq!(all.items[2].id, first);
+    assert!(all.items[2].id < all.items[1].id);
     let by = |f: EmailFilter| async move {
         s.list_emails(&Scope::All, &f, 1, 10)
             .await
@@ -1103,14 +1103,18 @@ async fn ai_runs_messages_events_and_tasks(s: &SqlStore) {
     retry.http_status = Some(429);
     retry.completion_tokens = 0;
     retry.messages.truncate(2);
-    let r1 = s.record_ai_run(&retry).await.unwrap();
     let mut second = ai_run(None, "1", "m-small", "completed", 3_600_100);
     second.attempt = 2;
-    let r2 = s.record_ai_run(&second).await.unwrap();
-    let r3 = s
-        .record_ai_run(&ai_run(Some(&a), "2", "m-large", "completed", 7_200_000))
+    // One batch; the ids come back in order.
+    let ids = s
+        .record_ai_runs(&[
+            retry.clone(),
+            second,
+            ai_run(Some(&a), "2", "m-large", "completed", 7_200_000),
+        ])
         .await
         .unwrap();
+    let (r1, r2, r3) = (ids[0], ids[1], ids[2]);
     let all = AiFilter::default();
     let runs = s.list_ai_runs(&Scope::All, &all, 1, 10).await.unwrap();
     assert_eq!(

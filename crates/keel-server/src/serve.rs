@@ -59,6 +59,8 @@ pub struct Server {
     /// The application state.
     pub state: AppState,
     workers: Vec<Worker>,
+    /// The handlers' record writer (flushed after the workers close).
+    handlers: Option<keel_handlers::Handlers>,
     tasks: Vec<JoinHandle<()>>,
     runs_task: Option<JoinHandle<()>>,
     heartbeat: Option<Heartbeat>,
@@ -184,6 +186,7 @@ pub async fn prepare(
     let otp = keel_handlers::email::otp_routes(config)?;
     let mut started = Vec::new();
     let mut heartbeat = None;
+    let mut factory = None;
     if workers {
         let names = keel::runner::select(config, &[], "queues")?;
         let worker_id = format!(
@@ -205,7 +208,7 @@ pub async fn prepare(
                 ),
             )
         };
-        let factory = handlers(
+        let built = handlers(
             config,
             &backend,
             &store,
@@ -215,7 +218,8 @@ pub async fn prepare(
             &invalidator,
         );
         started =
-            keel::runner::start_workers(config, &backend, &names, &factory, Some(&wrap)).await?;
+            keel::runner::start_workers(config, &backend, &names, &built, Some(&wrap)).await?;
+        factory = Some(built);
         started.push(engine.start_trigger_worker().await?);
         let reconciler =
             keel_workflows::Reconciler::new(engine.clone(), server.workflow_reconciler.clone());
@@ -252,6 +256,7 @@ pub async fn prepare(
     Ok(Server {
         state,
         workers: started,
+        handlers: factory,
         tasks,
         runs_task,
         heartbeat,
@@ -307,11 +312,15 @@ impl Server {
         let Server {
             state,
             workers,
+            handlers,
             tasks,
             runs_task,
             heartbeat,
         } = self;
         keel::runner::close_all(workers, deadline).await?;
+        if let Some(h) = &handlers {
+            h.close().await;
+        }
         if let Some(h) = heartbeat {
             h.stop().await;
         }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::messages::{
     AiEvent, AiFilter, AiMessage, AiRun, AiTask, AiUsage, EmailFilter, EmailLog, NewAiRun, NewEmail,
 };
@@ -184,37 +184,48 @@ fn child_where(scope: &Scope, f: &AiFilter, at: &str) -> Where {
 
 #[async_trait]
 impl MessageStore for SqlStore {
-    async fn record_email(&self, e: &NewEmail) -> Result<i64> {
-        let sql = format!(
-            "{} RETURNING id",
-            multi_insert(
+    async fn record_emails(&self, emails: &[NewEmail]) -> Result<()> {
+        if emails.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| db_err("email logs", e))?;
+        // 17 parameters a row: 200 rows stay well inside both databases' limits.
+        for chunk in emails.chunks(200) {
+            let sql = multi_insert(
                 "keel_email_logs (tenant_id, queue, job_id, job_name, attempt, template, recipient, subject, status, smtp_code, smtp_reply, message_id, error, actor, trace_id, created_at, duration_ms)",
                 17,
-                1
-            )
-        );
-        sqlx::query(&sql)
-            .bind(e.tenant_id.as_deref())
-            .bind(e.queue.as_str())
-            .bind(e.job_id.as_str())
-            .bind(e.job_name.as_str())
-            .bind(e.attempt)
-            .bind(e.template.as_str())
-            .bind(e.recipient.as_str())
-            .bind(e.subject.as_str())
-            .bind(e.status.as_str())
-            .bind(e.smtp_code)
-            .bind(e.smtp_reply.as_deref())
-            .bind(e.message_id.as_deref())
-            .bind(e.error.as_deref())
-            .bind(e.actor.as_deref())
-            .bind(e.trace_id.as_str())
-            .bind(e.created_at)
-            .bind(e.duration_ms)
-            .fetch_one(&self.pool)
-            .await
-            .and_then(|r| r.try_get("id"))
-            .map_err(|e| db_err("email log", e))
+                chunk.len(),
+            );
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(e.tenant_id.as_deref())
+                    .bind(e.queue.as_str())
+                    .bind(e.job_id.as_str())
+                    .bind(e.job_name.as_str())
+                    .bind(e.attempt)
+                    .bind(e.template.as_str())
+                    .bind(e.recipient.as_str())
+                    .bind(e.subject.as_str())
+                    .bind(e.status.as_str())
+                    .bind(e.smtp_code)
+                    .bind(e.smtp_reply.as_deref())
+                    .bind(e.message_id.as_deref())
+                    .bind(e.error.as_deref())
+                    .bind(e.actor.as_deref())
+                    .bind(e.trace_id.as_str())
+                    .bind(e.created_at)
+                    .bind(e.duration_ms);
+            }
+            q.execute(&mut *tx)
+                .await
+                .map_err(|e| db_err("email logs", e))?;
+        }
+        tx.commit().await.map_err(|e| db_err("email logs", e))
     }
 
     async fn list_emails(
@@ -258,81 +269,125 @@ impl MessageStore for SqlStore {
         .await
     }
 
-    async fn record_ai_run(&self, r: &NewAiRun) -> Result<i64> {
-        let mut tx = self.pool.begin().await.map_err(|e| db_err("AI run", e))?;
-        let sql = format!(
-            "{} RETURNING id",
-            multi_insert(
-                "keel_ai_runs (tenant_id, queue, job_id, job_name, attempt, provider, model, status, prompt_tokens, completion_tokens, cost_usd, latency_ms, http_status, error, trace_id, started_at, finished_at)",
-                17,
-                1
-            )
-        );
-        let id: i64 = sqlx::query(&sql)
-            .bind(r.tenant_id.as_deref())
-            .bind(r.queue.as_str())
-            .bind(r.job_id.as_str())
-            .bind(r.job_name.as_str())
-            .bind(r.attempt)
-            .bind(r.provider.as_str())
-            .bind(r.model.as_str())
-            .bind(r.status.as_str())
-            .bind(r.prompt_tokens)
-            .bind(r.completion_tokens)
-            .bind(r.cost_usd)
-            .bind(r.latency_ms)
-            .bind(r.http_status)
-            .bind(r.error.as_deref())
-            .bind(r.trace_id.as_str())
-            .bind(r.started_at)
-            .bind(r.finished_at)
-            .fetch_one(&mut *tx)
-            .await
-            .and_then(|row| row.try_get("id"))
-            .map_err(|e| db_err("AI run", e))?;
-        if !r.messages.is_empty() {
-            let sql = multi_insert(
-                "keel_ai_messages (run_id, tenant_id, position, role, content, truncated, created_at)",
-                7,
-                r.messages.len(),
-            );
-            let mut q = sqlx::query(&sql);
-            for (i, m) in r.messages.iter().enumerate() {
-                q = q
-                    .bind(id)
-                    .bind(r.tenant_id.as_deref())
-                    .bind(i as i64)
-                    .bind(m.role.as_str())
-                    .bind(m.content.as_str())
-                    .bind(m.truncated as i64)
-                    .bind(r.started_at);
-            }
-            q.execute(&mut *tx)
-                .await
-                .map_err(|e| db_err("AI messages", e))?;
+    async fn record_ai_runs(&self, runs: &[NewAiRun]) -> Result<Vec<i64>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
         }
-        if !r.events.is_empty() {
-            let sql = multi_insert(
-                "keel_ai_events (run_id, tenant_id, trace_id, at, kind, message)",
-                6,
-                r.events.len(),
+        let mut tx = self.pool.begin().await.map_err(|e| db_err("AI runs", e))?;
+        let mut ids = Vec::with_capacity(runs.len());
+        for chunk in runs.chunks(200) {
+            let sql = format!(
+                "{} RETURNING id, queue, job_id, attempt, started_at",
+                multi_insert(
+                    "keel_ai_runs (tenant_id, queue, job_id, job_name, attempt, provider, model, status, prompt_tokens, completion_tokens, cost_usd, latency_ms, http_status, error, trace_id, started_at, finished_at)",
+                    17,
+                    chunk.len(),
+                )
             );
             let mut q = sqlx::query(&sql);
-            for e in &r.events {
+            for r in chunk {
                 q = q
-                    .bind(id)
                     .bind(r.tenant_id.as_deref())
+                    .bind(r.queue.as_str())
+                    .bind(r.job_id.as_str())
+                    .bind(r.job_name.as_str())
+                    .bind(r.attempt)
+                    .bind(r.provider.as_str())
+                    .bind(r.model.as_str())
+                    .bind(r.status.as_str())
+                    .bind(r.prompt_tokens)
+                    .bind(r.completion_tokens)
+                    .bind(r.cost_usd)
+                    .bind(r.latency_ms)
+                    .bind(r.http_status)
+                    .bind(r.error.as_deref())
                     .bind(r.trace_id.as_str())
-                    .bind(e.at)
-                    .bind(e.kind.as_str())
-                    .bind(e.message.as_str());
+                    .bind(r.started_at)
+                    .bind(r.finished_at);
             }
-            q.execute(&mut *tx)
+            let rows = q
+                .fetch_all(&mut *tx)
                 .await
-                .map_err(|e| db_err("AI events", e))?;
+                .map_err(|e| db_err("AI runs", e))?;
+            // Match ids back by (queue, job, attempt, start): RETURNING order is not promised.
+            let mut by_key = std::collections::HashMap::new();
+            for row in &rows {
+                let key: (String, String, i64, i64) = (
+                    row.try_get("queue").map_err(|e| db_err("AI runs", e))?,
+                    row.try_get("job_id").map_err(|e| db_err("AI runs", e))?,
+                    row.try_get("attempt").map_err(|e| db_err("AI runs", e))?,
+                    row.try_get("started_at")
+                        .map_err(|e| db_err("AI runs", e))?,
+                );
+                let id: i64 = row.try_get("id").map_err(|e| db_err("AI runs", e))?;
+                by_key.entry(key).or_insert_with(Vec::new).push(id);
+            }
+            let mut chunk_ids = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                let key = (r.queue.clone(), r.job_id.clone(), r.attempt, r.started_at);
+                let id = by_key
+                    .get_mut(&key)
+                    .and_then(|v| v.pop())
+                    .ok_or_else(|| StoreError::Database("an AI run id was not returned".into()))?;
+                chunk_ids.push(id);
+            }
+            let messages: Vec<(i64, &NewAiRun, usize)> = chunk
+                .iter()
+                .zip(&chunk_ids)
+                .flat_map(|(r, id)| (0..r.messages.len()).map(move |i| (*id, r, i)))
+                .collect();
+            for part in messages.chunks(500) {
+                let sql = multi_insert(
+                    "keel_ai_messages (run_id, tenant_id, position, role, content, truncated, created_at)",
+                    7,
+                    part.len(),
+                );
+                let mut q = sqlx::query(&sql);
+                for (id, r, i) in part {
+                    let m = &r.messages[*i];
+                    q = q
+                        .bind(*id)
+                        .bind(r.tenant_id.as_deref())
+                        .bind(*i as i64)
+                        .bind(m.role.as_str())
+                        .bind(m.content.as_str())
+                        .bind(m.truncated as i64)
+                        .bind(r.started_at);
+                }
+                q.execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_err("AI messages", e))?;
+            }
+            let events: Vec<(i64, &NewAiRun, usize)> = chunk
+                .iter()
+                .zip(&chunk_ids)
+                .flat_map(|(r, id)| (0..r.events.len()).map(move |i| (*id, r, i)))
+                .collect();
+            for part in events.chunks(500) {
+                let sql = multi_insert(
+                    "keel_ai_events (run_id, tenant_id, trace_id, at, kind, message)",
+                    6,
+                    part.len(),
+                );
+                let mut q = sqlx::query(&sql);
+                for (id, r, i) in part {
+                    let e = &r.events[*i];
+                    q = q
+                        .bind(*id)
+                        .bind(r.tenant_id.as_deref())
+                        .bind(r.trace_id.as_str())
+                        .bind(e.at)
+                        .bind(e.kind.as_str())
+                        .bind(e.message.as_str());
+                }
+                q.execute(&mut *tx)
+                    .await
+                    .map_err(|e| db_err("AI events", e))?;
+            }
+            ids.extend(chunk_ids);
         }
-        tx.commit().await.map_err(|e| db_err("AI run", e))?;
-        Ok(id)
+        tx.commit().await.map_err(|e| db_err("AI runs", e))?;
+        Ok(ids)
     }
 
     async fn list_ai_runs(
