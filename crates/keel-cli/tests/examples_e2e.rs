@@ -5,13 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{placeholder_env, serve, stop, Serving};
+use keel_handlers::testing::SmtpServer;
 use serde_json::Value;
 
 /// A local stand-in for what the examples' handlers call: the backends' consumers
@@ -191,59 +191,6 @@ impl Client {
     }
 }
 
-/// A real SMTP server (keel-handlers' test script), stopped by its pid when dropped.
-struct Smtp {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: std::process::Child,
-}
-
-impl Smtp {
-    fn start() -> Smtp {
-        let dir = tempfile::tempdir().unwrap();
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../keel-handlers/tests/smtp_server.py"
-        );
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 with aiosmtpd");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        Smtp {
-            port: line.trim().parse().expect("the SMTP server's port"),
-            dir,
-            child,
-        }
-    }
-
-    fn messages(&self) -> Vec<Value> {
-        let mut files: Vec<_> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        files.sort();
-        files
-            .iter()
-            .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Without a key it needs, an example does not start: exit 2, naming the key and the variable.
 #[test]
 fn teknav_names_a_missing_key_at_start() {
@@ -286,7 +233,7 @@ fn teknav_names_a_missing_key_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn teknav_runs_every_job_name_end_to_end() {
     let (receiver, base) = Receiver::start().await;
-    let smtp = Smtp::start();
+    let smtp = SmtpServer::start(false);
     let db = keel_records::testing::postgres().await;
     for stmt in [
         r#"CREATE TABLE "AnalyticsEvent" (id serial PRIMARY KEY, "eventType" text NOT NULL, "createdAt" timestamptz NOT NULL)"#,
@@ -365,7 +312,7 @@ async fn teknav_runs_every_job_name_end_to_end() {
         }
     }
     // The sides: the messages as received, the AI runs recorded, the aggregates written.
-    let messages = smtp.messages();
+    let messages = smtp.received();
     assert_eq!(messages.len(), 2, "{messages:?}");
     let welcome = messages
         .iter()

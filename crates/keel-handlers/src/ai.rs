@@ -329,16 +329,7 @@ impl AiHandler {
         call: &mut Call,
     ) -> std::result::Result<Value, JobError> {
         let job = &ctx.job;
-        let mut data = match &job.data {
-            Value::Object(m) => Value::Object(m.clone()),
-            _ => {
-                return Err(JobError::unrecoverable(
-                    "an ai job's data must be a JSON object",
-                ))
-            }
-        };
-        data["job"] = json!({"id": job.id, "name": job.name, "queue": self.queue,
-                             "attempt": job.attempts_made + 1});
+        let data = crate::template_context("ai", &self.queue, job)?;
         let mut messages = Vec::new();
         if self.templates.has(SYSTEM) {
             let system = self

@@ -346,16 +346,7 @@ impl EmailHandler {
         out: &mut Attempt,
     ) -> std::result::Result<Value, JobError> {
         let job = &ctx.job;
-        let mut data = match &job.data {
-            Value::Object(m) => Value::Object(m.clone()),
-            _ => {
-                return Err(JobError::unrecoverable(
-                    "an email job's data must be a JSON object",
-                ))
-            }
-        };
-        data["job"] = json!({"id": job.id, "name": job.name, "queue": self.queue,
-                             "attempt": job.attempts_made + 1});
+        let mut data = crate::template_context("email", &self.queue, job)?;
         let template = match &self.fixed {
             Some(t) => t.clone(),
             None => ["template", "templateKey"]

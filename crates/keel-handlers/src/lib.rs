@@ -9,6 +9,9 @@
 //! - [`email`] — the `email` handler.
 //! - [`ai`] — the `ai` handler.
 //! - [`sql`] — the `sql` handler.
+//! - [`smtp`] — the SMTP connection pool.
+//! - [`records`] — the record writer (off the hot path).
+//! - `testing` (feature `testing`): a real SMTP server for tests.
 
 pub mod ai;
 pub mod email;
@@ -16,6 +19,8 @@ pub mod records;
 pub mod smtp;
 pub mod sql;
 pub mod template;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -249,4 +254,22 @@ fn trace_id(data: &serde_json::Value) -> String {
         .and_then(|v| v.as_str())
         .map(str::to_string)
         .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()))
+}
+
+/// What a handler's templates see: the job's data (an object), and `job` (`id`, `name`,
+/// `queue`, `attempt`).
+fn template_context(
+    kind: &str,
+    queue: &str,
+    job: &keel_core::Job,
+) -> std::result::Result<serde_json::Value, keel_core::JobError> {
+    let serde_json::Value::Object(m) = &job.data else {
+        return Err(keel_core::JobError::unrecoverable(format!(
+            "an {kind} job's data must be a JSON object"
+        )));
+    };
+    let mut data = serde_json::Value::Object(m.clone());
+    data["job"] = serde_json::json!({"id": job.id, "name": job.name, "queue": queue,
+                                     "attempt": job.attempts_made + 1});
+    Ok(data)
 }

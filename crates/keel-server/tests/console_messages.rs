@@ -6,54 +6,13 @@
 mod browser;
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use axum::http::{Method, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use browser::{browser, click, shot, sign_in, until};
+use keel_handlers::testing::SmtpServer;
 use serde_json::{json, Value};
 use support::{App, Db};
-
-struct Smtp {
-    port: u16,
-    _dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Smtp {
-    fn start() -> Smtp {
-        let dir = tempfile::tempdir().unwrap();
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../keel-handlers/tests/smtp_server.py"
-        );
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 with aiosmtpd");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        Smtp {
-            port: line.trim().parse().expect("the SMTP server's port"),
-            _dir: dir,
-            child,
-        }
-    }
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn provider() -> String {
     let app = Router::new().route(
@@ -74,7 +33,7 @@ async fn provider() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ai_and_email_pages_in_chromium() {
-    let smtp = Smtp::start();
+    let smtp = SmtpServer::start(false);
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (smtp_env, key_env) = (format!("KEEL_TEST_SMTP_{id}"), format!("KEEL_TEST_AI_{id}"));
     // Unique names: the server reads the process environment, as in production.

@@ -6,73 +6,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
+use keel_handlers::testing::SmtpServer;
 use serde_json::{json, Value};
 use support::{App, Db};
-
-/// A real SMTP server (keel-handlers' test script), stopped by its pid when dropped.
-struct Smtp {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Smtp {
-    fn start() -> Smtp {
-        let dir = tempfile::tempdir().unwrap();
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../keel-handlers/tests/smtp_server.py"
-        );
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 with aiosmtpd");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        Smtp {
-            port: line.trim().parse().expect("the SMTP server's port"),
-            dir,
-            child,
-        }
-    }
-
-    async fn messages(&self, n: usize) -> Vec<Value> {
-        support::eventually("the messages arrive", || async {
-            let mut files: Vec<_> = std::fs::read_dir(self.dir.path())
-                .unwrap()
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "json"))
-                .collect();
-            files.sort();
-            (files.len() >= n).then(|| {
-                files
-                    .iter()
-                    .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
-                    .collect()
-            })
-        })
-        .await
-    }
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A provider answering every chat completion at once, with usage.
 async fn provider() -> String {
@@ -151,7 +92,7 @@ both!(otp_email_and_ai_records_through_the_api);
 
 async fn otp_email_and_ai_records_through_the_api(db: Db) {
     use futures::StreamExt;
-    let smtp = Smtp::start();
+    let smtp = SmtpServer::start(false);
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (smtp_env, key_env) = (format!("KEEL_TEST_SMTP_{id}"), format!("KEEL_TEST_AI_{id}"));
     // Unique names per test: the server reads the process environment, as in production.
