@@ -4,6 +4,7 @@
 //! `/api/owner/ai/*` (filters, errors naming the field, cache, access log, tenants) and the
 //! realtime `ai_task` and `email_status` events.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -73,19 +74,6 @@ prompt = "{{{{ text }}}}"
 prices = {{ "test/model-a" = {{ prompt = 1.0, completion = 2.0 }} }}
 "#
     )
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { crate::$name(crate::Db::Sqlite).await; }
-        )* }
-        mod postgres { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { crate::$name(crate::Db::Postgres).await; }
-        )* }
-    };
 }
 
 both!(otp_email_and_ai_records_through_the_api);

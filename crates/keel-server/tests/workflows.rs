@@ -2,6 +2,7 @@
 //! re-run; audit, access log, cache, roles, tenants, errors), realtime events and the console
 //! pages — on both databases, the steps run by the configured `http` handlers.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -65,19 +66,6 @@ async fn ended(app: &App, id: &str) -> Value {
             .then_some(v)
     })
     .await
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { crate::$name(crate::Db::Sqlite).await; }
-        )* }
-        mod postgres { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { crate::$name(crate::Db::Postgres).await; }
-        )* }
-    };
 }
 
 both!(

@@ -1,6 +1,22 @@
 //! Shared by the server's test binaries: fresh databases, a running app, HTTP helpers.
 #![allow(dead_code)]
 
+/// One test per database: `both!(a, b)` runs `async fn a(db: Db)` as `sqlite::a` and
+/// `postgres::a` (a test file declares `#[macro_use] mod support;`).
+#[allow(unused_macros)]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { crate::$name(crate::Db::Sqlite).await; }
+        )* }
+        mod postgres { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { crate::$name(crate::Db::Postgres).await; }
+        )* }
+    };
+}
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
