@@ -120,9 +120,12 @@ pub async fn email(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), Strin
             }
         }
     }
+    recorded.close().await;
+    let (written, dropped, failed) = recorded.record_counts();
     println!(
         "{}",
-        json!({"scenario": "email", "summary": true, "database": db, "concurrency": setup.concurrency,
+        json!({"scenario": "email", "summary": true, "records_written": written,
+               "records_dropped": dropped, "records_failed": failed, "database": db, "concurrency": setup.concurrency,
                "records_on_messages_per_s": median(on), "records_off_messages_per_s": median(off)})
     );
     Ok(())
@@ -189,13 +192,17 @@ pub async fn ai(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), String> 
             }
         }
     }
+    // What the recorded rounds wrote, dropped (buffer full) and lost, once flushed.
+    recorded.close().await;
+    let (written, dropped, failed) = recorded.record_counts();
     let (h, off, on) = (median(h), median(a_off), median(a_on));
     let overhead = |ai: f64| ((h / ai - 1.0) * 1000.0).round() / 1000.0;
     println!(
         "{}",
         json!({"scenario": "ai", "summary": true, "database": db, "concurrency": setup.concurrency,
                "http_jobs_per_s": h, "ai_jobs_per_s": off, "ai_recorded_jobs_per_s": on,
-               "overhead": overhead(off), "overhead_recorded": overhead(on)})
+               "overhead": overhead(off), "overhead_recorded": overhead(on),
+               "records_written": written, "records_dropped": dropped, "records_failed": failed})
     );
     Ok(())
 }
