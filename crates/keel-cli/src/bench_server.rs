@@ -18,7 +18,6 @@
 //!   and per plain job; `ratio` = step / job.
 //!
 //! - `email`, `ai`: the handlers of `keel-handlers` (see `bench_handlers.rs`).
-//!
 //! Records go to `DATABASE_URL` (else a SQLite file in a temporary directory).
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,5 +1,6 @@
 //! The records store suite, run against PostgreSQL (a fresh database per test) and SQLite (a
-//! fresh file per test).
+//! fresh file per test). Over 600 lines: one suite for every record kind (tokens, logs, runs,
+//! users, workflows, email and AI records), so that each runs on both databases the same way.
 
 use keel_records::messages::{AiFilter, EmailFilter, NewAiEvent, NewAiMessage, NewAiRun, NewEmail};
 use keel_records::testing::{postgres, sqlite};
