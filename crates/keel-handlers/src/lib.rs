@@ -44,8 +44,8 @@ pub enum HandlerEvent {
     Ai(NewAiRun, Option<i64>),
 }
 
-/// Receives [`HandlerEvent`]s.
-pub type Observer = Arc<dyn Fn(&HandlerEvent) + Send + Sync>;
+/// Receives [`HandlerEvent`]s, a written batch at a time.
+pub type Observer = Arc<dyn Fn(&[HandlerEvent]) + Send + Sync>;
 
 /// Resolves environment variables (the process's, or a test's).
 pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -103,7 +103,7 @@ impl Shared {
             Some(w) => w.submit(records::Record::Email(record)),
             None => {
                 if let Some(o) = &self.observer {
-                    o(&HandlerEvent::Email(record));
+                    o(&[HandlerEvent::Email(record)]);
                 }
             }
         }
@@ -114,7 +114,7 @@ impl Shared {
             Some(w) => w.submit(records::Record::Ai(record)),
             None => {
                 if let Some(o) = &self.observer {
-                    o(&HandlerEvent::Ai(record, None));
+                    o(&[HandlerEvent::Ai(record, None)]);
                 }
             }
         }

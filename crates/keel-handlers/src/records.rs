@@ -176,11 +176,15 @@ async fn write(
         }
     };
     if let Some(o) = observer {
-        for e in emails {
-            o(&HandlerEvent::Email(e));
-        }
-        for (r, id) in runs.into_iter().zip(ids) {
-            o(&HandlerEvent::Ai(r, id));
-        }
+        let events: Vec<HandlerEvent> = emails
+            .into_iter()
+            .map(HandlerEvent::Email)
+            .chain(
+                runs.into_iter()
+                    .zip(ids)
+                    .map(|(r, id)| HandlerEvent::Ai(r, id)),
+            )
+            .collect();
+        o(&events);
     }
 }

@@ -152,8 +152,9 @@ async fn ai_calls_follow_the_protocol_and_are_recorded() {
     let handlers = Handlers::new(&backend)
         .records(store)
         .env(env(&[("OPENROUTER_API_KEY", KEY.to_string())]))
-        .observer(Arc::new(move |e| {
-            seen.lock().unwrap().push(format!("{e:?}"))
+        .observer(Arc::new(move |batch| {
+            let mut seen = seen.lock().unwrap();
+            seen.extend(batch.iter().map(|e| format!("{e:?}")));
         }));
     let names = keel::runner::select(&config, &[], "queues").unwrap();
     let workers = keel::runner::start_workers(&config, &backend, &names, &handlers, None)

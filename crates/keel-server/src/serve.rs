@@ -282,15 +282,23 @@ pub fn handlers(
         .tenants(tenants.clone())
         .limiter(limiter.clone())
         .base_dir(config_dir(config))
-        .observer(Arc::new(move |e| {
-            realtime.handler_event(e);
-            // Coalesced: a busy queue costs one invalidation per beat, not one per send.
-            let tag = match e {
-                keel_handlers::HandlerEvent::Email(_) => crate::tags::EMAILS,
-                keel_handlers::HandlerEvent::Ai(..) => crate::tags::AI,
-            };
-            let invalidator = invalidator.clone();
-            tokio::spawn(async move { invalidator.invalidate(&[tag]).await });
+        .observer(Arc::new(move |batch| {
+            let mut tags = Vec::new();
+            for e in batch {
+                realtime.handler_event(e);
+                let tag = match e {
+                    keel_handlers::HandlerEvent::Email(_) => crate::tags::EMAILS,
+                    keel_handlers::HandlerEvent::Ai(..) => crate::tags::AI,
+                };
+                if !tags.contains(&tag) {
+                    tags.push(tag);
+                }
+            }
+            // One invalidation per written batch (coalesced further by the invalidator).
+            if !tags.is_empty() {
+                let invalidator = invalidator.clone();
+                tokio::spawn(async move { invalidator.invalidate(&tags).await });
+            }
         }))
 }
 
