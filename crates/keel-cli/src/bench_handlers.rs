@@ -19,20 +19,47 @@ use std::time::{Duration, Instant};
 
 use keel::config::Config;
 use keel::handlers::HandlerFactory;
-use keel::Processor;
+use keel::Queue;
 use serde_json::json;
 
 use crate::bench_server::{median, preloaded, store, Setup};
 
-fn counted(p: Processor, done: Arc<AtomicUsize>) -> Processor {
-    Arc::new(move |ctx| {
-        let (p, done) = (p.clone(), done.clone());
+/// Runs a worker of `concurrency` with `p` for jobs named `job` on `q` until `n` attempts
+/// ended; the seconds that took.
+pub(crate) async fn drain(
+    q: &Queue,
+    job: &str,
+    p: keel::Processor,
+    n: usize,
+    concurrency: usize,
+) -> Result<f64, String> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = done.clone();
+    let counted: keel::Processor = Arc::new(move |ctx| {
+        let (p, d) = (p.clone(), d.clone());
         Box::pin(async move {
             let r = p(ctx).await;
-            done.fetch_add(1, Ordering::Relaxed);
+            d.fetch_add(1, Ordering::Relaxed);
             r
         })
-    })
+    });
+    let started = Instant::now();
+    let worker = q
+        .worker()
+        .handler(job, counted)
+        .concurrency(concurrency)
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    while done.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    worker
+        .close(Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(secs)
 }
 
 /// One round: `n` preloaded jobs named `job` on a fresh queue through the handler configured
@@ -58,23 +85,7 @@ async fn round(
         .build(&qc, "bench", &qc.handlers[job])
         .map_err(|e| e.to_string())?;
     let q = preloaded(setup, &name, job, n).await?;
-    let done = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let worker = q
-        .worker()
-        .handler(job, counted(processor, done.clone()))
-        .concurrency(setup.concurrency)
-        .start()
-        .await
-        .map_err(|e| e.to_string())?;
-    while done.load(Ordering::Relaxed) < n {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    worker
-        .close(Duration::from_secs(10))
-        .await
-        .map_err(|e| e.to_string())?;
+    let secs = drain(&q, job, processor, n, setup.concurrency).await?;
     let counts = q.counts().await.map_err(|e| e.to_string())?;
     let _ = q.obliterate(true).await;
     if counts.failed > 0 {

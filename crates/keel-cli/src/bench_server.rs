@@ -18,6 +18,7 @@
 //!   and per plain job; `ratio` = step / job.
 //!
 //! - `email`, `ai`: the handlers of `keel-handlers` (see `bench_handlers.rs`).
+//!
 //! Records go to `DATABASE_URL` (else a SQLite file in a temporary directory).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -425,30 +426,8 @@ async fn plain_round(setup: &Setup<'_>, n: usize) -> Result<f64, String> {
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     let q = preloaded(setup, &name, "step", n).await?;
-    let done = Arc::new(AtomicUsize::new(0));
-    let d = done.clone();
-    let started = Instant::now();
-    let worker = q
-        .worker()
-        .fallback(handler_fn(move |_| {
-            let d = d.clone();
-            async move {
-                d.fetch_add(1, Ordering::Relaxed);
-                Ok(Value::Null)
-            }
-        }))
-        .concurrency(setup.concurrency)
-        .start()
-        .await
-        .map_err(|e| e.to_string())?;
-    while done.load(Ordering::Relaxed) < n {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    worker
-        .close(Duration::from_secs(10))
-        .await
-        .map_err(|e| e.to_string())?;
+    let noop = handler_fn(|_| async { Ok(Value::Null) });
+    let secs = crate::bench_handlers::drain(&q, "step", noop, n, setup.concurrency).await?;
     let _ = q.obliterate(true).await;
     Ok(secs)
 }
