@@ -8,8 +8,10 @@
 //!   email logs recorded and not, alternated per round. `messages_per_s`.
 //! - `ai`: `jobs` preloaded jobs through the `ai` handler against an in-process server speaking
 //!   the chat-completions protocol that answers at once (records on and off), and through the
-//!   plain `http` handler against the same server's hook, alternated per round. `overhead` =
-//!   per-job time of `ai` / per-job time of `http` − 1.
+//!   plain `http` handler against the same server's hook, alternated per round; then both as
+//!   `keel serve` runs them (`http_served`, `ai_served`: every attempt a run record, and the AI
+//!   records on top). `overhead` = per-job time of `ai` / per-job time of `http` − 1 (bare, AI
+//!   records only, and served).
 //!
 //! Records go to `DATABASE_URL` (else a SQLite file in a temporary directory).
 
@@ -22,7 +24,7 @@ use keel::handlers::HandlerFactory;
 use keel::Queue;
 use serde_json::json;
 
-use crate::bench_server::{median, preloaded, store, Setup};
+use crate::bench_server::{median, preloaded, store, Cpu, Served, Setup};
 
 /// Runs a worker of `concurrency` with `p` for jobs named `job` on `q` until `n` attempts
 /// ended; the seconds that took.
@@ -63,14 +65,16 @@ pub(crate) async fn drain(
 }
 
 /// One round: `n` preloaded jobs named `job` on a fresh queue through the handler configured
-/// by `handler_toml` (a `[queues.Q.handlers.JOB]` body); jobs per second.
+/// by `handler_toml` (a `[queues.Q.handlers.JOB]` body), each attempt a run record in `runs`
+/// when given (as `keel serve` does); jobs per second and CPU µs per job (see [`Cpu`]).
 async fn round(
     setup: &Setup<'_>,
     handlers: &keel_handlers::Handlers,
     job: &str,
     handler_toml: &str,
     n: usize,
-) -> Result<f64, String> {
+    runs: Option<&Arc<dyn keel_records::RecordStore>>,
+) -> Result<(f64, serde_json::Value), String> {
     let name = format!(
         "bench-h-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -85,13 +89,31 @@ async fn round(
         .build(&qc, "bench", &qc.handlers[job])
         .map_err(|e| e.to_string())?;
     let q = preloaded(setup, &name, job, n).await?;
+    let served = match runs {
+        Some(store) => Some(Served::start(setup, store).await?),
+        None => None,
+    };
+    let processor = match &served {
+        Some(s) => s.wrap(setup, &name, processor),
+        None => processor,
+    };
+    let cpu = Cpu::now();
     let secs = drain(&q, job, processor, n, setup.concurrency).await?;
+    if let Some(s) = served {
+        let stats = s.finish().await;
+        if stats.dropped > 0 || stats.failed_writes > 0 {
+            return Err(format!("run records lost: {stats:?}"));
+        }
+    }
+    // The records written after the last job (at most a batch) count with the round.
+    handlers.flush().await;
+    let cpu = cpu.per_job_us(&Cpu::now(), n);
     let counts = q.counts().await.map_err(|e| e.to_string())?;
     let _ = q.obliterate(true).await;
     if counts.failed > 0 {
         return Err(format!("{} of {n} jobs failed", counts.failed));
     }
-    Ok((n as f64 / secs).round())
+    Ok(((n as f64 / secs).round(), cpu))
 }
 
 /// The `email` scenario.
@@ -118,11 +140,13 @@ pub async fn email(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), Strin
     for r in 1..=setup.rounds {
         for records in [false, true] {
             let h = if records { &recorded } else { &plain };
-            let rate = round(setup, h, "send_email_template", &handler, setup.jobs).await?;
+            let (rate, cpu) =
+                round(setup, h, "send_email_template", &handler, setup.jobs, None).await?;
             println!(
                 "{}",
                 json!({"scenario": "email", "round": r, "records": records, "n": setup.jobs,
-                       "concurrency": setup.concurrency, "database": db, "messages_per_s": rate})
+                       "concurrency": setup.concurrency, "database": db, "messages_per_s": rate,
+                       "cpu_us_per_job": cpu})
             );
             if records {
                 on.push(rate)
@@ -183,36 +207,50 @@ pub async fn ai(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), String> 
         "kind = \"ai\"\nbase_url = \"{base}/v1\"\nmodel = \"openai/gpt-4o-mini\"\nsystem = \"You summarize.\"\nprompt = \"Summarize article {{{{ i }}}}.\"\nprices = {{ \"openai/gpt-4o-mini\" = {{ prompt = 0.15, completion = 0.60 }} }}\n"
     );
     let http = format!("kind = \"http\"\nurl = \"{base}/hook\"\n");
-    let (mut h, mut a_on, mut a_off) = (vec![], vec![], vec![]);
+    // Each handler bare, and as `keel serve` runs it: every attempt a run record, and the AI
+    // calls with their AI records (run, messages, events) on top.
+    let rounds: [(&str, &keel_handlers::Handlers, &String, bool); 5] = [
+        ("http", &plain, &http, false),
+        ("ai", &plain, &ai, false),
+        ("ai_recorded", &recorded, &ai, false),
+        ("http_served", &plain, &http, true),
+        ("ai_served", &recorded, &ai, true),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![vec![]; rounds.len()];
+    let mut cpus: Vec<Vec<f64>> = vec![vec![]; rounds.len()];
     for r in 1..=setup.rounds {
-        for (what, handlers, toml) in [
-            ("http", &plain, &http),
-            ("ai", &plain, &ai),
-            ("ai_recorded", &recorded, &ai),
-        ] {
-            let rate = round(setup, handlers, "summarize_article", toml, setup.jobs).await?;
+        for (i, (what, handlers, toml, runs)) in rounds.iter().enumerate() {
+            let runs = runs.then_some(&store);
+            let (rate, cpu) =
+                round(setup, handlers, "summarize_article", toml, setup.jobs, runs).await?;
             println!(
                 "{}",
                 json!({"scenario": "ai", "round": r, "handler": what, "n": setup.jobs,
-                       "concurrency": setup.concurrency, "database": db, "jobs_per_s": rate})
+                       "concurrency": setup.concurrency, "database": db, "jobs_per_s": rate,
+                       "cpu_us_per_job": cpu})
             );
-            match what {
-                "http" => h.push(rate),
-                "ai" => a_off.push(rate),
-                _ => a_on.push(rate),
-            }
+            rates[i].push(rate);
+            cpus[i].push(cpu["total"].as_f64().unwrap_or(0.0));
         }
     }
     // What the recorded rounds wrote, dropped (buffer full) and lost, once flushed.
     recorded.close().await;
     let (written, dropped, failed) = recorded.record_counts();
-    let (h, off, on) = (median(h), median(a_off), median(a_on));
-    let overhead = |ai: f64| ((h / ai - 1.0) * 1000.0).round() / 1000.0;
+    let m: Vec<f64> = rates.into_iter().map(median).collect();
+    let c: Vec<f64> = cpus.into_iter().map(median).collect();
+    // Per-job time of the `ai` handler over that of `http`, minus one.
+    let overhead = |ai: f64, http: f64| ((http / ai - 1.0) * 1000.0).round() / 1000.0;
+    let cpu_overhead = |ai: f64, http: f64| ((ai / http - 1.0) * 1000.0).round() / 1000.0;
     println!(
         "{}",
         json!({"scenario": "ai", "summary": true, "database": db, "concurrency": setup.concurrency,
-               "http_jobs_per_s": h, "ai_jobs_per_s": off, "ai_recorded_jobs_per_s": on,
-               "overhead": overhead(off), "overhead_recorded": overhead(on),
+               "http_jobs_per_s": m[0], "ai_jobs_per_s": m[1], "ai_recorded_jobs_per_s": m[2],
+               "http_served_jobs_per_s": m[3], "ai_served_jobs_per_s": m[4],
+               "overhead": overhead(m[1], m[0]), "overhead_recorded": overhead(m[2], m[0]),
+               "overhead_served": overhead(m[4], m[3]),
+               "cpu_us_per_job": {"http": c[0], "ai": c[1], "ai_recorded": c[2], "http_served": c[3], "ai_served": c[4]},
+               "cpu_overhead": cpu_overhead(c[1], c[0]), "cpu_overhead_recorded": cpu_overhead(c[2], c[0]),
+               "cpu_overhead_served": cpu_overhead(c[4], c[3]),
                "records_written": written, "records_dropped": dropped, "records_failed": failed})
     );
     Ok(())

@@ -313,66 +313,22 @@ async fn process_runs(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             );
             let q = preloaded(setup, &name, "work", n).await?;
-            let done = Arc::new(AtomicUsize::new(0));
-            let d = done.clone();
-            let handler = handler_fn(move |_| {
-                let d = d.clone();
-                async move {
-                    d.fetch_add(1, Ordering::Relaxed);
-                    Ok(Value::Null)
-                }
-            });
-            let (recorder, task) = if records {
-                let (r, t) = keel_server::runs::RunRecorder::start(
-                    store.clone(),
-                    keel_server::runs::RunRecorderConfig::default(),
-                    None,
-                );
-                (Some(r), Some(t))
-            } else {
-                (None, None)
+            let handler = handler_fn(|_| async { Ok(Value::Null) });
+            let served = match records {
+                true => Some(Served::start(setup, &store).await?),
+                false => None,
             };
-            let processor = match &recorder {
-                Some(r) => {
-                    let qc = setup.config.queue_config(&name);
-                    let (rt, _) =
-                        keel_server::realtime::Realtime::start(&setup.backend, setup.config)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    r.wrap(
-                        &qc,
-                        None,
-                        "bench".into(),
-                        keel_server::metrics::Metrics::new(),
-                        rt,
-                        handler,
-                    )
-                }
+            let processor = match &served {
+                Some(s) => s.wrap(setup, &name, handler),
                 None => handler,
             };
-            let started = Instant::now();
-            let worker = q
-                .worker()
-                .fallback(processor)
-                .concurrency(setup.concurrency)
-                .start()
-                .await
-                .map_err(|e| e.to_string())?;
-            while done.load(Ordering::Relaxed) < n {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let elapsed = started.elapsed();
-            worker
-                .close(Duration::from_secs(10))
-                .await
-                .map_err(|e| e.to_string())?;
-            let rate = (n as f64 / elapsed.as_secs_f64()).round();
+            let secs =
+                crate::bench_handlers::drain(&q, "work", processor, n, setup.concurrency).await?;
+            let rate = (n as f64 / secs).round();
             let mut line = json!({"scenario": "process_runs", "run_records": records, "round": round, "n": n,
                                   "concurrency": setup.concurrency, "database": db, "jobs_per_s": rate});
-            if let (Some(r), Some(t)) = (recorder, task) {
-                r.stop();
-                let _ = tokio::time::timeout(Duration::from_secs(60), t).await;
-                let s = r.stats();
+            if let Some(s) = served {
+                let s = s.finish().await;
                 line["records_written"] = json!(s.written);
                 line["records_dropped"] = json!(s.dropped);
                 on.push(rate);
@@ -391,6 +347,115 @@ async fn process_runs(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), St
                "cost": (((1.0 - on_m / off_m) * 1000.0).round() / 1000.0)})
     );
     Ok(())
+}
+
+/// Run records as `keel serve` writes them: every attempt through its recorder into the store.
+pub(crate) struct Served {
+    recorder: keel_server::runs::RunRecorder,
+    task: tokio::task::JoinHandle<()>,
+    realtime: keel_server::realtime::Realtime,
+}
+
+impl Served {
+    /// A recorder writing to `store`.
+    pub(crate) async fn start(
+        setup: &Setup<'_>,
+        store: &Arc<dyn RecordStore>,
+    ) -> Result<Served, String> {
+        let (recorder, task) = keel_server::runs::RunRecorder::start(
+            store.clone(),
+            keel_server::runs::RunRecorderConfig::default(),
+            None,
+        );
+        let (realtime, _) = keel_server::realtime::Realtime::start(&setup.backend, setup.config)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Served {
+            recorder,
+            task,
+            realtime,
+        })
+    }
+
+    /// `p` with each attempt recorded as a run of `queue`.
+    pub(crate) fn wrap(
+        &self,
+        setup: &Setup<'_>,
+        queue: &str,
+        p: keel::Processor,
+    ) -> keel::Processor {
+        self.recorder.wrap(
+            &setup.config.queue_config(queue),
+            None,
+            "bench".into(),
+            keel_server::metrics::Metrics::new(),
+            self.realtime.clone(),
+            p,
+        )
+    }
+
+    /// Writes what is buffered; the recorder's counts.
+    pub(crate) async fn finish(self) -> keel_server::runs::RunStats {
+        self.recorder.stop();
+        let _ = tokio::time::timeout(Duration::from_secs(60), self.task).await;
+        self.recorder.stats()
+    }
+}
+
+/// CPU seconds used so far by this process, by every `redis-server` and by every `postgres`
+/// process of the machine (from `/proc`): what a job costs, which on a shared 2-core machine
+/// is steadier than the jobs per second it gets.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Cpu {
+    keel: f64,
+    redis: f64,
+    postgres: f64,
+}
+
+impl Cpu {
+    /// The counters now.
+    pub(crate) fn now() -> Cpu {
+        let mut cpu = Cpu {
+            keel: proc_cpu("self").unwrap_or(0.0),
+            ..Cpu::default()
+        };
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            match comm.trim() {
+                "redis-server" => cpu.redis += proc_cpu(pid).unwrap_or(0.0),
+                "postgres" => cpu.postgres += proc_cpu(pid).unwrap_or(0.0),
+                _ => {}
+            }
+        }
+        cpu
+    }
+
+    /// Microseconds of CPU per job from `self` to `later`, by process and in total.
+    pub(crate) fn per_job_us(&self, later: &Cpu, n: usize) -> Value {
+        let us = |a: f64, b: f64| ((b - a).max(0.0) * 1e6 / n.max(1) as f64 * 10.0).round() / 10.0;
+        let (k, r, p) = (
+            us(self.keel, later.keel),
+            us(self.redis, later.redis),
+            us(self.postgres, later.postgres),
+        );
+        json!({"keel": k, "redis": r, "postgres": p, "total": ((k + r + p) * 10.0).round() / 10.0})
+    }
+}
+
+/// utime + stime of `/proc/<pid>/stat`, in seconds (the kernel's 100 ticks a second).
+fn proc_cpu(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// Queue `name` with `n` jobs named `job` added (removed on completion).

@@ -196,6 +196,13 @@ impl Handlers {
         }
     }
 
+    /// Waits until every record handed over so far is written (or counted as lost).
+    pub async fn flush(&self) {
+        if let Some(w) = self.shared.writer.get() {
+            w.flush().await;
+        }
+    }
+
     /// Records written, dropped (buffer full) and lost (failed writes) so far.
     pub fn record_counts(&self) -> (u64, u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;

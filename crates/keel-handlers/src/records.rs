@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use keel_records::messages::{NewAiRun, NewEmail};
 use keel_records::MessageStore;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::{HandlerEvent, Observer};
@@ -25,6 +25,8 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 pub(crate) enum Record {
     Email(NewEmail),
     Ai(NewAiRun),
+    /// Answered once everything before it is written.
+    Flush(oneshot::Sender<()>),
 }
 
 /// Counts of the writer.
@@ -68,6 +70,14 @@ impl RecordWriter {
         }
     }
 
+    /// Waits until what was submitted before is written (waits for room in a full buffer).
+    pub(crate) async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Record::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     pub(crate) fn counts(&self) -> &RecordCounts {
         &self.counts
     }
@@ -108,7 +118,7 @@ async fn run(
         };
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
-        while batch.len() < BATCH {
+        while batch.len() < BATCH && !matches!(batch.last(), Some(Record::Flush(_))) {
             let next = if stopping {
                 rx.try_recv().ok()
             } else {
@@ -132,11 +142,12 @@ async fn write(
     batch: Vec<Record>,
     counts: &RecordCounts,
 ) {
-    let (mut emails, mut runs) = (Vec::new(), Vec::new());
+    let (mut emails, mut runs, mut flushed) = (Vec::new(), Vec::new(), Vec::new());
     for r in batch {
         match r {
             Record::Email(e) => emails.push(e),
             Record::Ai(a) => runs.push(a),
+            Record::Flush(done) => flushed.push(done),
         }
     }
     let mut written = store.record_emails(&emails).await;
@@ -185,6 +196,11 @@ async fn write(
                     .map(|(r, id)| HandlerEvent::Ai(r, id)),
             )
             .collect();
-        o(&events);
+        if !events.is_empty() {
+            o(&events);
+        }
+    }
+    for done in flushed {
+        let _ = done.send(());
     }
 }

@@ -58,11 +58,35 @@ both!(
 
 async fn migrations_up_down_up(s: &SqlStore) {
     let applied = s.migrate_up().await.unwrap();
-    assert_eq!(applied.len(), 5, "{applied:?}");
+    assert_eq!(applied.len(), 6, "{applied:?}");
     assert!(s.migrate_up().await.unwrap().is_empty(), "up is idempotent");
     s.create_token("t", Role::Owner, None).await.unwrap();
-    // One step down drops only the newest migration (the email and AI tables): the others
-    // stay.
+    // The newest migration (the AI records' foreign keys dropped) goes down and up again with
+    // the rows it rebuilds: an AI run's messages and events are still its own.
+    let ids = s
+        .record_ai_runs(&[ai_run(None, "j1", "m", "completed", 1_000)])
+        .await
+        .unwrap();
+    let run = AiFilter {
+        run_id: Some(ids[0]),
+        ..AiFilter::default()
+    };
+    let messages = |s: &SqlStore| {
+        let (s, run) = (s.clone(), run.clone());
+        async move {
+            let m = s.list_ai_messages(&Scope::All, &run, 1, 50).await.unwrap();
+            let e = s.list_ai_events(&Scope::All, &run, 1, 50).await.unwrap();
+            (m.total, e.total)
+        }
+    };
+    let before = messages(s).await;
+    assert!(before.0 > 0 && before.1 > 0, "{before:?}");
+    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[5]]);
+    assert_eq!(messages(s).await, before);
+    assert_eq!(s.migrate_up().await.unwrap(), vec![applied[5]]);
+    assert_eq!(messages(s).await, before);
+    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[5]]);
+    // One step further down drops the email and AI tables: the others stay.
     assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[4]]);
     assert!(s
         .list_emails(&Scope::All, &EmailFilter::default(), 1, 10)

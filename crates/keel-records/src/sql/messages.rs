@@ -273,6 +273,9 @@ impl MessageStore for SqlStore {
         if runs.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(pg) = &self.copy {
+            return super::copy::copy_ai_runs(pg, runs).await;
+        }
         let mut tx = self.pool.begin().await.map_err(|e| db_err("AI runs", e))?;
         let mut ids = Vec::with_capacity(runs.len());
         for chunk in runs.chunks(200) {
