@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs Keel, raw bullmq-official and the Node BullMQ peer on one private Redis, alternated
-# ROUNDS times, and prints the median of each figure and the ratios keel/raw and keel/node.
+# Runs Keel's own engine (keel), Keel over BullMQ's scripts (bullmq), raw bullmq-official and
+# the Node BullMQ peer on one private Redis, alternated ROUNDS times, and prints the median of
+# each figure and the ratios of keel and bullmq to node.
 # Usage: scripts/bench.sh [ROUNDS]   (env: N, CONCURRENCY, SCENARIOS, PORT)
 # Run it on a quiet machine: on 2 cores a build beside it halves the figures.
 set -euo pipefail
@@ -22,10 +23,10 @@ cargo build --release -q -p keel-cli
 URL="redis://127.0.0.1:$PORT"
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r/$ROUNDS" >&2
-  timeout 1800 ./target/release/keel bench --redis "$URL" --jobs "$N" --concurrency "$CONCURRENCY" \
-    --scenario "$SCENARIOS" --engine keel >>"$OUT/keel.jsonl"
-  timeout 1800 ./target/release/keel bench --redis "$URL" --jobs "$N" --concurrency "$CONCURRENCY" \
-    --scenario "$SCENARIOS" --engine bullmq-official >>"$OUT/raw.jsonl"
+  for engine in keel bullmq bullmq-official; do
+    timeout 1800 ./target/release/keel bench --redis "$URL" --jobs "$N" --concurrency "$CONCURRENCY" \
+      --scenario "$SCENARIOS" --engine "$engine" >>"$OUT/$engine.jsonl"
+  done
   REDIS_URL="$URL" N="$N" CONCURRENCY="$CONCURRENCY" SCENARIOS="$SCENARIOS" \
     timeout 1800 node "$PEER/bench.mjs" 2>/dev/null | sed 's/^{/{"engine":"node",/' >>"$OUT/node.jsonl" || true
   redis-cli -p "$PORT" flushall >/dev/null
@@ -34,7 +35,8 @@ python3 - "$OUT" <<'PY'
 import json, statistics, sys, os
 out = sys.argv[1]
 rows = {}
-for eng, f in (("keel", "keel.jsonl"), ("bullmq-official", "raw.jsonl"), ("node", "node.jsonl")):
+for eng in ("keel", "bullmq", "bullmq-official", "node"):
+    f = eng + ".jsonl"
     p = os.path.join(out, f)
     if not os.path.exists(p):
         continue
@@ -44,14 +46,14 @@ for eng, f in (("keel", "keel.jsonl"), ("bullmq-official", "raw.jsonl"), ("node"
             continue
         d = json.loads(line)
         key = d["scenario"] + ("/" + d["variant"] if d.get("variant") else "")
-        for fig in ("jobs_per_s", "p50_ms", "p99_ms"):
+        for fig in ("jobs_per_s", "p50_ms", "p99_ms", "redis_cpu_us_per_job", "redis_bytes_per_job"):
             if isinstance(d.get(fig), (int, float)):
                 rows.setdefault((key, fig), {}).setdefault(eng, []).append(d[fig])
-print(f"{'scenario':<24} {'figure':<11} {'keel':>10} {'raw':>10} {'node':>10} {'keel/raw':>9} {'keel/node':>9}")
+print(f"{'scenario':<24} {'figure':<20} {'keel':>10} {'bullmq':>10} {'raw':>10} {'node':>10} {'keel/node':>9} {'bullmq/node':>11}")
 for (key, fig), by in sorted(rows.items()):
     med = {e: statistics.median(v) for e, v in by.items()}
-    k, r, n = med.get("keel"), med.get("bullmq-official"), med.get("node")
+    k, b, r, n = (med.get(e) for e in ("keel", "bullmq", "bullmq-official", "node"))
     ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"
     fmt = lambda x: f"{x:.1f}" if x is not None else "-"
-    print(f"{key:<24} {fig:<11} {fmt(k):>10} {fmt(r):>10} {fmt(n):>10} {ratio(k, r):>9} {ratio(k, n):>9}")
+    print(f"{key:<24} {fig:<20} {fmt(k):>10} {fmt(b):>10} {fmt(r):>10} {fmt(n):>10} {ratio(k, n):>9} {ratio(b, n):>11}")
 PY

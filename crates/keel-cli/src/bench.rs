@@ -1,6 +1,7 @@
 //! `keel bench`: the scenarios of `shared/bench/bullmq-peer` (same names and fields), run on
-//! Keel (`engine: "keel"`) and on raw bullmq-official with no Keel layer
-//! (`engine: "bullmq-official"`), one JSON line per scenario on stdout.
+//! Keel's own engine (`engine: "keel"`, `keel-native`), on Keel over BullMQ's scripts
+//! (`engine: "bullmq"`) and on raw bullmq-official with no Keel layer
+//! (`engine: "bullmq-official"`), one JSON line per scenario and engine on stdout.
 //!
 //! Over 600 lines on purpose: every scenario shares the timing, round and JSON-line helpers
 //! below, and the file mirrors `shared/bench/bullmq-peer/bench.mjs` scenario for scenario so the
@@ -30,13 +31,26 @@ const BENCH_PREFIX: &str = "keelbench";
 /// Which implementation runs the scenarios.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Engine {
-    /// Keel's Queue and Worker.
+    /// Keel's own Redis engine (`keel-native`: batched claims and acknowledgements).
     Keel,
+    /// Keel's Queue and Worker over BullMQ's scripts (what queues run today).
+    Bullmq,
     /// Raw bullmq-official.
     #[value(name = "bullmq-official")]
     BullmqOfficial,
-    /// Both, alternated per scenario.
+    /// bullmq and bullmq-official, alternated per scenario.
     Both,
+}
+
+impl Engine {
+    fn label(self, backend: BackendKind) -> &'static str {
+        match (self, backend) {
+            (_, BackendKind::Memory) => "memory",
+            (Engine::Keel, _) => "keel",
+            (Engine::BullmqOfficial, _) => "bullmq-official",
+            _ => "bullmq",
+        }
+    }
 }
 
 /// `keel bench` arguments.
@@ -60,9 +74,10 @@ pub struct BenchArgs {
         default_value = "enqueue_bulk,enqueue_single,process,process_keep,latency"
     )]
     scenario: Vec<String>,
-    /// keel, bullmq-official or both.
-    #[arg(long, value_enum, default_value_t = Engine::Keel)]
-    engine: Engine,
+    /// Comma list of keel (Keel's own engine), bullmq (Keel over BullMQ's scripts),
+    /// bullmq-official; both = bullmq,bullmq-official.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "bullmq")]
+    engine: Vec<Engine>,
     /// Open-loop add rate of the latency scenario (jobs/s).
     #[arg(long, default_value_t = 1000)]
     latency_rate: u64,
@@ -115,10 +130,22 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<(), Failure> {
         }
         None => Backend::memory(),
     };
-    let engines: Vec<Engine> = match (args.engine, keel_backend.kind()) {
-        (_, BackendKind::Memory) => vec![Engine::Keel],
-        (Engine::Both, _) => vec![Engine::Keel, Engine::BullmqOfficial],
-        (e, _) => vec![e],
+    let mut engines: Vec<Engine> = Vec::new();
+    for e in &args.engine {
+        let add: &[Engine] = match (e, keel_backend.kind()) {
+            (_, BackendKind::Memory) => &[Engine::Bullmq],
+            (Engine::Both, _) => &[Engine::Bullmq, Engine::BullmqOfficial],
+            (e, _) => std::slice::from_ref(e),
+        };
+        for a in add {
+            if !engines.contains(a) {
+                engines.push(*a);
+            }
+        }
+    }
+    let native = match (&config.redis_url, engines.contains(&Engine::Keel)) {
+        (Some(url), true) => Some(keel_native::NativeEngine::connect(url, BENCH_PREFIX).await?),
+        _ => None,
     };
     let redis = match &config.redis_url {
         Some(url) => Some(
@@ -135,6 +162,7 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<(), Failure> {
         backend: keel_backend,
         redis,
         url: config.redis_url.clone(),
+        native,
     };
     for scenario in bench.args.scenario.clone() {
         if crate::bench_server::SCENARIOS.contains(&scenario.as_str()) {
@@ -186,12 +214,43 @@ struct Bench {
     backend: Backend,
     redis: Option<redis::aio::MultiplexedConnection>,
     url: Option<String>,
+    native: Option<keel_native::NativeEngine>,
 }
 
-/// Raw or Keel handles for one scenario's queue.
+/// Raw, Keel or native handles for one scenario's queue.
+#[derive(Clone)]
 enum Target {
     Keel(Queue),
     Raw(Arc<bullmq::Queue>),
+    /// The native engine, the queue's name and the retention of its completed jobs.
+    Native(keel_native::NativeEngine, String, Option<KeepJobs>),
+}
+
+impl Target {
+    fn native_job(keep: &Option<KeepJobs>, name: &str, data: Value) -> NewJob {
+        NewJob::new(name, data).with_opts(JobOptions {
+            remove_on_complete: keep.clone(),
+            ..JobOptions::default()
+        })
+    }
+
+    async fn add(&self, name: &str, data: Value) -> Result<(), String> {
+        match self {
+            Target::Keel(q) => q.add(name, data, JobOptions::default()).await.map(|_| ()),
+            Target::Raw(q) => {
+                return q
+                    .add(name, data)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            Target::Native(e, q, keep) => e
+                .add(q, Target::native_job(keep, name, data))
+                .await
+                .map(|_| ()),
+        }
+        .map_err(|e| e.to_string())
+    }
 }
 
 impl Bench {
@@ -209,14 +268,7 @@ impl Bench {
                 scenario
             }),
         );
-        out.insert(
-            "engine".into(),
-            json!(if engine == Engine::Keel {
-                "keel"
-            } else {
-                "bullmq-official"
-            }),
-        );
+        out.insert("engine".into(), json!(engine.label(self.backend.kind())));
         out.insert(
             "backend".into(),
             json!(if self.backend.kind() == BackendKind::Memory {
@@ -265,6 +317,7 @@ impl Bench {
         let c0 = Instant::now();
         let cleanup = match &target {
             Target::Keel(q) => q.obliterate(true).await.map_err(|e| e.to_string()),
+            Target::Native(e, q, _) => e.obliterate(q).await.map_err(|e| e.to_string()),
             Target::Raw(q) => {
                 async {
                     q.pause().await.map_err(|e| e.to_string())?;
@@ -287,6 +340,10 @@ impl Bench {
             _ => None,
         };
         match engine {
+            Engine::Keel => {
+                let e = self.native.clone().ok_or("the keel engine needs Redis")?;
+                Ok(Target::Native(e, name.to_string(), keep))
+            }
             Engine::BullmqOfficial => {
                 let url = self.url.clone().ok_or("bullmq-official needs Redis")?;
                 let defaults = bullmq::JobOptions {
@@ -339,6 +396,12 @@ impl Bench {
                         .collect();
                     q.add_bulk(jobs).await.map_err(|e| e.to_string())?;
                 }
+                Target::Native(e, q, keep) => {
+                    let jobs = (0..k)
+                        .map(|_| Target::native_job(keep, "bulk", self.payload()))
+                        .collect();
+                    e.add_bulk(q, jobs).await.map_err(|e| e.to_string())?;
+                }
             }
             left -= k;
         }
@@ -346,24 +409,14 @@ impl Bench {
     }
 
     async fn add_one(&self, t: &Target, name: &str, data: Value) -> Result<(), String> {
-        match t {
-            Target::Keel(q) => q
-                .add(name, data, JobOptions::default())
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Target::Raw(q) => q
-                .add(name, data)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-        }
+        t.add(name, data).await
     }
 
     async fn waiting(&self, t: &Target) -> u64 {
         match t {
             Target::Keel(q) => q.counts().await.map(|c| c.waiting).unwrap_or(0),
             Target::Raw(q) => q.get_waiting_count().await.unwrap_or(0),
+            Target::Native(e, q, _) => e.counts(q).await.map(|c| c.waiting).unwrap_or(0),
         }
     }
 
@@ -374,7 +427,7 @@ impl Bench {
         let t0 = Instant::now();
         self.add_bulk(t, n).await?;
         let elapsed = t0.elapsed();
-        self.put_cpu(out, cpu0, elapsed).await;
+        self.put_cpu(out, cpu0, elapsed, n).await;
         let waiting = self.waiting(t).await;
         let mem1 = self.info_u64("memory", "used_memory").await;
         out.insert("chunk".into(), json!(BULK_CHUNK));
@@ -411,7 +464,7 @@ impl Bench {
         };
         futures::future::try_join_all((0..lanes).map(|_| lane())).await?;
         let elapsed = t0.elapsed();
-        self.put_cpu(out, cpu0, elapsed).await;
+        self.put_cpu(out, cpu0, elapsed, total).await;
         out.insert("in_flight".into(), json!(lanes));
         out.insert("jobs".into(), json!(total));
         out.insert("elapsed_ms".into(), json!(ms(elapsed)));
@@ -462,7 +515,7 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let wall = base.elapsed();
-        self.put_cpu(out, cpu0, wall - Duration::from_micros(t0))
+        self.put_cpu(out, cpu0, wall - Duration::from_micros(t0), n)
             .await;
         running.stop().await;
         let (f, l) = (first.load(Ordering::Relaxed), last.load(Ordering::Relaxed));
@@ -527,26 +580,12 @@ impl Bench {
             let due = ((t0.elapsed().as_secs_f64() * self.args.latency_rate as f64) as usize + 1)
                 .min(total);
             while sent < due {
-                let target = match t {
-                    Target::Keel(q) => Target::Keel(q.clone()),
-                    Target::Raw(q) => Target::Raw(q.clone()),
-                };
+                let target = t.clone();
                 let (add_lat, errors) = (add_lat.clone(), errors.clone());
                 let data = json!({"t": base.elapsed().as_secs_f64() * 1000.0, "p": "x".repeat(self.args.payload)});
                 tasks.spawn(async move {
                     let s = Instant::now();
-                    let r = match &target {
-                        Target::Keel(q) => q
-                            .add("lat", data, JobOptions::default())
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string()),
-                        Target::Raw(q) => q
-                            .add("lat", data)
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string()),
-                    };
+                    let r = target.add("lat", data).await;
                     match r {
                         Ok(()) => add_lat
                             .lock()
@@ -567,7 +606,7 @@ impl Bench {
         while lat.lock().unwrap().len() < expect {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.put_cpu(out, cpu0, t0.elapsed()).await;
+        self.put_cpu(out, cpu0, t0.elapsed(), sent).await;
         running.stop().await;
         out.insert("target_rate".into(), json!(self.args.latency_rate));
         out.insert("seconds".into(), json!(self.args.latency_seconds));
@@ -634,6 +673,24 @@ impl Bench {
                 };
                 Ok(Running::Raw(w, drain))
             }
+            Target::Native(e, q, _) => {
+                let w = keel_native::NativeWorker::start(
+                    e,
+                    q,
+                    Arc::new(move |ctx: keel::JobContext| {
+                        on_job(&ctx.job.data);
+                        Box::pin(async { Ok(Value::Null) })
+                    }),
+                    keel::WorkerOptions {
+                        concurrency: self.args.concurrency,
+                        ..keel::WorkerOptions::default()
+                    },
+                    Arc::new(|_| {}),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(Running::Native(w))
+            }
         }
     }
 
@@ -664,11 +721,22 @@ impl Bench {
         Some(sys + user)
     }
 
-    async fn put_cpu(&self, out: &mut Map<String, Value>, before: Option<f64>, window: Duration) {
+    /// Redis's CPU over `window` (percent of a core) and per job of the `jobs` it served.
+    async fn put_cpu(
+        &self,
+        out: &mut Map<String, Value>,
+        before: Option<f64>,
+        window: Duration,
+        jobs: usize,
+    ) {
         if let (Some(a), Some(b)) = (before, self.redis_cpu().await) {
             out.insert(
                 "redis_cpu_pct".into(),
                 json!(((b - a) / window.as_secs_f64() * 100.0).round()),
+            );
+            out.insert(
+                "redis_cpu_us_per_job".into(),
+                json!(((b - a) * 1e6 / jobs.max(1) as f64 * 10.0).round() / 10.0),
             );
         }
     }
@@ -677,6 +745,7 @@ impl Bench {
 enum Running {
     Keel(keel::Worker),
     Raw(Arc<bullmq::Worker>, tokio::task::JoinHandle<()>),
+    Native(keel_native::NativeWorker),
 }
 
 impl Running {
@@ -688,6 +757,9 @@ impl Running {
             Running::Raw(w, drain) => {
                 let _ = w.close(10_000).await;
                 drain.abort();
+            }
+            Running::Native(w) => {
+                let _ = w.close(Duration::from_secs(10)).await;
             }
         }
     }

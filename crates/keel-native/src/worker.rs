@@ -1,0 +1,529 @@
+//! The worker: one task owns the queue's round trips — each `cycle.lua` call hands back the
+//! acknowledgements gathered since the last one and takes as many jobs as there are free
+//! slots — while each job runs on a task of its own. Beside it, a heartbeat renews every lease
+//! in one call (`extend.lua`) and the stall recovery returns expired leases (`recover.lua`).
+//!
+//! Batching: when every slot is busy the loop waits for the first finished job, then gathers
+//! more for at most [`ACK_WINDOW`] or until a quarter of the slots finished, and sends them
+//! with the next take in one call. When the queue is idle it blocks on the queue's `notify`
+//! list on a connection of its own, so an add wakes it at once.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use keel_core::backend::{JobContext, JobControl, Processor, WorkerEvent, WorkerEventSink};
+use keel_core::{Error, Job, Result, WorkerOptions};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::{decode, redis_err, Keys, NativeEngine, IDLE_WAIT};
+
+/// Longest a finished job waits for others to share its acknowledgement's round trip.
+pub const ACK_WINDOW: Duration = Duration::from_millis(1);
+/// Most acknowledgements one `cycle` call carries.
+const MAX_ACKS: usize = 500;
+/// Most expired leases one `recover` call returns.
+const RECOVER_LIMIT: usize = 1000;
+
+/// How an attempt ended, for `cycle.lua`.
+struct Ack {
+    id: String,
+    kind: &'static str,
+    value: String,
+    /// Retention of completed (kind `k`) or failed (`f`) jobs by count; -1 keeps all.
+    keep: i64,
+}
+
+struct Shared {
+    engine: NativeEngine,
+    keys: Keys,
+    queue: String,
+    token: String,
+    processor: Processor,
+    opts: WorkerOptions,
+    sink: WorkerEventSink,
+    leased: Mutex<HashSet<String>>,
+}
+
+/// A running worker of the native engine.
+pub struct NativeWorker {
+    id: String,
+    stop: watch::Sender<bool>,
+    main: Mutex<Option<JoinHandle<()>>>,
+    aux: Vec<JoinHandle<()>>,
+}
+
+impl NativeWorker {
+    /// Starts a worker on `queue`.
+    pub async fn start(
+        engine: &NativeEngine,
+        queue: &str,
+        processor: Processor,
+        opts: WorkerOptions,
+        sink: WorkerEventSink,
+    ) -> Result<NativeWorker> {
+        if opts.concurrency == 0 {
+            return Err(Error::invalid("concurrency", "must be at least 1"));
+        }
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let blocker = engine
+            .client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(redis_err)?;
+        let shared = Arc::new(Shared {
+            engine: engine.clone(),
+            keys: engine.keys(queue),
+            queue: queue.to_string(),
+            token: token.clone(),
+            processor,
+            opts,
+            sink,
+            leased: Mutex::new(HashSet::new()),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let main = tokio::spawn(run(shared.clone(), blocker, stopped.clone()));
+        let aux = vec![
+            tokio::spawn(heartbeat(shared.clone(), stopped.clone())),
+            tokio::spawn(recovery(shared, stopped)),
+        ];
+        Ok(NativeWorker {
+            id: token,
+            stop,
+            main: Mutex::new(Some(main)),
+            aux,
+        })
+    }
+
+    /// The worker's id (its leases' token).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Stops taking jobs, lets in-flight jobs finish and be acknowledged for up to `deadline`,
+    /// then stops; a job still running then is abandoned: its lease expires and a worker
+    /// recovers it as stalled.
+    pub async fn close(&self, deadline: Duration) -> Result<()> {
+        let _ = self.stop.send(true);
+        let main = self.main.lock().expect("not poisoned").take();
+        if let Some(mut main) = main {
+            if tokio::time::timeout(deadline, &mut main).await.is_err() {
+                main.abort();
+            }
+        }
+        for t in &self.aux {
+            t.abort();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NativeWorker {
+    fn drop(&mut self) {
+        if let Some(main) = self.main.lock().expect("not poisoned").take() {
+            main.abort();
+        }
+        for t in &self.aux {
+            t.abort();
+        }
+    }
+}
+
+/// What a `cycle` call answered.
+struct Cycle {
+    next_delayed: Option<u64>,
+    jobs: Vec<Job>,
+}
+
+async fn cycle(s: &Shared, acks: &[Ack], want: usize) -> Result<Cycle> {
+    let mut inv = s.engine.scripts.cycle.prepare_invoke();
+    for k in [
+        "jobs", "wait", "prio", "delayed", "active", "owner", "att", "stalls", "done", "ret",
+        "failed", "err", "pri", "meta", "notify", "seq",
+    ] {
+        inv.key(s.keys.k(k));
+    }
+    let keep = |kind: &str| {
+        acks.iter()
+            .filter(|a| a.kind == kind && a.keep >= 0)
+            .map(|a| a.keep)
+            .min()
+            .unwrap_or(-1)
+    };
+    inv.arg(keel_core::now_ms())
+        .arg(&s.token)
+        .arg(s.opts.lock_duration.as_millis() as u64)
+        .arg(want)
+        .arg(keep("k"))
+        .arg(keep("f"))
+        .arg(acks.len());
+    for a in acks {
+        inv.arg(&a.id).arg(a.kind).arg(&a.value);
+    }
+    let reply: Vec<redis::Value> = inv
+        .invoke_async(&mut s.engine.conn.clone())
+        .await
+        .map_err(redis_err)?;
+    let next: i64 = match reply.get(1) {
+        Some(v) => crate::parse(v)?,
+        None => -1,
+    };
+    let mut jobs = Vec::new();
+    for four in reply.get(2..).unwrap_or_default().chunks(4) {
+        let id: String = crate::parse(&four[0])?;
+        let stored: Option<String> = crate::parse(&four[1])?;
+        let Some(stored) = stored else {
+            // Removed while waiting: nothing to run.
+            continue;
+        };
+        let mut job = decode(&s.queue, id, &stored)?;
+        let num = |v: &redis::Value| -> u32 {
+            crate::parse::<String>(v)
+                .ok()
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0)
+        };
+        job.attempts_made = num(&four[2]);
+        job.stalled_counter = num(&four[3]);
+        job.attempts_started = job.attempts_made + job.stalled_counter + 1;
+        job.processed_on = Some(keel_core::now_ms());
+        job.processed_by = s.opts.name.clone();
+        jobs.push(job);
+    }
+    Ok(Cycle {
+        next_delayed: u64::try_from(next).ok(),
+        jobs,
+    })
+}
+
+/// Waits on the queue's `notify` list for up to [`IDLE_WAIT`].
+fn wake(
+    mut conn: redis::aio::MultiplexedConnection,
+    key: String,
+) -> BoxFuture<'static, redis::aio::MultiplexedConnection> {
+    async move {
+        let r: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
+            .arg(&key)
+            .arg(IDLE_WAIT.as_secs_f64())
+            .query_async(&mut conn)
+            .await;
+        if r.is_err() {
+            // Redis away: do not spin.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        conn
+    }
+    .boxed()
+}
+
+async fn run(
+    s: Arc<Shared>,
+    blocker: redis::aio::MultiplexedConnection,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Ack>();
+    let mut tasks = JoinSet::new();
+    let mut pending: Vec<Ack> = Vec::new();
+    let mut running = 0usize;
+    let mut stopping = false;
+    let mut idle_conn = Some(blocker);
+    let mut waking: Option<BoxFuture<'static, redis::aio::MultiplexedConnection>> = None;
+    let concurrency = s.opts.concurrency;
+    let target = (concurrency / 4).max(1);
+    loop {
+        while let Ok(a) = rx.try_recv() {
+            running -= 1;
+            pending.push(a);
+        }
+        while tasks.try_join_next().is_some() {}
+        stopping |= *stop.borrow();
+        if stopping && running == 0 && pending.is_empty() {
+            return;
+        }
+        let want = if stopping { 0 } else { concurrency - running };
+        if want == 0 && pending.is_empty() {
+            tokio::select! {
+                a = rx.recv() => if let Some(a) = a { running -= 1; pending.push(a) },
+                _ = stop.changed() => { stopping = true; continue; }
+            }
+            let until = tokio::time::Instant::now() + ACK_WINDOW;
+            while pending.len() < target {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(a)) => {
+                        running -= 1;
+                        pending.push(a);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let n = pending.len().min(MAX_ACKS);
+        let batch: Vec<Ack> = pending.drain(..n).collect();
+        let reply = match cycle(&s, &batch, want).await {
+            Ok(r) => r,
+            Err(e) => {
+                (s.sink)(WorkerEvent::Error {
+                    message: e.to_string(),
+                });
+                pending.splice(0..0, batch);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => stopping = true,
+                }
+                continue;
+            }
+        };
+        let took = !reply.jobs.is_empty();
+        for job in reply.jobs {
+            running += 1;
+            s.leased
+                .lock()
+                .expect("not poisoned")
+                .insert(job.id.clone());
+            tasks.spawn(process(s.clone(), job, tx.clone()));
+        }
+        if took || !batch.is_empty() || stopping || want == 0 {
+            continue;
+        }
+        // Nothing to take: wait for a finished job, an add, a due delayed job or the stop.
+        let pause = reply
+            .next_delayed
+            .map(|at| Duration::from_millis(at.saturating_sub(keel_core::now_ms())))
+            .unwrap_or(IDLE_WAIT)
+            .min(IDLE_WAIT);
+        if waking.is_none() {
+            if let Some(conn) = idle_conn.take() {
+                waking = Some(wake(conn, s.keys.k("notify")));
+            }
+        }
+        let Some(w) = waking.as_mut() else {
+            tokio::time::sleep(pause).await;
+            continue;
+        };
+        tokio::select! {
+            a = rx.recv() => if let Some(a) = a { running -= 1; pending.push(a) },
+            conn = w => { idle_conn = Some(conn); waking = None; }
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => stopping = true,
+        }
+    }
+}
+
+/// Progress and log lines of a running job.
+struct Control {
+    engine: NativeEngine,
+    keys: Keys,
+    id: String,
+}
+
+#[async_trait]
+impl JobControl for Control {
+    async fn update_progress(&self, progress: Value) -> Result<()> {
+        redis::cmd("HSET")
+            .arg(self.keys.k("progress"))
+            .arg(&self.id)
+            .arg(progress.to_string())
+            .query_async::<()>(&mut self.engine.conn.clone())
+            .await
+            .map_err(redis_err)
+    }
+
+    async fn log(&self, line: &str) -> Result<()> {
+        redis::cmd("RPUSH")
+            .arg(self.keys.k(&format!("log:{}", self.id)))
+            .arg(line)
+            .query_async::<()>(&mut self.engine.conn.clone())
+            .await
+            .map_err(redis_err)
+    }
+}
+
+async fn process(s: Arc<Shared>, job: Job, done: mpsc::UnboundedSender<Ack>) {
+    let id = job.id.clone();
+    (s.sink)(WorkerEvent::Active { job_id: id.clone() });
+    let control = Arc::new(Control {
+        engine: s.engine.clone(),
+        keys: s.keys.clone(),
+        id: id.clone(),
+    });
+    let result = (s.processor)(JobContext {
+        job: job.clone(),
+        control,
+        recovered_stalls: 0,
+    })
+    .await;
+    let keep = |k: &Option<keel_core::KeepJobs>| -> Option<i64> {
+        k.as_ref().and_then(|k| k.count).map(|c| c as i64)
+    };
+    let ack = match result {
+        Ok(value) => {
+            (s.sink)(WorkerEvent::Completed { job_id: id.clone() });
+            match keep(&job.opts.remove_on_complete) {
+                Some(0) => Ack {
+                    id,
+                    kind: "c",
+                    value: String::new(),
+                    keep: 0,
+                },
+                k => Ack {
+                    id,
+                    kind: "k",
+                    value: value.to_string(),
+                    keep: k.unwrap_or(-1),
+                },
+            }
+        }
+        Err(e) => {
+            if let Some(wait) = e.delayed_for() {
+                Ack {
+                    id,
+                    kind: "d",
+                    value: (wait.as_millis() as u64).max(1).to_string(),
+                    keep: -1,
+                }
+            } else {
+                let terminal = e.is_final_for(&job);
+                (s.sink)(WorkerEvent::Failed {
+                    job_id: id.clone(),
+                    reason: e.message().to_string(),
+                    terminal,
+                });
+                if terminal {
+                    Ack {
+                        id,
+                        kind: "f",
+                        value: json!({"reason": e.message(), "stack": e.stack()}).to_string(),
+                        keep: keep(&job.opts.remove_on_fail).unwrap_or(-1),
+                    }
+                } else {
+                    let backoff = job
+                        .opts
+                        .backoff
+                        .as_ref()
+                        .map(|b| b.delay_after(job.attempts_made + 1, rand::random::<f64>()))
+                        .unwrap_or(0);
+                    let floor = e.retry_after().map(|d| d.as_millis() as u64).unwrap_or(0);
+                    Ack {
+                        id,
+                        kind: "r",
+                        value: backoff.max(floor).to_string(),
+                        keep: -1,
+                    }
+                }
+            }
+        }
+    };
+    s.leased.lock().expect("not poisoned").remove(&ack.id);
+    let _ = done.send(ack);
+}
+
+/// Renews every lease of the worker at half the lease duration, in one call.
+async fn heartbeat(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let every = s.opts.lock_duration / 2;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+        let ids: Vec<String> = s
+            .leased
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            if *stop.borrow() {
+                return;
+            }
+            continue;
+        }
+        let mut inv = s.engine.scripts.extend.prepare_invoke();
+        inv.key(s.keys.k("active")).key(s.keys.k("owner"));
+        inv.arg(&s.token)
+            .arg(keel_core::now_ms() + s.opts.lock_duration.as_millis() as u64);
+        for id in &ids {
+            inv.arg(id);
+        }
+        match inv
+            .invoke_async::<Vec<String>>(&mut s.engine.conn.clone())
+            .await
+        {
+            Ok(lost) if !lost.is_empty() => {
+                tracing::warn!(queue = %s.queue, jobs = lost.len(), "leases lost: those jobs were recovered as stalled and run again elsewhere");
+            }
+            Ok(_) => {}
+            Err(e) => (s.sink)(WorkerEvent::Error {
+                message: format!("renewing leases: {e}"),
+            }),
+        }
+    }
+}
+
+/// Returns expired leases to waiting (or fails poison pills) every stalled interval.
+async fn recovery(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = recover(&s).await {
+            (s.sink)(WorkerEvent::Error {
+                message: format!("recovering stalled jobs: {e}"),
+            });
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(s.opts.stalled_interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn recover(s: &Shared) -> Result<()> {
+    let mut inv = s.engine.scripts.recover.prepare_invoke();
+    for k in [
+        "active", "owner", "wait", "stalls", "failed", "err", "att", "notify",
+    ] {
+        inv.key(s.keys.k(k));
+    }
+    inv.arg(keel_core::now_ms())
+        .arg(s.opts.max_stalled_count)
+        .arg(RECOVER_LIMIT)
+        .arg(
+            json!({"reason": format!(
+                "job stalled more than allowable limit ({} times: every worker that took it died or lost its lease)",
+                s.opts.max_stalled_count
+            )})
+            .to_string(),
+        );
+    let ids: Vec<String> = inv
+        .invoke_async(&mut s.engine.conn.clone())
+        .await
+        .map_err(redis_err)?;
+    let mut failed = false;
+    for id in ids {
+        if id.is_empty() {
+            failed = true;
+            continue;
+        }
+        if failed {
+            (s.sink)(WorkerEvent::Failed {
+                job_id: id,
+                reason: "job stalled more than allowable limit".into(),
+                terminal: true,
+            });
+        } else {
+            (s.sink)(WorkerEvent::Stalled { job_id: id });
+        }
+    }
+    Ok(())
+}
+
+impl std::fmt::Debug for NativeWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeWorker")
+            .field("id", &self.id)
+            .finish()
+    }
+}
