@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use keel::config::Config;
+use keel::QueueBackend as _;
 use keel::{handler_fn, Backend, BackendKind, JobOptions, KeepJobs, NewJob, Queue};
 use serde_json::{json, Map, Value};
 
@@ -144,7 +145,9 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<(), Failure> {
         }
     }
     let native = match (&config.redis_url, engines.contains(&Engine::Keel)) {
-        (Some(url), true) => Some(keel_native::NativeEngine::connect(url, BENCH_PREFIX).await?),
+        (Some(url), true) => Some(
+            keel_native::NativeEngine::connect(url, BENCH_PREFIX, config.command_timeout).await?,
+        ),
         _ => None,
     };
     let redis = match &config.redis_url {
@@ -317,7 +320,7 @@ impl Bench {
         let c0 = Instant::now();
         let cleanup = match &target {
             Target::Keel(q) => q.obliterate(true).await.map_err(|e| e.to_string()),
-            Target::Native(e, q, _) => e.obliterate(q).await.map_err(|e| e.to_string()),
+            Target::Native(e, q, _) => e.obliterate(q, true).await.map_err(|e| e.to_string()),
             Target::Raw(q) => {
                 async {
                     q.pause().await.map_err(|e| e.to_string())?;

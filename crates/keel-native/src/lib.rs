@@ -2,12 +2,9 @@
 //! Keel processes only (Node BullMQ and Bull Board do not read it), every key of a queue under
 //! one hash tag, claims and acknowledgements in batches.
 //!
-//! **State of this crate**: the engine's core — adding (one or a bulk in one call), taking and
-//! finishing jobs in batches, retries with backoff, delays, priorities, LIFO, custom ids, pause,
-//! leases with heartbeats and stalled-job recovery with a poison limit, retention by count —
-//! with its own tests and `keel bench --engine keel`. It is not yet a `keel_core::QueueBackend`
-//! (listing, search, schedulers, rate limits, deduplication, events, clean/drain/obliterate and
-//! the conformance suite are still to do), so no queue can select it yet.
+//! [`NativeEngine`] implements `keel_core::QueueBackend`, so every layer above (queues,
+//! workers, DLQ, handlers, server, workflows) runs on it unchanged, and the conformance suite
+//! runs every behaviour on it as on the memory and BullMQ backends.
 //!
 //! # Layout
 //! Every key of queue `q` under prefix `p` is `p:{q}:<name>` — one hash tag a queue, so a queue
@@ -27,8 +24,14 @@
 //! | `stalls` | hash | id → times its lease expired, only once it did |
 //! | `done`, `ret` | zset, hash | kept completed ids → finish time; id → return value |
 //! | `failed`, `err` | zset, hash | failed ids → finish time; id → the error (JSON) |
-//! | `meta` | hash | `paused` |
+//! | `meta` | hash | `paused`; the queue's rate limit `rl_max` jobs a `rl_ms` |
 //! | `notify` | list | at most one token: idle workers block on it (`BLPOP`) |
+//! | `dedup` | hash | deduplication id → `<job id>\|<until ms, 0 = until it finishes>` |
+//! | `events` | stream | the queue's events, one entry a kind a call (`e` = kind, then id → detail pairs), capped near 1,000 entries |
+//! | `progress` | hash | id → the last progress reported (JSON) |
+//! | `scheds`, `schedz`, `schedi` | hash, zset, hash | scheduler id → spec (schedule and job template); → next run; → jobs added |
+//! | `limiter` | string | jobs taken in the rate limit's current window (expires with it) |
+//! | `log:<id>` | list | a job's log lines (the one per-job key) |
 //!
 //! Why: a waiting job costs one hash field (its encoded job) and one list entry — no hash of a
 //! dozen fields a job as in BullMQ, whose per-job key and field names are most of its 699 B.
@@ -36,9 +39,12 @@
 //! stall, a priority), so the common path — added, taken, completed — writes nothing per job
 //! but the list entry, the lease and its removal.
 //!
-//! # Scripts (`lua/`, each opening with its KEYS, ARGV and reply)
+//! # Scripts (`lua/`, each opening with its ARGV and reply)
+//! Every script gets the same KEYS — the queue's keys in the order of [`KEY_NAMES`] — and
+//! `prelude.lua`'s helpers (chunked variadic calls, events, purging a job's data, putting jobs
+//! back to waiting, retention).
 //! - `add.lua`: one job or a whole bulk in one call (custom ids with `HSETNX`: adding again
-//!   returns the existing job).
+//!   returns the existing job; deduplication ids held until the job finishes or for a ttl).
 //! - `cycle.lua`: a worker's one round trip: applies a batch of acknowledgements (completed,
 //!   kept or removed; retried with backoff; delayed without an attempt; failed), trims retention
 //!   by count, moves due delayed jobs to waiting, and takes up to `want` jobs, leasing them to
@@ -46,6 +52,18 @@
 //! - `extend.lua`: the heartbeat: every lease of a worker renewed in one call.
 //! - `recover.lua`: leases past their deadline go back to the head of waiting with their stall
 //!   counted; past the poison limit the job fails.
+//! - `remove.lua`, `retry.lua`, `clean.lua`, `drain.lua`: the admin operations.
+//! - `sched_upsert.lua`, `sched_fire.lua`, `sched_remove.lua`: a scheduler keeps one delayed job
+//!   for its next run (id `sched:<scheduler>:<run ms>`); the worker that takes it adds the next
+//!   one, once across workers (compare-and-set on the scheduler's next run), before running it.
+//!   The next run itself is computed in Rust (`keel_core::schedule::Timetable`: cron with time
+//!   zone, or aligned intervals), as on the other backends.
+//!
+//! # Not kept (against BullMQ)
+//! - The `completed` event carries the return value of kept jobs only (a job removed on
+//!   completion sends none); `processedOn` is the time the current worker took it, not stored.
+//! - Deduplication entries stay in `dedup` after their job is gone (one field per distinct
+//!   deduplication id; a later add with the same id overwrites it).
 //!
 //! # State machine
 //! `add` → waiting (`wait` or `prio`) or delayed → `cycle` takes it: active (leased) → its
@@ -60,11 +78,14 @@
 //! under scripts give all of them with one data structure each, and run on Redis 6.2+
 //! (`RPOP` with a count).
 
+mod events;
+mod queue;
 mod worker;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use keel_core::{Error, Job, JobOptions, NewJob, QueueCounts, Result};
+use keel_core::{Error, Job, JobOptions, NewJob, Result};
 use redis::aio::ConnectionManager;
 use redis::Script;
 use serde::{Deserialize, Serialize};
@@ -72,21 +93,44 @@ use serde_json::Value;
 
 pub use worker::NativeWorker;
 
-/// The scripts, loaded once.
+/// Every key of a queue, in the order every script receives them as KEYS (`prelude.lua`).
+pub const KEY_NAMES: [&str; 23] = [
+    "jobs", "wait", "prio", "delayed", "active", "owner", "att", "stalls", "done", "ret", "failed",
+    "err", "pri", "meta", "notify", "seq", "dedup", "events", "progress", "scheds", "schedz",
+    "schedi", "limiter",
+];
+
+/// The scripts, loaded once, each with the prelude in front.
 pub(crate) struct Scripts {
     pub(crate) add: Script,
     pub(crate) cycle: Script,
     pub(crate) extend: Script,
     pub(crate) recover: Script,
+    pub(crate) remove: Script,
+    pub(crate) retry: Script,
+    pub(crate) clean: Script,
+    pub(crate) drain: Script,
+    pub(crate) sched_upsert: Script,
+    pub(crate) sched_fire: Script,
+    pub(crate) sched_remove: Script,
 }
 
 impl Scripts {
     fn load() -> Scripts {
+        let with =
+            |body: &str| Script::new(&format!("{}\n{body}", include_str!("../lua/prelude.lua")));
         Scripts {
-            add: Script::new(include_str!("../lua/add.lua")),
-            cycle: Script::new(include_str!("../lua/cycle.lua")),
-            extend: Script::new(include_str!("../lua/extend.lua")),
-            recover: Script::new(include_str!("../lua/recover.lua")),
+            add: with(include_str!("../lua/add.lua")),
+            cycle: with(include_str!("../lua/cycle.lua")),
+            extend: with(include_str!("../lua/extend.lua")),
+            recover: with(include_str!("../lua/recover.lua")),
+            remove: with(include_str!("../lua/remove.lua")),
+            retry: with(include_str!("../lua/retry.lua")),
+            clean: with(include_str!("../lua/clean.lua")),
+            drain: with(include_str!("../lua/drain.lua")),
+            sched_upsert: with(include_str!("../lua/sched_upsert.lua")),
+            sched_fire: with(include_str!("../lua/sched_fire.lua")),
+            sched_remove: with(include_str!("../lua/sched_remove.lua")),
         }
     }
 }
@@ -107,6 +151,15 @@ impl Keys {
     pub(crate) fn k(&self, name: &str) -> String {
         format!("{}{name}", self.base)
     }
+
+    /// An invocation of `script` with every key of the queue.
+    pub(crate) fn invoke<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        for k in KEY_NAMES {
+            inv.key(self.k(k));
+        }
+        inv
+    }
 }
 
 /// A job as stored in `jobs`: what never changes after the add.
@@ -120,19 +173,23 @@ pub(crate) struct Stored {
     pub(crate) opts: JobOptions,
     #[serde(rename = "t")]
     pub(crate) timestamp: u64,
+    /// The scheduler whose run this job is, and the run's time.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) scheduler: Option<(String, u64)>,
 }
 
-/// The engine on one Redis: queues under one key prefix.
+/// Keel's own engine on one Redis: queues under one key prefix.
 #[derive(Clone)]
 pub struct NativeEngine {
     pub(crate) conn: ConnectionManager,
     pub(crate) client: redis::Client,
     pub(crate) prefix: String,
-    pub(crate) scripts: std::sync::Arc<Scripts>,
+    pub(crate) scripts: Arc<Scripts>,
+    pub(crate) command_timeout: Duration,
 }
 
 pub(crate) fn redis_err(e: redis::RedisError) -> Error {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         Error::BackendUnavailable(format!("redis: {e}"))
     } else {
         Error::Backend(format!("redis: {e}"))
@@ -144,22 +201,28 @@ pub(crate) fn parse<T: redis::FromRedisValue>(v: &redis::Value) -> Result<T> {
     redis::from_redis_value_ref(v).map_err(|e| Error::Backend(format!("redis reply: {e}")))
 }
 
-/// Jobs added by one `add.lua` call at most (a bulk is split).
-const ADD_CHUNK: usize = 1000;
-
 impl NativeEngine {
-    /// Connects to `url` (`redis://…`, `rediss://…`); keys under `prefix`.
-    pub async fn connect(url: &str, prefix: &str) -> Result<NativeEngine> {
+    /// Connects to `url` (`redis://…`, `rediss://…`); keys under `prefix`. Producer and admin
+    /// calls fail `backend-unavailable` past `command_timeout`.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        command_timeout: Duration,
+    ) -> Result<NativeEngine> {
         let client =
             redis::Client::open(url).map_err(|e| Error::invalid("redis.url", e.to_string()))?;
-        let conn = ConnectionManager::new(client.clone())
+        let conn = tokio::time::timeout(command_timeout, ConnectionManager::new(client.clone()))
             .await
+            .map_err(|_| {
+                Error::BackendUnavailable(format!("redis: no answer within {command_timeout:?}"))
+            })?
             .map_err(redis_err)?;
         Ok(NativeEngine {
             conn,
             client,
             prefix: prefix.to_string(),
-            scripts: std::sync::Arc::new(Scripts::load()),
+            scripts: Arc::new(Scripts::load()),
+            command_timeout,
         })
     }
 
@@ -167,181 +230,19 @@ impl NativeEngine {
         Keys::new(&self.prefix, queue)
     }
 
-    /// Adds one job; a custom id that exists returns the existing job unchanged.
-    pub async fn add(&self, queue: &str, job: NewJob) -> Result<Job> {
-        Ok(self.add_bulk(queue, vec![job]).await?.remove(0))
-    }
-
-    /// Adds jobs in order, up to a thousand a script call (each call atomic).
-    pub async fn add_bulk(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
-        let keys = self.keys(queue);
-        let now = keel_core::now_ms();
-        let mut out = Vec::with_capacity(jobs.len());
-        let mut jobs = jobs.into_iter().peekable();
-        while jobs.peek().is_some() {
-            let chunk: Vec<NewJob> = jobs.by_ref().take(ADD_CHUNK).collect();
-            let mut inv = self.scripts.add.prepare_invoke();
-            for k in ["seq", "jobs", "wait", "prio", "delayed", "pri", "notify"] {
-                inv.key(keys.k(k));
-            }
-            inv.arg(now);
-            for j in &chunk {
-                let stored = Stored {
-                    name: j.name.clone(),
-                    data: j.data.clone(),
-                    opts: JobOptions {
-                        job_id: None,
-                        ..j.opts.clone()
-                    },
-                    timestamp: now,
-                };
-                let encoded = serde_json::to_string(&stored)
-                    .map_err(|e| Error::invalid("data", format!("not serializable: {e}")))?;
-                inv.arg(j.opts.job_id.as_deref().unwrap_or(""))
-                    .arg(encoded)
-                    .arg(j.opts.delay_ms.unwrap_or(0))
-                    .arg(j.opts.priority.unwrap_or(0))
-                    .arg(if j.opts.lifo { "1" } else { "0" });
-            }
-            let reply: Vec<redis::Value> = inv
-                .invoke_async(&mut self.conn.clone())
-                .await
-                .map_err(redis_err)?;
-            for (j, pair) in chunk.into_iter().zip(reply.chunks(2)) {
-                let id: String = crate::parse(&pair[0])?;
-                let added: i64 = crate::parse(&pair[1])?;
-                if added == 1 {
-                    out.push(new_job(queue, id, j, now));
-                } else {
-                    let existing = self.get_job(queue, &id).await?;
-                    out.push(existing.ok_or_else(|| {
-                        Error::Backend(format!("job {id} vanished while being added"))
-                    })?);
-                }
-            }
+    /// `fut` bounded by the command timeout: past it, `backend-unavailable`.
+    pub(crate) async fn bounded<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.command_timeout, fut).await {
+            Ok(r) => r.map_err(redis_err),
+            Err(_) => Err(Error::BackendUnavailable(format!(
+                "{what}: Redis did not answer within {:?}",
+                self.command_timeout
+            ))),
         }
-        Ok(out)
-    }
-
-    /// One job, or `None`.
-    pub async fn get_job(&self, queue: &str, id: &str) -> Result<Option<Job>> {
-        let keys = self.keys(queue);
-        let mut conn = self.conn.clone();
-        let (stored, att, stalls, ret, err): (
-            Option<String>,
-            Option<u32>,
-            Option<u32>,
-            Option<String>,
-            Option<String>,
-        ) = redis::pipe()
-            .hget(keys.k("jobs"), id)
-            .hget(keys.k("att"), id)
-            .hget(keys.k("stalls"), id)
-            .hget(keys.k("ret"), id)
-            .hget(keys.k("err"), id)
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_err)?;
-        let Some(stored) = stored else {
-            return Ok(None);
-        };
-        let mut job = decode(queue, id.to_string(), &stored)?;
-        job.attempts_made = att.unwrap_or(0);
-        job.stalled_counter = stalls.unwrap_or(0);
-        job.returnvalue = ret.and_then(|r| serde_json::from_str(&r).ok());
-        if let Some(e) = err.and_then(|e| serde_json::from_str::<Value>(&e).ok()) {
-            job.failed_reason = e["reason"].as_str().map(str::to_string);
-            job.stacktrace = e["stack"]
-                .as_str()
-                .map(|s| vec![s.to_string()])
-                .unwrap_or_default();
-        }
-        Ok(Some(job))
-    }
-
-    /// Counts by state and the paused flag.
-    pub async fn counts(&self, queue: &str) -> Result<QueueCounts> {
-        let keys = self.keys(queue);
-        let mut conn = self.conn.clone();
-        let (waiting, prioritized, delayed, active, completed, failed, paused): (
-            u64,
-            u64,
-            u64,
-            u64,
-            u64,
-            u64,
-            bool,
-        ) = redis::pipe()
-            .llen(keys.k("wait"))
-            .zcard(keys.k("prio"))
-            .zcard(keys.k("delayed"))
-            .zcard(keys.k("active"))
-            .zcard(keys.k("done"))
-            .zcard(keys.k("failed"))
-            .hexists(keys.k("meta"), "paused")
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_err)?;
-        Ok(QueueCounts {
-            waiting,
-            active,
-            delayed,
-            prioritized,
-            completed,
-            failed,
-            paused,
-        })
-    }
-
-    /// Pauses the queue: no worker takes jobs; adding still works.
-    pub async fn pause(&self, queue: &str) -> Result<()> {
-        let mut conn = self.conn.clone();
-        redis::cmd("HSET")
-            .arg(self.keys(queue).k("meta"))
-            .arg("paused")
-            .arg(1)
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(redis_err)
-    }
-
-    /// Resumes the queue and wakes an idle worker.
-    pub async fn resume(&self, queue: &str) -> Result<()> {
-        let keys = self.keys(queue);
-        let mut conn = self.conn.clone();
-        redis::pipe()
-            .hdel(keys.k("meta"), "paused")
-            .lpush(keys.k("notify"), "1")
-            .ltrim(keys.k("notify"), 0, 0)
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(redis_err)
-    }
-
-    /// Deletes every key of the queue (`SCAN` of its hash tag).
-    pub async fn obliterate(&self, queue: &str) -> Result<()> {
-        let keys = self.keys(queue);
-        let mut conn = self.conn.clone();
-        let pattern = format!("{}*", keys.base.replace('[', "\\[").replace('?', "\\?"));
-        let found: Vec<String> = {
-            let mut iter: redis::AsyncIter<String> =
-                redis::AsyncCommands::scan_match(&mut conn, &pattern)
-                    .await
-                    .map_err(redis_err)?;
-            let mut v = Vec::new();
-            while let Some(k) = futures::StreamExt::next(&mut iter).await {
-                v.push(k.map_err(redis_err)?);
-            }
-            v
-        };
-        if !found.is_empty() {
-            redis::cmd("DEL")
-                .arg(found)
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(redis_err)?;
-        }
-        Ok(())
     }
 
     /// Bytes Redis holds for the queue's keys (`MEMORY USAGE` of each, all samples).
@@ -349,10 +250,7 @@ impl NativeEngine {
         let keys = self.keys(queue);
         let mut conn = self.conn.clone();
         let mut total = 0;
-        for k in [
-            "seq", "jobs", "wait", "prio", "pri", "delayed", "active", "owner", "att", "stalls",
-            "done", "ret", "failed", "err", "meta", "notify",
-        ] {
+        for k in KEY_NAMES {
             let n: Option<u64> = redis::cmd("MEMORY")
                 .arg("USAGE")
                 .arg(keys.k(k))
@@ -367,7 +265,7 @@ impl NativeEngine {
     }
 }
 
-fn new_job(queue: &str, id: String, j: NewJob, now: u64) -> Job {
+pub(crate) fn new_job(queue: &str, id: String, j: NewJob, now: u64) -> Job {
     Job {
         id,
         queue: queue.to_string(),
@@ -388,23 +286,25 @@ fn new_job(queue: &str, id: String, j: NewJob, now: u64) -> Job {
     }
 }
 
-pub(crate) fn decode(queue: &str, id: String, stored: &str) -> Result<Job> {
+/// The job as stored, and its scheduler run when it is one.
+pub(crate) fn decode(
+    queue: &str,
+    id: String,
+    stored: &str,
+) -> Result<(Job, Option<(String, u64)>)> {
     let s: Stored = serde_json::from_str(stored)
         .map_err(|e| Error::Backend(format!("job {id} of {queue} is not readable: {e}")))?;
-    let mut opts = s.opts;
-    if !id.bytes().all(|b| b.is_ascii_digit()) {
-        opts.job_id = Some(id.clone());
-    }
-    Ok(new_job(
+    let job = new_job(
         queue,
         id,
         NewJob {
             name: s.name,
             data: s.data,
-            opts,
+            opts: s.opts,
         },
         s.timestamp,
-    ))
+    );
+    Ok((job, s.scheduler))
 }
 
 /// How long the idle wait for new jobs blocks at most before looking at delayed jobs again.

@@ -23,6 +23,17 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::{decode, redis_err, Keys, NativeEngine, IDLE_WAIT};
 
+#[async_trait]
+impl keel_core::WorkerHandle for NativeWorker {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn close(&self, deadline: Duration) -> Result<()> {
+        NativeWorker::close(self, deadline).await
+    }
+}
+
 /// Longest a finished job waits for others to share its acknowledgement's round trip.
 pub const ACK_WINDOW: Duration = Duration::from_millis(1);
 /// Most acknowledgements one `cycle` call carries.
@@ -35,8 +46,12 @@ struct Ack {
     id: String,
     kind: &'static str,
     value: String,
-    /// Retention of completed (kind `k`) or failed (`f`) jobs by count; -1 keeps all.
+    /// Retention of completed (kind `k`) or failed (`f`) jobs by count; -1: no count.
     keep: i64,
+    /// And by age (ms); -1: no age.
+    age_ms: i64,
+    /// Reported to the sink once the acknowledgement is applied (the job is stored so).
+    event: Option<WorkerEvent>,
 }
 
 struct Shared {
@@ -137,21 +152,20 @@ impl Drop for NativeWorker {
 /// What a `cycle` call answered.
 struct Cycle {
     next_delayed: Option<u64>,
-    jobs: Vec<Job>,
+    /// The queue's rate limit admits no job for this long.
+    limited: Option<Duration>,
+    /// The jobs taken, with their scheduler run when they are one.
+    jobs: Vec<(Job, Option<(String, u64)>)>,
 }
 
 async fn cycle(s: &Shared, acks: &[Ack], want: usize) -> Result<Cycle> {
-    let mut inv = s.engine.scripts.cycle.prepare_invoke();
-    for k in [
-        "jobs", "wait", "prio", "delayed", "active", "owner", "att", "stalls", "done", "ret",
-        "failed", "err", "pri", "meta", "notify", "seq",
-    ] {
-        inv.key(s.keys.k(k));
-    }
-    let keep = |kind: &str| {
+    let mut inv = s.keys.invoke(&s.engine.scripts.cycle);
+    // The strictest retention among the batch's jobs (they share their queue's defaults).
+    let keep = |kind: &str, f: fn(&Ack) -> i64| {
         acks.iter()
-            .filter(|a| a.kind == kind && a.keep >= 0)
-            .map(|a| a.keep)
+            .filter(|a| a.kind == kind)
+            .map(f)
+            .filter(|v| *v >= 0)
             .min()
             .unwrap_or(-1)
     };
@@ -159,44 +173,48 @@ async fn cycle(s: &Shared, acks: &[Ack], want: usize) -> Result<Cycle> {
         .arg(&s.token)
         .arg(s.opts.lock_duration.as_millis() as u64)
         .arg(want)
-        .arg(keep("k"))
-        .arg(keep("f"))
+        .arg(keep("k", |a| a.keep))
+        .arg(keep("k", |a| a.age_ms))
+        .arg(keep("f", |a| a.keep))
+        .arg(keep("f", |a| a.age_ms))
         .arg(acks.len());
     for a in acks {
         inv.arg(&a.id).arg(a.kind).arg(&a.value);
     }
-    let reply: Vec<redis::Value> = inv
-        .invoke_async(&mut s.engine.conn.clone())
-        .await
-        .map_err(redis_err)?;
-    let next: i64 = match reply.get(1) {
-        Some(v) => crate::parse(v)?,
-        None => -1,
+    let mut conn = s.engine.conn.clone();
+    let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
+    let num = |i: usize| -> Result<i64> {
+        match reply.get(i) {
+            Some(v) => crate::parse(v),
+            None => Ok(0),
+        }
     };
+    let (next, limited) = (num(1)?, num(2)?);
     let mut jobs = Vec::new();
-    for four in reply.get(2..).unwrap_or_default().chunks(4) {
+    for four in reply.get(3..).unwrap_or_default().chunks(4) {
         let id: String = crate::parse(&four[0])?;
         let stored: Option<String> = crate::parse(&four[1])?;
         let Some(stored) = stored else {
             // Removed while waiting: nothing to run.
             continue;
         };
-        let mut job = decode(&s.queue, id, &stored)?;
-        let num = |v: &redis::Value| -> u32 {
+        let (mut job, scheduled) = decode(&s.queue, id, &stored)?;
+        let count = |v: &redis::Value| -> u32 {
             crate::parse::<String>(v)
                 .ok()
                 .and_then(|x| x.parse().ok())
                 .unwrap_or(0)
         };
-        job.attempts_made = num(&four[2]);
-        job.stalled_counter = num(&four[3]);
+        job.attempts_made = count(&four[2]);
+        job.stalled_counter = count(&four[3]);
         job.attempts_started = job.attempts_made + job.stalled_counter + 1;
         job.processed_on = Some(keel_core::now_ms());
         job.processed_by = s.opts.name.clone();
-        jobs.push(job);
+        jobs.push((job, scheduled));
     }
     Ok(Cycle {
         next_delayed: u64::try_from(next).ok(),
+        limited: (limited > 0).then(|| Duration::from_millis(limited as u64)),
         jobs,
     })
 }
@@ -278,16 +296,32 @@ async fn run(
                 continue;
             }
         };
+        let acked = !batch.is_empty();
+        for a in batch {
+            if let Some(e) = a.event {
+                (s.sink)(e);
+            }
+        }
         let took = !reply.jobs.is_empty();
-        for job in reply.jobs {
+        for (job, scheduled) in reply.jobs {
             running += 1;
             s.leased
                 .lock()
                 .expect("not poisoned")
                 .insert(job.id.clone());
-            tasks.spawn(process(s.clone(), job, tx.clone()));
+            tasks.spawn(process(s.clone(), job, scheduled, tx.clone()));
         }
-        if took || !batch.is_empty() || stopping || want == 0 {
+        if let Some(wait) = reply.limited {
+            // Rate limited: nothing is taken before the window turns (finished jobs are
+            // still acknowledged as they come).
+            tokio::select! {
+                a = rx.recv() => if let Some(a) = a { running -= 1; pending.push(a) },
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => stopping = true,
+            }
+            continue;
+        }
+        if took || acked || stopping || want == 0 {
             continue;
         }
         // Nothing to take: wait for a finished job, an add, a due delayed job or the stop.
@@ -314,6 +348,17 @@ async fn run(
     }
 }
 
+/// Appends `line` to job `id`'s log.
+async fn control_log(s: &Shared, id: &str, line: &str) -> Result<()> {
+    Control {
+        engine: s.engine.clone(),
+        keys: s.keys.clone(),
+        id: id.to_string(),
+    }
+    .log(line)
+    .await
+}
+
 /// Progress and log lines of a running job.
 struct Control {
     engine: NativeEngine,
@@ -324,27 +369,58 @@ struct Control {
 #[async_trait]
 impl JobControl for Control {
     async fn update_progress(&self, progress: Value) -> Result<()> {
-        redis::cmd("HSET")
-            .arg(self.keys.k("progress"))
+        let value = progress.to_string();
+        let mut pipe = redis::pipe();
+        pipe.hset(self.keys.k("progress"), &self.id, &value)
+            .cmd("XADD")
+            .arg(self.keys.k("events"))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(1000)
+            .arg("*")
+            .arg("e")
+            .arg("progress")
             .arg(&self.id)
-            .arg(progress.to_string())
-            .query_async::<()>(&mut self.engine.conn.clone())
+            .arg(&value);
+        let mut conn = self.engine.conn.clone();
+        self.engine
+            .bounded(
+                "reporting progress",
+                pipe.query_async::<redis::Value>(&mut conn),
+            )
             .await
-            .map_err(redis_err)
+            .map(|_| ())
     }
 
     async fn log(&self, line: &str) -> Result<()> {
-        redis::cmd("RPUSH")
-            .arg(self.keys.k(&format!("log:{}", self.id)))
-            .arg(line)
-            .query_async::<()>(&mut self.engine.conn.clone())
+        let mut conn = self.engine.conn.clone();
+        self.engine
+            .bounded(
+                "writing a job's log",
+                redis::cmd("RPUSH")
+                    .arg(self.keys.k(&format!("log:{}", self.id)))
+                    .arg(line)
+                    .query_async::<()>(&mut conn),
+            )
             .await
-            .map_err(redis_err)
     }
 }
 
-async fn process(s: Arc<Shared>, job: Job, done: mpsc::UnboundedSender<Ack>) {
+async fn process(
+    s: Arc<Shared>,
+    job: Job,
+    scheduled: Option<(String, u64)>,
+    done: mpsc::UnboundedSender<Ack>,
+) {
     let id = job.id.clone();
+    if let Some((scheduler, run)) = scheduled {
+        // The next run is added before this one runs, as BullMQ's schedulers do.
+        if let Err(e) = s.engine.fire_next(&s.queue, &scheduler, run).await {
+            (s.sink)(WorkerEvent::Error {
+                message: format!("adding the next run of scheduler {scheduler}: {e}"),
+            });
+        }
+    }
     (s.sink)(WorkerEvent::Active { job_id: id.clone() });
     let control = Arc::new(Control {
         engine: s.engine.clone(),
@@ -360,35 +436,55 @@ async fn process(s: Arc<Shared>, job: Job, done: mpsc::UnboundedSender<Ack>) {
     let keep = |k: &Option<keel_core::KeepJobs>| -> Option<i64> {
         k.as_ref().and_then(|k| k.count).map(|c| c as i64)
     };
+    let age = |k: &Option<keel_core::KeepJobs>| -> i64 {
+        k.as_ref()
+            .and_then(|k| k.age_s)
+            .map(|a| a as i64 * 1000)
+            .unwrap_or(-1)
+    };
+    let processed_on = job.processed_on.unwrap_or_else(keel_core::now_ms);
     let ack = match result {
         Ok(value) => {
-            (s.sink)(WorkerEvent::Completed { job_id: id.clone() });
+            let event = Some(WorkerEvent::Completed { job_id: id.clone() });
             match keep(&job.opts.remove_on_complete) {
                 Some(0) => Ack {
                     id,
                     kind: "c",
                     value: String::new(),
                     keep: 0,
+                    age_ms: -1,
+                    event,
                 },
                 k => Ack {
                     id,
                     kind: "k",
-                    value: value.to_string(),
+                    value: json!({"p": processed_on, "r": value}).to_string(),
                     keep: k.unwrap_or(-1),
+                    age_ms: age(&job.opts.remove_on_complete),
+                    event,
                 },
             }
         }
         Err(e) => {
             if let Some(wait) = e.delayed_for() {
+                let wait = (wait.as_millis() as u64).max(1);
+                let line = keel_core::delay_log_line(keel_core::now_ms() + wait, e.message());
+                if let Err(err) = control_log(&s, &id, &line).await {
+                    (s.sink)(WorkerEvent::Error {
+                        message: format!("writing the delay of job {id} to its log: {err}"),
+                    });
+                }
                 Ack {
                     id,
                     kind: "d",
-                    value: (wait.as_millis() as u64).max(1).to_string(),
+                    value: wait.to_string(),
                     keep: -1,
+                    age_ms: -1,
+                    event: None,
                 }
             } else {
                 let terminal = e.is_final_for(&job);
-                (s.sink)(WorkerEvent::Failed {
+                let event = Some(WorkerEvent::Failed {
                     job_id: id.clone(),
                     reason: e.message().to_string(),
                     terminal,
@@ -397,8 +493,12 @@ async fn process(s: Arc<Shared>, job: Job, done: mpsc::UnboundedSender<Ack>) {
                     Ack {
                         id,
                         kind: "f",
-                        value: json!({"reason": e.message(), "stack": e.stack()}).to_string(),
+                        // The stack goes to the DLQ entry, not the job: as on the other
+                        // backends (bullmq-official stores none).
+                        value: json!({"reason": e.message(), "p": processed_on}).to_string(),
                         keep: keep(&job.opts.remove_on_fail).unwrap_or(-1),
+                        age_ms: age(&job.opts.remove_on_fail),
+                        event,
                     }
                 } else {
                     let backoff = job
@@ -413,6 +513,8 @@ async fn process(s: Arc<Shared>, job: Job, done: mpsc::UnboundedSender<Ack>) {
                         kind: "r",
                         value: backoff.max(floor).to_string(),
                         keep: -1,
+                        age_ms: -1,
+                        event,
                     }
                 }
             }
@@ -443,8 +545,7 @@ async fn heartbeat(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
             continue;
         }
-        let mut inv = s.engine.scripts.extend.prepare_invoke();
-        inv.key(s.keys.k("active")).key(s.keys.k("owner"));
+        let mut inv = s.keys.invoke(&s.engine.scripts.extend);
         inv.arg(&s.token)
             .arg(keel_core::now_ms() + s.opts.lock_duration.as_millis() as u64);
         for id in &ids {
@@ -481,12 +582,7 @@ async fn recovery(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 async fn recover(s: &Shared) -> Result<()> {
-    let mut inv = s.engine.scripts.recover.prepare_invoke();
-    for k in [
-        "active", "owner", "wait", "stalls", "failed", "err", "att", "notify",
-    ] {
-        inv.key(s.keys.k(k));
-    }
+    let mut inv = s.keys.invoke(&s.engine.scripts.recover);
     inv.arg(keel_core::now_ms())
         .arg(s.opts.max_stalled_count)
         .arg(RECOVER_LIMIT)

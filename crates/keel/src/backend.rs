@@ -41,6 +41,38 @@ impl Backend {
         })
     }
 
+    /// Connects to Redis with Keel's own queue engine for every queue (`keel-native`); the
+    /// toolkit runs on the same Redis as with [`Backend::redis`].
+    pub async fn native(settings: RedisSettings) -> Result<Backend> {
+        Backend::redis_engines(settings, None).await
+    }
+
+    /// Connects to Redis with the queues of `keel_queues` on Keel's own engine (every queue
+    /// when `None`) and the others on BullMQ's.
+    pub async fn redis_engines(
+        settings: RedisSettings,
+        keel_queues: Option<std::collections::BTreeSet<String>>,
+    ) -> Result<Backend> {
+        let native = Arc::new(
+            keel_native::NativeEngine::connect(
+                &settings.url,
+                &settings.prefix,
+                settings.command_timeout,
+            )
+            .await?,
+        );
+        let redis = Arc::new(keel_redis::RedisBackend::connect(settings).await?);
+        Ok(Backend {
+            inner: Arc::new(crate::engines::Routed::new(
+                redis.clone(),
+                native,
+                keel_queues,
+            )),
+            kv: redis,
+            keys: Keys::default(),
+        })
+    }
+
     /// Wraps any implementation of the two backend contracts.
     pub fn from_parts(inner: Arc<dyn QueueBackend>, kv: Arc<dyn KvBackend>) -> Backend {
         Backend {

@@ -41,6 +41,7 @@ pub mod backend;
 pub mod cache;
 pub mod config;
 pub mod dlq;
+pub mod engines;
 pub mod handlers;
 pub mod health;
 #[cfg(feature = "http")]
@@ -65,7 +66,7 @@ pub use keel_core::{
     JobContext, JobError, JobOptions, JobState, KeepJobs, NewJob, QueueCounts, QueueEvent,
     RateAlgorithm, Result, Schedule, SchedulerInfo,
 };
-pub use keel_core::{Processor, WorkerOptions};
+pub use keel_core::{Processor, QueueBackend, WorkerOptions};
 pub use keys::Keys;
 pub use lock::{LockGuard, Locks};
 pub use pubsub::{Event, Events};

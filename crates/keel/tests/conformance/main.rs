@@ -1,6 +1,7 @@
-//! The conformance suite: every queue and toolkit behaviour, run against both backends. Each test body is an
-//! `async fn(Backend)`; the `conformance!` macro generates a `memory::` and a `redis::` test
-//! for it. Redis tests use a unique key prefix each, so they run in parallel on one Redis.
+//! The conformance suite: every queue and toolkit behaviour, run against every backend. Each
+//! test body is an `async fn(Backend)`; the `conformance!` macro generates a `memory::`, a
+//! `redis::` (BullMQ's engine) and a `native::` (Keel's own engine) test for it. Redis tests
+//! use a unique key prefix each, so they run in parallel on one Redis.
 
 mod support;
 
@@ -26,6 +27,14 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     crate::$module::$name(crate::support::redis().await).await;
+                }
+            )*
+        }
+        mod native {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::$module::$name(crate::support::native().await).await;
                 }
             )*
         }

@@ -29,6 +29,19 @@ pub async fn redis() -> Backend {
     .with_keys(unique_keys())
 }
 
+/// Keel's own Redis engine with a prefix no other test uses (the toolkit on the same Redis).
+pub async fn native() -> Backend {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    Backend::native(RedisSettings {
+        url,
+        prefix: format!("kn-{}", uuid::Uuid::new_v4().simple()),
+        command_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("Redis must be running for the conformance suite (see README)")
+    .with_keys(unique_keys())
+}
+
 /// A queue with a unique name.
 pub fn queue(b: &Backend, base: &str) -> Queue {
     Queue::new(
