@@ -8,8 +8,9 @@ ARGV[9] acks; then three values an ack: id, outcome, value — 'c' completed and
 unused), 'k' completed and kept (the return value), 'r' retried (the delay ms; an attempt
 counted), 'd' delayed (the delay ms; no attempt counted), 'f' failed (the error, JSON)
 Returns: acks applied (a lease lost to stall recovery is not), the earliest delayed time (-1:
-none), the ms until the queue's rate limit admits jobs again (0: not limited), then four
-values a taken job: id, job, attempts made, times stalled.
+none), the ms until the queue's rate limit admits jobs again (0: not limited), then five
+values a taken job: id, job, attempts made, times stalled, stalls not reported before (each
+stall is reported to one attempt).
 ]]
 local now, token = tonumber(ARGV[1]), ARGV[2]
 local lease, want = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -161,12 +162,19 @@ event('active', ev)
 local jobs = redis.call('HMGET', K_JOBS, unpack(taken))
 local att = redis.call('HMGET', K_ATT, unpack(taken))
 local st = redis.call('HMGET', K_STALLS, unpack(taken))
+local fresh = redis.call('HMGET', K_FRESH, unpack(taken))
+local reported = {}
 for i, id in ipairs(taken) do
   out[#out + 1] = id
   out[#out + 1] = jobs[i]
   out[#out + 1] = att[i] or '0'
   out[#out + 1] = st[i] or '0'
+  out[#out + 1] = fresh[i] or '0'
+  if fresh[i] then
+    reported[#reported + 1] = id
+  end
 end
+each('HDEL', K_FRESH, reported)
 -- More remain: wake another idle worker.
 if #taken == want and (redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0) then
   notify()

@@ -1,10 +1,10 @@
 --[[ prelude: prepended to every script by the engine (`Scripts::load`). Every script gets the
-queue's keys as KEYS in the order of `KEY_NAMES` in lib.rs — the same 23 keys, all under the
+queue's keys as KEYS in the order of `KEY_NAMES` in lib.rs — the same 24 keys, all under the
 queue's hash tag — and the helpers below. A job's log is the one per-job key
 (`<base>log:<id>`); its name is built here from the base, in the same hash tag. ]]
 local K_JOBS, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_OWNER, K_ATT, K_STALLS, K_DONE, K_RET,
   K_FAILED, K_ERR, K_PRI, K_META, K_NOTIFY, K_SEQ, K_DEDUP, K_EVENTS, K_PROGRESS, K_SCHEDS,
-  K_SCHEDZ, K_SCHEDI, K_LIMITER = unpack(KEYS, 1, 23)
+  K_SCHEDZ, K_SCHEDI, K_LIMITER, K_FRESH = unpack(KEYS, 1, 24)
 local BASE = string.sub(K_JOBS, 1, -5)
 local EVENTS_KEPT = 1000
 
@@ -33,7 +33,7 @@ local function purge(ids)
   if #ids == 0 then
     return
   end
-  for _, k in ipairs({K_JOBS, K_ATT, K_STALLS, K_RET, K_ERR, K_PRI, K_PROGRESS}) do
+  for _, k in ipairs({K_JOBS, K_ATT, K_STALLS, K_RET, K_ERR, K_PRI, K_PROGRESS, K_FRESH}) do
     each('HDEL', k, ids)
   end
   local logs = {}

@@ -14,6 +14,7 @@ for _, id in ipairs(expired) do
   if redis.call('HEXISTS', K_JOBS, id) == 1 then
     ev_stalled[#ev_stalled + 1] = id
     ev_stalled[#ev_stalled + 1] = ''
+    redis.call('HINCRBY', K_FRESH, id, 1)
     if redis.call('HINCRBY', K_STALLS, id, 1) > max then
       redis.call('HINCRBY', K_ATT, id, 1)
       redis.call('ZADD', K_FAILED, now, id)

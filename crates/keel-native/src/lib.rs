@@ -31,6 +31,7 @@
 //! | `progress` | hash | id → the last progress reported (JSON) |
 //! | `scheds`, `schedz`, `schedi` | hash, zset, hash | scheduler id → spec (schedule and job template); → next run; → jobs added |
 //! | `limiter` | string | jobs taken in the rate limit's current window (expires with it) |
+//! | `fresh` | hash | id → stalls not yet reported to an attempt (`JobContext::recovered_stalls`) |
 //! | `log:<id>` | list | a job's log lines (the one per-job key) |
 //!
 //! Why: a waiting job costs one hash field (its encoded job) and one list entry — no hash of a
@@ -94,10 +95,10 @@ use serde_json::Value;
 pub use worker::NativeWorker;
 
 /// Every key of a queue, in the order every script receives them as KEYS (`prelude.lua`).
-pub const KEY_NAMES: [&str; 23] = [
+pub const KEY_NAMES: [&str; 24] = [
     "jobs", "wait", "prio", "delayed", "active", "owner", "att", "stalls", "done", "ret", "failed",
     "err", "pri", "meta", "notify", "seq", "dedup", "events", "progress", "scheds", "schedz",
-    "schedi", "limiter",
+    "schedi", "limiter", "fresh",
 ];
 
 /// The scripts, loaded once, each with the prelude in front.

@@ -154,8 +154,17 @@ struct Cycle {
     next_delayed: Option<u64>,
     /// The queue's rate limit admits no job for this long.
     limited: Option<Duration>,
-    /// The jobs taken, with their scheduler run when they are one.
-    jobs: Vec<(Job, Option<(String, u64)>)>,
+    /// The jobs taken.
+    jobs: Vec<Taken>,
+}
+
+/// A job taken by a `cycle` call.
+struct Taken {
+    job: Job,
+    /// Its scheduler and run, when it is a scheduler's run.
+    scheduled: Option<(String, u64)>,
+    /// Stalls of the job this attempt is the first to hear of.
+    fresh: u32,
 }
 
 async fn cycle(s: &Shared, acks: &[Ack], want: usize) -> Result<Cycle> {
@@ -191,9 +200,9 @@ async fn cycle(s: &Shared, acks: &[Ack], want: usize) -> Result<Cycle> {
     };
     let (next, limited) = (num(1)?, num(2)?);
     let mut jobs = Vec::new();
-    for four in reply.get(3..).unwrap_or_default().chunks(4) {
-        let id: String = crate::parse(&four[0])?;
-        let stored: Option<String> = crate::parse(&four[1])?;
+    for five in reply.get(3..).unwrap_or_default().chunks(5) {
+        let id: String = crate::parse(&five[0])?;
+        let stored: Option<String> = crate::parse(&five[1])?;
         let Some(stored) = stored else {
             // Removed while waiting: nothing to run.
             continue;
@@ -205,12 +214,17 @@ async fn cycle(s: &Shared, acks: &[Ack], want: usize) -> Result<Cycle> {
                 .and_then(|x| x.parse().ok())
                 .unwrap_or(0)
         };
-        job.attempts_made = count(&four[2]);
-        job.stalled_counter = count(&four[3]);
+        job.attempts_made = count(&five[2]);
+        job.stalled_counter = count(&five[3]);
+        let fresh = count(&five[4]);
         job.attempts_started = job.attempts_made + job.stalled_counter + 1;
         job.processed_on = Some(keel_core::now_ms());
         job.processed_by = s.opts.name.clone();
-        jobs.push((job, scheduled));
+        jobs.push(Taken {
+            job,
+            scheduled,
+            fresh,
+        });
     }
     Ok(Cycle {
         next_delayed: u64::try_from(next).ok(),
@@ -303,13 +317,13 @@ async fn run(
             }
         }
         let took = !reply.jobs.is_empty();
-        for (job, scheduled) in reply.jobs {
+        for taken in reply.jobs {
             running += 1;
             s.leased
                 .lock()
                 .expect("not poisoned")
-                .insert(job.id.clone());
-            tasks.spawn(process(s.clone(), job, scheduled, tx.clone()));
+                .insert(taken.job.id.clone());
+            tasks.spawn(process(s.clone(), taken, tx.clone()));
         }
         if let Some(wait) = reply.limited {
             // Rate limited: nothing is taken before the window turns (finished jobs are
@@ -406,12 +420,12 @@ impl JobControl for Control {
     }
 }
 
-async fn process(
-    s: Arc<Shared>,
-    job: Job,
-    scheduled: Option<(String, u64)>,
-    done: mpsc::UnboundedSender<Ack>,
-) {
+async fn process(s: Arc<Shared>, taken: Taken, done: mpsc::UnboundedSender<Ack>) {
+    let Taken {
+        job,
+        scheduled,
+        fresh,
+    } = taken;
     let id = job.id.clone();
     if let Some((scheduler, run)) = scheduled {
         // The next run is added before this one runs, as BullMQ's schedulers do.
@@ -430,7 +444,7 @@ async fn process(
     let result = (s.processor)(JobContext {
         job: job.clone(),
         control,
-        recovered_stalls: 0,
+        recovered_stalls: fresh,
     })
     .await;
     let keep = |k: &Option<keel_core::KeepJobs>| -> Option<i64> {

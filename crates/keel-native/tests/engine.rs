@@ -375,7 +375,7 @@ async fn an_abandoned_lease_is_recovered_and_a_poison_pill_fails() {
         processor(move |ctx| {
             let s = s.clone();
             async move {
-                *s.lock().unwrap() = Some(ctx.job.stalled_counter);
+                *s.lock().unwrap() = Some((ctx.job.stalled_counter, ctx.recovered_stalls));
                 Ok(Value::Null)
             }
         }),
@@ -387,7 +387,11 @@ async fn an_abandoned_lease_is_recovered_and_a_poison_pill_fails() {
     let s = stalls.clone();
     until("recovered and run", || s.lock().unwrap().is_some()).await;
     w.close(Duration::from_secs(5)).await.unwrap();
-    assert_eq!(*stalls.lock().unwrap(), Some(1));
+    assert_eq!(
+        *stalls.lock().unwrap(),
+        Some((1, 1)),
+        "one stall, reported to this attempt"
+    );
     let done = e.get_job("q", &added.id).await.unwrap().unwrap();
     assert_eq!(done.returnvalue, Some(Value::Null));
 

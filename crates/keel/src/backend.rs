@@ -44,14 +44,15 @@ impl Backend {
     /// Connects to Redis with Keel's own queue engine for every queue (`keel-native`); the
     /// toolkit runs on the same Redis as with [`Backend::redis`].
     pub async fn native(settings: RedisSettings) -> Result<Backend> {
-        Backend::redis_engines(settings, None).await
+        Backend::redis_engines(settings, crate::engines::Engine::Keel, Default::default()).await
     }
 
-    /// Connects to Redis with the queues of `keel_queues` on Keel's own engine (every queue
-    /// when `None`) and the others on BullMQ's.
+    /// Connects to Redis with every queue on `default`'s engine but `others`, which run on the
+    /// other one.
     pub async fn redis_engines(
         settings: RedisSettings,
-        keel_queues: Option<std::collections::BTreeSet<String>>,
+        default: crate::engines::Engine,
+        others: std::collections::BTreeSet<String>,
     ) -> Result<Backend> {
         let native = Arc::new(
             keel_native::NativeEngine::connect(
@@ -66,7 +67,8 @@ impl Backend {
             inner: Arc::new(crate::engines::Routed::new(
                 redis.clone(),
                 native,
-                keel_queues,
+                default,
+                others,
             )),
             kv: redis,
             keys: Keys::default(),

@@ -20,6 +20,7 @@
 //! stalled_interval_ms = 30000
 //! timeout_ms = 0                    # 0: no job timeout
 //! dlq = true
+//! engine = "bullmq"                 # bullmq: shared with Node BullMQ | keel: Keel's own, faster
 //!
 //! [queues.webhooks]
 //! concurrency = 10
@@ -209,6 +210,7 @@ struct RawQueue {
     #[serde(default)]
     schedulers: BTreeMap<String, RawScheduler>,
     tenant: Option<String>,
+    engine: Option<String>,
 }
 
 /// `remove_on_complete` / `remove_on_fail` as written, BullMQ's forms: `false` keeps every
@@ -304,6 +306,8 @@ pub struct QueueConfig {
     pub schedulers: BTreeMap<String, (Schedule, String, Value)>,
     /// The tenant (by name) this queue belongs to: tenant tokens see only their queues.
     pub tenant: Option<String>,
+    /// The Redis engine that runs the queue (`engine = "bullmq"`, the default, or `"keel"`).
+    pub engine: crate::engines::Engine,
 }
 
 /// The whole configuration.
@@ -549,18 +553,32 @@ impl Config {
         RateLimiter::new(backend, self.rate_policies.clone())
     }
 
-    /// The backend this configuration selects: Redis when a URL is set, else memory.
+    /// The backend this configuration selects: Redis when a URL is set, else memory. On
+    /// Redis each queue runs on its `engine`: when any queue (or `[defaults]`) says `keel`,
+    /// Keel's own engine is connected beside BullMQ's.
     pub async fn backend(&self) -> keel_core::Result<Backend> {
-        match &self.redis_url {
-            Some(url) => Ok(Backend::redis(RedisSettings {
-                url: url.clone(),
-                prefix: self.prefix.clone(),
-                command_timeout: self.command_timeout,
-            })
-            .await?
-            .with_keys(self.keys.clone())),
-            None => Ok(Backend::memory().with_keys(self.keys.clone())),
-        }
+        use crate::engines::Engine;
+        let Some(url) = &self.redis_url else {
+            return Ok(Backend::memory().with_keys(self.keys.clone()));
+        };
+        let settings = RedisSettings {
+            url: url.clone(),
+            prefix: self.prefix.clone(),
+            command_timeout: self.command_timeout,
+        };
+        let default = self.defaults.engine;
+        let others: std::collections::BTreeSet<String> = self
+            .queues
+            .values()
+            .filter(|q| q.engine != default)
+            .map(|q| q.name.clone())
+            .collect();
+        let backend = if default == Engine::Bullmq && others.is_empty() {
+            Backend::redis(settings).await?
+        } else {
+            Backend::redis_engines(settings, default, others).await?
+        };
+        Ok(backend.with_keys(self.keys.clone()))
     }
 
     /// The settings of `name`: its own section, or the defaults for a queue not listed.
@@ -700,6 +718,7 @@ fn builtin_defaults() -> QueueConfig {
         rate_limit: None,
         tenant: None,
         schedulers: BTreeMap::new(),
+        engine: crate::engines::Engine::Bullmq,
     }
 }
 
@@ -793,6 +812,10 @@ fn resolve(
         crate::keys::validate_name("tenant", t)
             .map_err(|e| ConfigError::invalid(k("tenant"), e.to_string()))?;
         q.tenant = Some(t.clone());
+    }
+    if let Some(e) = &raw.engine {
+        q.engine =
+            crate::engines::Engine::parse(e).map_err(|m| ConfigError::invalid(k("engine"), m))?;
     }
     if let Some(l) = &raw.limit {
         q.limit = Some(JobLimit::parse(&k("limit"), l)?);
@@ -1056,6 +1079,7 @@ remove_on_complete = 10
             ("[locks.payout]\nttl_ms = 5", "locks.payout.ttl_ms"),
             ("[locks.payout]\nwait_ms = 5", "locks.payout"),
             ("[queues.a]\ntenant = \"a b\"", "queues.a.tenant"),
+            ("[queues.a]\nengine = \"fast\"", "queues.a.engine"),
         ];
         for (text, key) in cases {
             let err = Config::parse(text, &no_env).unwrap_err();

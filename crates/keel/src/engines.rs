@@ -26,57 +26,61 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// Parses `bullmq` or `keel`; the error names `field`.
-    pub fn parse(field: &str, s: &str) -> Result<Engine> {
+    /// Parses `bullmq` or `keel`; the error says what is accepted.
+    pub fn parse(s: &str) -> std::result::Result<Engine, String> {
         match s {
             "bullmq" => Ok(Engine::Bullmq),
             "keel" => Ok(Engine::Keel),
-            other => Err(keel_core::Error::invalid(
-                field,
-                format!("unknown engine {other:?}: bullmq (shared with Node BullMQ) or keel (Keel's own, faster)"),
+            other => Err(format!(
+                "unknown engine {other:?}: bullmq (shared with Node BullMQ and Bull Board) or keel (Keel's own, faster; Keel processes only)"
             )),
         }
     }
 }
 
-/// Queues on Keel's engine (every queue, or those named), the others on BullMQ's.
+/// Each queue on its engine: `default` for every queue but the `others`, which run on the
+/// other engine.
 pub struct Routed {
     bullmq: Arc<dyn QueueBackend>,
     keel: Arc<dyn QueueBackend>,
-    /// `None`: every queue runs on Keel's engine.
-    keel_queues: Option<BTreeSet<String>>,
+    default: Engine,
+    others: BTreeSet<String>,
 }
 
 impl Routed {
-    /// `keel_queues` on `keel`, the rest on `bullmq` (`None`: every queue on `keel`).
+    /// Queues on `default`, but `others` on the other engine.
     pub fn new(
         bullmq: Arc<dyn QueueBackend>,
         keel: Arc<dyn QueueBackend>,
-        keel_queues: Option<BTreeSet<String>>,
+        default: Engine,
+        others: BTreeSet<String>,
     ) -> Routed {
         Routed {
             bullmq,
             keel,
-            keel_queues,
+            default,
+            others,
+        }
+    }
+
+    /// The engine of `queue` (a dead-letter queue runs where its queue does).
+    pub fn engine(&self, queue: &str) -> Engine {
+        let base = queue.strip_prefix(keel_core::DLQ_PREFIX).unwrap_or(queue);
+        match (self.default, self.others.contains(base)) {
+            (Engine::Bullmq, false) | (Engine::Keel, true) => Engine::Bullmq,
+            _ => Engine::Keel,
         }
     }
 
     fn pick(&self, queue: &str) -> &dyn QueueBackend {
-        let on_keel = match &self.keel_queues {
-            None => true,
-            // A queue's dead-letter queue runs where the queue does.
-            Some(set) => {
-                set.contains(queue)
-                    || queue
-                        .strip_prefix(keel_core::DLQ_PREFIX)
-                        .is_some_and(|q| set.contains(q))
-            }
-        };
-        if on_keel {
-            &*self.keel
-        } else {
-            &*self.bullmq
+        match self.engine(queue) {
+            Engine::Keel => &*self.keel,
+            Engine::Bullmq => &*self.bullmq,
         }
+    }
+
+    fn mixed(&self) -> bool {
+        self.default == Engine::Bullmq || !self.others.is_empty()
     }
 }
 
@@ -181,7 +185,7 @@ impl QueueBackend for Routed {
     }
     async fn queue_names(&self) -> Result<Vec<String>> {
         let mut names: BTreeSet<String> = self.keel.queue_names().await?.into_iter().collect();
-        if self.keel_queues.is_some() {
+        if self.mixed() {
             // The native engine's keys (`prefix:{q}:…`) are not BullMQ queues.
             let bullmq = self.bullmq.queue_names().await?;
             names.extend(bullmq.into_iter().filter(|n| !n.starts_with('{')));
