@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use keel::backend::RedisSettings;
-use keel::{Backend, JobOptions, NewJob, Queue};
+use keel::{JobOptions, NewJob, Queue};
 use serde_json::{json, Value};
 
 const JOBS: usize = 2000;
@@ -75,31 +74,51 @@ struct Run {
     kills: usize,
     every: Duration,
     queue_extra: &'static str,
+    /// The queue's Redis engine (`bullmq` or `keel`).
+    engine: &'static str,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_workers_lose_nothing() {
-    crash(Run {
+fn killed(engine: &'static str) -> Run {
+    Run {
         jobs: JOBS,
         delay_ms: 3,
         kills: 3,
         every: Duration::from_millis(700),
         queue_extra: "max_stalled_count = 1000",
-    })
-    .await;
+        engine,
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_deploy_fails_no_job() {
+fn rolling(engine: &'static str) -> Run {
     // The default stall limit (no max_stalled_count): 20 kills, 1.5 s apart.
-    crash(Run {
+    Run {
         jobs: 10_000,
         delay_ms: 60,
         kills: 20,
         every: Duration::from_millis(1500),
         queue_extra: "",
-    })
-    .await;
+        engine,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_workers_lose_nothing() {
+    crash(killed("bullmq")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_workers_lose_nothing_on_keels_engine() {
+    crash(killed("keel")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_deploy_fails_no_job() {
+    crash(rolling("bullmq")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_deploy_fails_no_job_on_keels_engine() {
+    crash(rolling("keel")).await;
 }
 
 async fn crash(run: Run) {
@@ -109,6 +128,7 @@ async fn crash(run: Run) {
         kills: kill_count,
         every,
         queue_extra,
+        engine,
     } = run;
     let seen = Seen {
         delay_ms,
@@ -124,15 +144,14 @@ async fn crash(run: Run) {
     let prefix = format!("kx-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("keel.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let text = format!(
+        r#"
 [redis]
 url = "redis://127.0.0.1:6379"
 prefix = "{prefix}"
 
 [queues.crash]
+engine = "{engine}"
 concurrency = 20
 attempts = 5
 backoff = {{ type = "fixed", delay_ms = 100 }}
@@ -142,17 +161,14 @@ stalled_interval_ms = 500
 remove_on_complete = {{ count = 100000 }}
 handler = {{ kind = "http", url = "http://{addr}/hook", timeout_ms = 5000 }}
 "#
-        ),
-    )
-    .unwrap();
+    );
+    std::fs::write(&config, &text).unwrap();
 
-    let backend = Backend::redis(RedisSettings {
-        url: "redis://127.0.0.1:6379".into(),
-        prefix: prefix.clone(),
-        command_timeout: Duration::from_secs(5),
-    })
-    .await
-    .expect("Redis must be running");
+    let backend = keel::config::Config::parse(&text, &|_| None)
+        .unwrap()
+        .backend()
+        .await
+        .expect("Redis must be running");
     let q = Queue::new(&backend, "crash").unwrap();
     let opts = JobOptions {
         attempts: Some(5),
@@ -220,10 +236,10 @@ handler = {{ kind = "http", url = "http://{addr}/hook", timeout_ms = 5000 }}
             }
         }
     }
-    eprintln!("crash test: {stalled} jobs were recovered after a kill, at most {most} times each");
+    eprintln!("crash test ({engine}): {stalled} jobs were recovered after a kill, at most {most} times each");
     let posts = *seen.posts.lock().unwrap();
     eprintln!(
-        "crash test: {job_count} jobs completed after {kills} kills in {:?}; {posts} POSTs ({} duplicates)",
+        "crash test ({engine}): {job_count} jobs completed after {kills} kills in {:?}; {posts} POSTs ({} duplicates)",
         started.elapsed(),
         posts - job_count
     );

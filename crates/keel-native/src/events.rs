@@ -41,6 +41,7 @@ pub(crate) async fn stream(engine: &NativeEngine, queue: &str) -> Result<EventSt
         .map(|(id, _)| id)
         .unwrap_or_else(|| "0-0".into());
     let (tx, rx) = mpsc::channel::<QueueEvent>(1024);
+    let client = engine.client.clone();
     tokio::spawn(async move {
         loop {
             let reply: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
@@ -71,7 +72,16 @@ pub(crate) async fn stream(engine: &NativeEngine, queue: &str) -> Result<EventSt
                     if tx.is_closed() {
                         return;
                     }
+                    // Redis away or restarted: a new connection once it answers.
                     tokio::time::sleep(Duration::from_millis(500)).await;
+                    if let Ok(Ok(fresh)) = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        client.get_multiplexed_async_connection(),
+                    )
+                    .await
+                    {
+                        conn = fresh;
+                    }
                     continue;
                 }
             };

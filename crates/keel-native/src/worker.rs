@@ -233,8 +233,10 @@ async fn cycle(s: &Shared, acks: &[Ack], want: usize) -> Result<Cycle> {
     })
 }
 
-/// Waits on the queue's `notify` list for up to [`IDLE_WAIT`].
+/// Waits on the queue's `notify` list for up to [`IDLE_WAIT`]; after an error (Redis away or
+/// restarted) it waits a little and opens a new connection.
 fn wake(
+    client: redis::Client,
     mut conn: redis::aio::MultiplexedConnection,
     key: String,
 ) -> BoxFuture<'static, redis::aio::MultiplexedConnection> {
@@ -245,8 +247,15 @@ fn wake(
             .query_async(&mut conn)
             .await;
         if r.is_err() {
-            // Redis away: do not spin.
             tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Ok(Ok(fresh)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.get_multiplexed_async_connection(),
+            )
+            .await
+            {
+                conn = fresh;
+            }
         }
         conn
     }
@@ -346,7 +355,7 @@ async fn run(
             .min(IDLE_WAIT);
         if waking.is_none() {
             if let Some(conn) = idle_conn.take() {
-                waking = Some(wake(conn, s.keys.k("notify")));
+                waking = Some(wake(s.engine.client.clone(), conn, s.keys.k("notify")));
             }
         }
         let Some(w) = waking.as_mut() else {

@@ -71,6 +71,16 @@ impl Drop for Redis {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_run_loses_nothing_and_dead_letters_nothing() {
+    redis_killed_mid_run(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_loses_nothing_on_keels_engine() {
+    redis_killed_mid_run(true).await;
+}
+
+/// The crash, on BullMQ's engine or (`native`) on Keel's.
+async fn redis_killed_mid_run(native: bool) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -78,13 +88,16 @@ async fn redis_killed_mid_run_loses_nothing_and_dead_letters_nothing() {
         .port();
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start(port, dir.path());
-    let backend = Backend::redis(RedisSettings {
+    let settings = RedisSettings {
         url: format!("redis://127.0.0.1:{port}"),
         prefix: "kcrash".into(),
         command_timeout: Duration::from_secs(2),
-    })
-    .await
-    .unwrap();
+    };
+    let backend = if native {
+        Backend::native(settings).await.unwrap()
+    } else {
+        Backend::redis(settings).await.unwrap()
+    };
     let q = Queue::new(&backend, "crash").unwrap();
     let opts = JobOptions {
         attempts: Some(3),
@@ -169,7 +182,7 @@ async fn redis_killed_mid_run_loses_nothing_and_dead_letters_nothing() {
     let duplicates: u32 = runs.values().map(|n| n - 1).sum();
     let dead = q.dlq().count().await.unwrap();
     eprintln!(
-        "Redis crash: {JOBS} jobs completed, {before} had started before the kill, {duplicates} ran twice or more, {dead} dead letters"
+        "Redis crash (native: {native}): {JOBS} jobs completed, {before} had started before the kill, {duplicates} ran twice or more, {dead} dead letters"
     );
     assert_eq!(dead, 0, "no completed job is dead-lettered");
 }
