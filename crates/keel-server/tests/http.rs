@@ -604,6 +604,13 @@ async fn enqueue_fail_dead_letter_replay_retry_remove_on_redis_and_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_fail_dead_letter_replay_retry_remove_on_keels_engine() {
+    let app = App::start(CONFIG, support::native().await, Db::Sqlite).await;
+    flow(&app).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gets_are_cached_and_mutations_invalidate() {
     let app = memory_app().await;
     let (h1, v1) = app

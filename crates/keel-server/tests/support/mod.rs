@@ -70,6 +70,19 @@ pub async fn redis_with_prefix() -> (Backend, String) {
     (backend, prefix)
 }
 
+/// Keel's own Redis engine for every queue, with unique prefixes.
+pub async fn native() -> Backend {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    Backend::native(keel::backend::RedisSettings {
+        url,
+        prefix: format!("ks-{}", uuid::Uuid::new_v4().simple()),
+        command_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("Redis must be running (see README)")
+    .with_keys(unique_keys())
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
