@@ -226,7 +226,7 @@ enum Target {
     Keel(Queue),
     Raw(Arc<bullmq::Queue>),
     /// The native engine, the queue's name and the retention of its completed jobs.
-    Native(keel_native::NativeEngine, String, Option<KeepJobs>),
+    Native(Box<keel_native::NativeEngine>, String, Option<KeepJobs>),
 }
 
 impl Target {
@@ -345,7 +345,7 @@ impl Bench {
         match engine {
             Engine::Keel => {
                 let e = self.native.clone().ok_or("the keel engine needs Redis")?;
-                Ok(Target::Native(e, name.to_string(), keep))
+                Ok(Target::Native(Box::new(e), name.to_string(), keep))
             }
             Engine::BullmqOfficial => {
                 let url = self.url.clone().ok_or("bullmq-official needs Redis")?;
