@@ -134,6 +134,23 @@ impl JobError {
         }
     }
 
+    /// The wait before the next attempt after this error on an attempt of `job`: the job's
+    /// backoff (with its jitter drawn now) or the error's `retry_after`, whichever is longer.
+    /// The same rule on every backend.
+    pub fn retry_delay_ms(&self, job: &Job) -> u64 {
+        let backoff = job
+            .opts
+            .backoff
+            .as_ref()
+            .map(|b| b.delay_after(job.attempts_made + 1, rand::random::<f64>()))
+            .unwrap_or(0);
+        let floor = self
+            .retry_after()
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        backoff.max(floor)
+    }
+
     /// Whether, after this error on an attempt of `job`, no attempt remains. Both backends use
     /// this one rule: attempts are counted in `attempts_made` before the failing attempt.
     pub fn is_final_for(&self, job: &Job) -> bool {

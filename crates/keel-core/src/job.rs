@@ -46,6 +46,28 @@ pub struct Job {
 }
 
 impl Job {
+    /// A job just added as `id` of `queue` at `timestamp`: nothing run yet.
+    pub fn added(id: String, queue: &str, new: NewJob, timestamp: u64) -> Job {
+        Job {
+            id,
+            queue: queue.to_string(),
+            name: new.name,
+            data: new.data,
+            opts: new.opts,
+            attempts_made: 0,
+            attempts_started: 0,
+            stalled_counter: 0,
+            progress: Value::from(0),
+            timestamp,
+            processed_on: None,
+            finished_on: None,
+            failed_reason: None,
+            stacktrace: Vec::new(),
+            returnvalue: None,
+            processed_by: None,
+        }
+    }
+
     /// The job's priority, 0 when not prioritized.
     pub fn priority(&self) -> u32 {
         self.opts.priority.unwrap_or(0)

@@ -113,24 +113,7 @@ impl QueueData {
             self.dedup
                 .insert(de.id.clone(), (id.clone(), de.ttl_ms.map(|t| now + t)));
         }
-        let job = Job {
-            id: id.clone(),
-            queue: queue.to_string(),
-            name: new.name,
-            data: new.data,
-            opts: new.opts,
-            attempts_made: 0,
-            attempts_started: 0,
-            stalled_counter: 0,
-            progress: Value::from(0),
-            timestamp: now,
-            processed_on: None,
-            finished_on: None,
-            failed_reason: None,
-            stacktrace: Vec::new(),
-            returnvalue: None,
-            processed_by: None,
-        };
+        let job = Job::added(id.clone(), queue, new, now);
         let seq = self.next_seq();
         self.emit(QueueEvent::Added {
             job_id: id.clone(),

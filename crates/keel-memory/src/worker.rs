@@ -162,14 +162,7 @@ async fn run_one(shared: &Arc<Shared>, job: Job) {
             let delay = if terminal {
                 0
             } else {
-                let backoff = job
-                    .opts
-                    .backoff
-                    .as_ref()
-                    .map(|b| b.delay_after(job.attempts_made + 1, rand::random::<f64>()))
-                    .unwrap_or(0);
-                let floor = err.retry_after().map(|d| d.as_millis() as u64).unwrap_or(0);
-                backoff.max(floor)
+                err.retry_delay_ms(&job)
             };
             let stored = shared
                 .cell

@@ -266,27 +266,6 @@ impl NativeEngine {
     }
 }
 
-pub(crate) fn new_job(queue: &str, id: String, j: NewJob, now: u64) -> Job {
-    Job {
-        id,
-        queue: queue.to_string(),
-        name: j.name,
-        data: j.data,
-        opts: j.opts,
-        attempts_made: 0,
-        attempts_started: 0,
-        stalled_counter: 0,
-        progress: Value::from(0),
-        timestamp: now,
-        processed_on: None,
-        finished_on: None,
-        failed_reason: None,
-        stacktrace: Vec::new(),
-        returnvalue: None,
-        processed_by: None,
-    }
-}
-
 /// The job as stored, and its scheduler run when it is one.
 pub(crate) fn decode(
     queue: &str,
@@ -295,9 +274,9 @@ pub(crate) fn decode(
 ) -> Result<(Job, Option<(String, u64)>)> {
     let s: Stored = serde_json::from_str(stored)
         .map_err(|e| Error::Backend(format!("job {id} of {queue} is not readable: {e}")))?;
-    let job = new_job(
-        queue,
+    let job = Job::added(
         id,
+        queue,
         NewJob {
             name: s.name,
             data: s.data,

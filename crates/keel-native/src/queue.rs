@@ -12,7 +12,7 @@ use redis::FromRedisValue;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{decode, new_job, parse, NativeEngine, NativeWorker, Stored};
+use crate::{decode, parse, NativeEngine, NativeWorker, Stored};
 
 /// Jobs added by one `add.lua` call at most (a bulk is split).
 const ADD_CHUNK: usize = 1000;
@@ -191,7 +191,7 @@ impl QueueBackend for NativeEngine {
                 let id: String = parse(&pair[0])?;
                 let added: i64 = parse(&pair[1])?;
                 if added == 1 {
-                    out.push(Some(new_job(queue, id, j, now)));
+                    out.push(Some(Job::added(id, queue, j, now)));
                 } else {
                     existing.push((out.len(), id));
                     out.push(None);

@@ -524,17 +524,10 @@ async fn process(s: Arc<Shared>, taken: Taken, done: mpsc::UnboundedSender<Ack>)
                         event,
                     }
                 } else {
-                    let backoff = job
-                        .opts
-                        .backoff
-                        .as_ref()
-                        .map(|b| b.delay_after(job.attempts_made + 1, rand::random::<f64>()))
-                        .unwrap_or(0);
-                    let floor = e.retry_after().map(|d| d.as_millis() as u64).unwrap_or(0);
                     Ack {
-                        id,
                         kind: "r",
-                        value: backoff.max(floor).to_string(),
+                        value: e.retry_delay_ms(&job).to_string(),
+                        id,
                         keep: -1,
                         age_ms: -1,
                         event,

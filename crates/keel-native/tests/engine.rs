@@ -332,6 +332,31 @@ async fn custom_ids_return_the_existing_job() {
     assert_eq!(e.counts("q").await.unwrap().waiting, 1);
 }
 
+/// A worker takes the one job of `queue` and "dies": its close deadline passes with the job
+/// still running, so the job is abandoned with its lease.
+async fn abandon(e: &NativeEngine, queue: &str, opts: WorkerOptions) {
+    let taken = Arc::new(AtomicUsize::new(0));
+    let t = taken.clone();
+    let dying = NativeWorker::start(
+        e,
+        queue,
+        processor(move |_| {
+            let t = t.clone();
+            async move {
+                t.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+                Ok(Value::Null)
+            }
+        }),
+        opts,
+        quiet(),
+    )
+    .await
+    .unwrap();
+    until("taken", || taken.load(Ordering::SeqCst) == 1).await;
+    dying.close(Duration::from_millis(10)).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_lease_is_recovered_and_a_poison_pill_fails() {
     let e = engine().await;
@@ -343,29 +368,7 @@ async fn an_abandoned_lease_is_recovered_and_a_poison_pill_fails() {
         name: None,
     };
     let added = e.add("q", NewJob::new("slow", json!({}))).await.unwrap();
-    // A worker takes it and "dies": its close deadline passes with the job still running,
-    // so the job is abandoned with its lease.
-    let taken = Arc::new(AtomicUsize::new(0));
-    let t = taken.clone();
-    let dying = NativeWorker::start(
-        &e,
-        "q",
-        processor(move |_| {
-            let t = t.clone();
-            async move {
-                t.fetch_add(1, Ordering::SeqCst);
-                std::future::pending::<()>().await;
-                Ok(Value::Null)
-            }
-        }),
-        short(5),
-        quiet(),
-    )
-    .await
-    .unwrap();
-    let t = taken.clone();
-    until("taken", || t.load(Ordering::SeqCst) == 1).await;
-    dying.close(Duration::from_millis(10)).await.unwrap();
+    abandon(&e, "q", short(5)).await;
     assert_eq!(e.counts("q").await.unwrap().active, 1, "still leased");
     let stalls = Arc::new(Mutex::new(None));
     let s = stalls.clone();
@@ -397,26 +400,7 @@ async fn an_abandoned_lease_is_recovered_and_a_poison_pill_fails() {
 
     // With no stall allowed, its first stall fails it as a poison pill.
     let pill = e.add("p", NewJob::new("pill", json!({}))).await.unwrap();
-    let t = Arc::new(AtomicUsize::new(0));
-    let t2 = t.clone();
-    let dying = NativeWorker::start(
-        &e,
-        "p",
-        processor(move |_| {
-            let t = t2.clone();
-            async move {
-                t.fetch_add(1, Ordering::SeqCst);
-                std::future::pending::<()>().await;
-                Ok(Value::Null)
-            }
-        }),
-        short(0),
-        quiet(),
-    )
-    .await
-    .unwrap();
-    until("taken", || t.load(Ordering::SeqCst) == 1).await;
-    dying.close(Duration::from_millis(10)).await.unwrap();
+    abandon(&e, "p", short(0)).await;
     let recoverer = NativeWorker::start(
         &e,
         "p",

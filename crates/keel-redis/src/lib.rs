@@ -45,7 +45,6 @@ use bullmq::options::RedisConnectionOptions;
 use bullmq::redis_connection::RedisConnection;
 use bullmq::{Queue as BullQueue, QueueOptions};
 use keel_core::{Error, Job, NewJob, QueueBackend, Result};
-use serde_json::Value;
 
 use crate::convert::{from_bull_job, map_err, map_redis};
 
@@ -379,24 +378,7 @@ impl RedisBackend {
                     return Ok(from_bull_job(q.name(), &stored));
                 }
             }
-            return Ok(Job {
-                id,
-                queue: q.name().to_string(),
-                name: job.name,
-                data: job.data,
-                opts: job.opts,
-                attempts_made: 0,
-                attempts_started: 0,
-                stalled_counter: 0,
-                progress: Value::from(0),
-                timestamp,
-                processed_on: None,
-                finished_on: None,
-                failed_reason: None,
-                stacktrace: Vec::new(),
-                returnvalue: None,
-                processed_by: None,
-            });
+            return Ok(Job::added(id, q.name(), job, timestamp));
         }
         let jitter = job.opts.backoff.clone().filter(|b| b.jitter > 0.0);
         let opts = convert::to_bull_opts(&job.opts);
