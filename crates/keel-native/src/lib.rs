@@ -6,6 +6,10 @@
 //! workers, DLQ, handlers, server, workflows) runs on it unchanged, and the conformance suite
 //! runs every behaviour on it as on the memory and BullMQ backends.
 //!
+//! Modules: `queue` (the contract: producers and admin), `worker` (the batched worker loop),
+//! `lease` (heartbeats and stall recovery), `sched` (schedulers), `events` (the live events
+//! reader); this file: the engine, its keys and scripts, the stored job.
+//!
 //! # Layout
 //! Every key of queue `q` under prefix `p` is `p:{q}:<name>` — one hash tag a queue, so a queue
 //! lives in one Redis Cluster slot and different queues spread over the cluster.
@@ -80,7 +84,9 @@
 //! (`RPOP` with a count).
 
 mod events;
+mod lease;
 mod queue;
+mod sched;
 mod worker;
 
 use std::sync::Arc;
