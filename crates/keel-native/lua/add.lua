@@ -1,12 +1,12 @@
 --[[ add: adds jobs (one or a bulk of many) in one call.
 KEYS: the queue's keys (prelude).
-ARGV[1] now (ms); then eight values a job: custom id ('' = generate), job (encoded), delay ms,
+ARGV[1] unused (the time is Redis's); then eight values a job: custom id ('' = generate), job (encoded), delay ms,
 priority, lifo ('1' / '0'), deduplication id ('' = none), deduplication ttl ms (0 = until the
 job finishes), name (for the `added` event).
 Returns two values a job: its id, and 1 when added or 0 when an existing job was returned (its
 custom id existed, or its deduplication id is held).
 ]]
-local now = tonumber(ARGV[1])
+local now = redis_now()
 local out, fifo, lifo, added = {}, {}, {}, {}
 local ready = false
 
@@ -55,8 +55,8 @@ for i = 2, #ARGV, 8 do
       if delay > 0 then
         redis.call('ZADD', K_DELAYED, now + delay, id)
       elseif prio > 0 then
-        local seq = redis.call('INCR', K_SEQ) % 4294967296
-        redis.call('ZADD', K_PRIO, prio * 4294967296 + seq, id)
+        local seq = redis.call('INCR', K_SEQ) % PRIO_UNIT
+        redis.call('ZADD', K_PRIO, prio * PRIO_UNIT + seq, id)
         ready = true
       elseif ARGV[i + 4] == '1' then
         lifo[#lifo + 1] = id

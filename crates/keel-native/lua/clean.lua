@@ -1,11 +1,11 @@
 --[[ clean: removes up to `limit` jobs of a state older than a cutoff — by finish time for
 completed and failed, by add time (the job's `t`) for waiting, prioritized and delayed.
 KEYS: the queue's keys (prelude).
-ARGV[1] state (completed, failed, waiting, prioritized, delayed)  ARGV[2] cutoff (ms)
-ARGV[3] limit
+ARGV[1] state (completed, failed, waiting, prioritized, delayed)  ARGV[2] grace (ms: jobs
+older than Redis's now minus it go)  ARGV[3] limit
 Returns the removed ids.
 ]]
-local state, cutoff, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local state, cutoff, limit = ARGV[1], redis_now() - tonumber(ARGV[2]), tonumber(ARGV[3])
 local doomed = {}
 if state == 'completed' or state == 'failed' then
   local z = (state == 'completed') and K_DONE or K_FAILED

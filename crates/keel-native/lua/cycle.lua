@@ -1,37 +1,40 @@
 --[[ cycle: a worker's one round trip — finishes the attempts that ended, moves due delayed
 jobs to waiting, and takes up to `want` jobs, leasing them to the worker.
 KEYS: the queue's keys (prelude).
-ARGV[1] now  ARGV[2] token (the worker's)  ARGV[3] lease ms  ARGV[4] want
-ARGV[5] completed jobs kept (count, -1 = no count)  ARGV[6] their age ms (-1 = no age)
-ARGV[7] failed jobs kept (count, -1 = no count)  ARGV[8] their age ms (-1 = no age)
-ARGV[9] acks; then three values an ack: id, outcome, value — 'c' completed and removed (value
-unused), 'k' completed and kept (the return value), 'r' retried (the delay ms; an attempt
-counted), 'd' delayed (the delay ms; no attempt counted), 'f' failed (the error, JSON)
-Returns: acks applied (a lease lost to stall recovery is not), the earliest delayed time (-1:
-none), the ms until the queue's rate limit admits jobs again (0: not limited), then five
-values a taken job: id, job, attempts made, times stalled, stalls not reported before (each
-stall is reported to one attempt).
+ARGV[1] token (the worker's)  ARGV[2] lease ms  ARGV[3] want
+ARGV[4] completed jobs kept (count, -1 = no count)  ARGV[5] their age ms (-1 = no age)
+ARGV[6] failed jobs kept (count, -1 = no count)  ARGV[7] their age ms (-1 = no age)
+ARGV[8] acks; then four values an ack: id, lease (as taken), outcome, value — 'c' completed
+and removed (value unused), 'k' completed and kept (the return value), 'r' retried (the delay
+ms; an attempt counted), 'd' delayed (the delay ms; no attempt counted), 'f' failed (the error,
+JSON)
+Returns: acks applied (an attempt whose lease was recovered meanwhile is not), the earliest
+delayed time (-1: none), the ms until the queue's rate limit admits jobs again (0: not
+limited), then six values a taken job: id, job, attempts made, times stalled, stalls not
+reported before (each stall is reported to one attempt), and the lease: `<token>:<n>`, one a
+take, so a job taken twice by one worker has two leases and only the current one's
+acknowledgement counts.
 ]]
-local now, token = tonumber(ARGV[1]), ARGV[2]
-local lease, want = tonumber(ARGV[3]), tonumber(ARGV[4])
-local keep_done, age_done = tonumber(ARGV[5]), tonumber(ARGV[6])
-local keep_failed, age_failed = tonumber(ARGV[7]), tonumber(ARGV[8])
-local nacks = tonumber(ARGV[9])
+local now, token = redis_now(), ARGV[1]
+local lease, want = tonumber(ARGV[2]), tonumber(ARGV[3])
+local keep_done, age_done = tonumber(ARGV[4]), tonumber(ARGV[5])
+local keep_failed, age_failed = tonumber(ARGV[6]), tonumber(ARGV[7])
+local nacks = tonumber(ARGV[8])
 
 -- 1. Acks: only those whose lease is still this worker's.
 local applied = 0
 if nacks > 0 then
   local ids = {}
   for i = 0, nacks - 1 do
-    ids[#ids + 1] = ARGV[10 + i * 3]
+    ids[#ids + 1] = ARGV[9 + i * 4]
   end
   local owners = redis.call('HMGET', K_OWNER, unpack(ids))
   local mine, removed, retried_now = {}, {}, {}
   local done_args, ret_args, failed_args, err_args, delayed_args = {}, {}, {}, {}, {}
   local ev_done, ev_failed, ev_delayed = {}, {}, {}
   for i = 0, nacks - 1 do
-    if owners[i + 1] == token then
-      local id, kind, value = ARGV[10 + i * 3], ARGV[11 + i * 3], ARGV[12 + i * 3]
+    if owners[i + 1] == ARGV[10 + i * 4] then
+      local id, kind, value = ARGV[9 + i * 4], ARGV[11 + i * 4], ARGV[12 + i * 4]
       mine[#mine + 1] = id
       if kind == 'c' then
         removed[#removed + 1] = id
@@ -121,12 +124,17 @@ local meta = redis.call('HMGET', K_META, 'paused', 'rl_max', 'rl_ms')
 if meta[1] then
   return out
 end
-local rl_max = tonumber(meta[2])
+local rl_max, rl_ms = tonumber(meta[2]), tonumber(meta[3]) or 1000
 if rl_max then
   local used = tonumber(redis.call('GET', K_LIMITER) or '0')
   if used >= rl_max then
     local ttl = redis.call('PTTL', K_LIMITER)
-    out[3] = (ttl > 0) and ttl or 1
+    if ttl < 0 then
+      -- A window without its expiry (never left so): give it one.
+      redis.call('PEXPIRE', K_LIMITER, rl_ms)
+      ttl = rl_ms
+    end
+    out[3] = ttl
     return out
   end
   want = math.min(want, rl_max - used)
@@ -142,17 +150,19 @@ if #taken == 0 then
   return out
 end
 if rl_max then
-  if redis.call('INCRBY', K_LIMITER, #taken) == #taken then
-    redis.call('PEXPIRE', K_LIMITER, tonumber(meta[3]))
+  redis.call('INCRBY', K_LIMITER, #taken)
+  if redis.call('PTTL', K_LIMITER) < 0 then
+    redis.call('PEXPIRE', K_LIMITER, rl_ms)
   end
 end
 local deadline = now + lease
+local take = token .. ':' .. redis.call('INCR', K_SEQ) .. ':'
 local active_args, owner_args, ev = {}, {}, {}
-for _, id in ipairs(taken) do
+for i, id in ipairs(taken) do
   active_args[#active_args + 1] = deadline
   active_args[#active_args + 1] = id
   owner_args[#owner_args + 1] = id
-  owner_args[#owner_args + 1] = token
+  owner_args[#owner_args + 1] = take .. i
   ev[#ev + 1] = id
   ev[#ev + 1] = ''
 end
@@ -170,6 +180,7 @@ for i, id in ipairs(taken) do
   out[#out + 1] = att[i] or '0'
   out[#out + 1] = st[i] or '0'
   out[#out + 1] = fresh[i] or '0'
+  out[#out + 1] = take .. i
   if fresh[i] then
     reported[#reported + 1] = id
   end

@@ -7,6 +7,15 @@ local K_JOBS, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_OWNER, K_ATT, K_STALLS, K_D
   K_SCHEDZ, K_SCHEDI, K_LIMITER, K_FRESH = unpack(KEYS, 1, 24)
 local BASE = string.sub(K_JOBS, 1, -5)
 local EVENTS_KEPT = 1000
+-- Priority scores: priority * 2^31 + a sequence (FIFO within a priority), exact in a double up
+-- to the maximum priority 2^21.
+local PRIO_UNIT = 2147483648
+
+-- Redis's clock (ms): leases, delays and finish times are on one clock whatever the clients'.
+local function redis_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 
 -- `cmd key ids...` in chunks: unpack has a limit on the arguments of one call.
 local function each(cmd, key, ids)
@@ -55,8 +64,8 @@ local function to_waiting(ids, front)
   local plain = {}
   for i, id in ipairs(ids) do
     if pris[i] then
-      local seq = redis.call('INCR', K_SEQ) % 4294967296
-      redis.call('ZADD', K_PRIO, tonumber(pris[i]) * 4294967296 + seq, id)
+      local seq = redis.call('INCR', K_SEQ) % PRIO_UNIT
+      redis.call('ZADD', K_PRIO, tonumber(pris[i]) * PRIO_UNIT + seq, id)
     else
       plain[#plain + 1] = id
     end

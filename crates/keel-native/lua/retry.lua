@@ -10,7 +10,7 @@ if not redis.call('ZSCORE', K_FAILED, id) then
   return -1
 end
 redis.call('ZREM', K_FAILED, id)
-for _, k in ipairs({K_ATT, K_STALLS, K_ERR, K_RET}) do
+for _, k in ipairs({K_ATT, K_STALLS, K_ERR, K_RET, K_FRESH}) do
   redis.call('HDEL', k, id)
 end
 to_waiting({id}, false)

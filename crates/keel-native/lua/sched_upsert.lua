@@ -9,7 +9,7 @@ local id, next_run = ARGV[1], ARGV[3]
 local old = redis.call('ZSCORE', K_SCHEDZ, id)
 if old then
   local old_job = 'sched:' .. id .. ':' .. old
-  if old ~= next_run and redis.call('ZREM', K_DELAYED, old_job) == 1 then
+  if tonumber(old) ~= tonumber(next_run) and redis.call('ZREM', K_DELAYED, old_job) == 1 then
     purge({old_job})
   end
 end
@@ -19,5 +19,8 @@ local job_id = 'sched:' .. id .. ':' .. next_run
 if redis.call('HSETNX', K_JOBS, job_id, ARGV[4]) == 1 then
   redis.call('ZADD', K_DELAYED, next_run, job_id)
   redis.call('HINCRBY', K_SCHEDI, id, 1)
+elseif redis.call('ZSCORE', K_DELAYED, job_id) then
+  -- The same next run, a new template: the pending job takes it.
+  redis.call('HSET', K_JOBS, job_id, ARGV[4])
 end
 return tonumber(redis.call('HGET', K_SCHEDI, id) or '0')

@@ -16,12 +16,7 @@ const READ_COUNT: usize = 200;
 
 pub(crate) async fn stream(engine: &NativeEngine, queue: &str) -> Result<EventStream> {
     let key = engine.keys(queue).k("events");
-    let mut conn = engine
-        .bounded(
-            "opening the events stream",
-            engine.client.get_multiplexed_async_connection(),
-        )
-        .await?;
+    let mut conn = engine.dedicated().await?;
     // From the stream's current end: only events after this call.
     let last: redis::Value = engine
         .bounded(
@@ -41,7 +36,7 @@ pub(crate) async fn stream(engine: &NativeEngine, queue: &str) -> Result<EventSt
         .map(|(id, _)| id)
         .unwrap_or_else(|| "0-0".into());
     let (tx, rx) = mpsc::channel::<QueueEvent>(1024);
-    let client = engine.client.clone();
+    let engine = engine.clone();
     tokio::spawn(async move {
         loop {
             let reply: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
@@ -74,12 +69,7 @@ pub(crate) async fn stream(engine: &NativeEngine, queue: &str) -> Result<EventSt
                     }
                     // Redis away or restarted: a new connection once it answers.
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    if let Ok(Ok(fresh)) = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        client.get_multiplexed_async_connection(),
-                    )
-                    .await
-                    {
+                    if let Ok(fresh) = engine.dedicated().await {
                         conn = fresh;
                     }
                     continue;

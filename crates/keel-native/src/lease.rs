@@ -9,7 +9,6 @@ use keel_core::Result;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::redis_err;
 use crate::worker::Shared;
 
 /// Most expired leases one `recover` call returns.
@@ -23,31 +22,42 @@ pub(crate) async fn heartbeat(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}
         }
-        let ids: Vec<String> = s
+        let leases: Vec<(String, String)> = s
             .leased
             .lock()
             .expect("not poisoned")
             .iter()
-            .cloned()
+            .map(|(id, lease)| (id.clone(), lease.clone()))
             .collect();
-        if ids.is_empty() {
+        if leases.is_empty() {
             if *stop.borrow() {
                 return;
             }
             continue;
         }
         let mut inv = s.keys.invoke(&s.engine.scripts.extend);
-        inv.arg(&s.token)
-            .arg(keel_core::now_ms() + s.opts.lock_duration.as_millis() as u64);
-        for id in &ids {
-            inv.arg(id);
+        inv.arg(s.opts.lock_duration.as_millis() as u64);
+        for (id, lease) in &leases {
+            inv.arg(id).arg(lease);
         }
-        match inv
-            .invoke_async::<Vec<String>>(&mut s.engine.conn.clone())
+        let mut conn = s.engine.conn.clone();
+        match s
+            .engine
+            .bounded(
+                "renewing leases",
+                inv.invoke_async::<Vec<String>>(&mut conn),
+            )
             .await
         {
             Ok(lost) if !lost.is_empty() => {
-                tracing::warn!(queue = %s.queue, jobs = lost.len(), "leases lost: those jobs were recovered as stalled and run again elsewhere");
+                tracing::warn!(queue = %s.queue, jobs = lost.len(), "leases lost: those jobs were recovered as stalled and run again (their results here will not count)");
+                let mut leased = s.leased.lock().expect("not poisoned");
+                for id in lost {
+                    let sent = leases.iter().find(|(i, _)| *i == id).map(|(_, l)| l);
+                    if leased.get(&id) == sent {
+                        leased.remove(&id);
+                    }
+                }
             }
             Ok(_) => {}
             Err(e) => (s.sink)(WorkerEvent::Error {
@@ -74,8 +84,7 @@ pub(crate) async fn recovery(s: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 
 async fn recover(s: &Shared) -> Result<()> {
     let mut inv = s.keys.invoke(&s.engine.scripts.recover);
-    inv.arg(keel_core::now_ms())
-        .arg(s.opts.max_stalled_count)
+    inv.arg(s.opts.max_stalled_count)
         .arg(RECOVER_LIMIT)
         .arg(
             json!({"reason": format!(
@@ -84,10 +93,11 @@ async fn recover(s: &Shared) -> Result<()> {
             )})
             .to_string(),
         );
-    let ids: Vec<String> = inv
-        .invoke_async(&mut s.engine.conn.clone())
-        .await
-        .map_err(redis_err)?;
+    let mut conn = s.engine.conn.clone();
+    let ids: Vec<String> = s
+        .engine
+        .bounded("recovering stalled jobs", inv.invoke_async(&mut conn))
+        .await?;
     let mut failed = false;
     for id in ids {
         if id.is_empty() {

@@ -11,8 +11,10 @@
 //! reader); this file: the engine, its keys and scripts, the stored job.
 //!
 //! # Layout
-//! Every key of queue `q` under prefix `p` is `p:{q}:<name>` — one hash tag a queue, so a queue
-//! lives in one Redis Cluster slot and different queues spread over the cluster.
+//! Every key of queue `q` under prefix `p` is `p:keel:{q}:<name>` — one hash tag a queue, so a
+//! queue lives in one Redis Cluster slot and different queues spread over the cluster; the
+//! `keel:` namespace keeps them apart from BullMQ's keys under the same prefix (BullMQ queue
+//! names hold no `:`, so no BullMQ queue's key starts so).
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -151,7 +153,7 @@ pub(crate) struct Keys {
 impl Keys {
     fn new(prefix: &str, queue: &str) -> Keys {
         Keys {
-            base: format!("{prefix}:{{{queue}}}:"),
+            base: format!("{prefix}:keel:{{{queue}}}:"),
         }
     }
 
@@ -218,12 +220,18 @@ impl NativeEngine {
     ) -> Result<NativeEngine> {
         let client =
             redis::Client::open(url).map_err(|e| Error::invalid("redis.url", e.to_string()))?;
-        let conn = tokio::time::timeout(command_timeout, ConnectionManager::new(client.clone()))
-            .await
-            .map_err(|_| {
-                Error::BackendUnavailable(format!("redis: no answer within {command_timeout:?}"))
-            })?
-            .map_err(redis_err)?;
+        // No client-side reply timeout (the crate's default is 500 ms): the engine bounds its
+        // calls itself, and a script that ran past a client's timeout has still run.
+        let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(None);
+        let conn = tokio::time::timeout(
+            command_timeout,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| {
+            Error::BackendUnavailable(format!("redis: no answer within {command_timeout:?}"))
+        })?
+        .map_err(redis_err)?;
         Ok(NativeEngine {
             conn,
             client,
@@ -235,6 +243,18 @@ impl NativeEngine {
 
     pub(crate) fn keys(&self, queue: &str) -> Keys {
         Keys::new(&self.prefix, queue)
+    }
+
+    /// A connection of its own (blocking reads: `BLPOP`, `XREAD BLOCK`), without the crate's
+    /// 500 ms reply timeout, bounded by the command timeout to open.
+    pub(crate) async fn dedicated(&self) -> Result<redis::aio::MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        self.bounded(
+            "opening a connection",
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
     }
 
     /// `fut` bounded by the command timeout: past it, `backend-unavailable`.
@@ -250,6 +270,12 @@ impl NativeEngine {
                 self.command_timeout
             ))),
         }
+    }
+
+    /// The full name of key `name` (one of [`KEY_NAMES`]) of `queue` — for tools and tests
+    /// that look at the layout.
+    pub fn key_of(&self, queue: &str, name: &str) -> String {
+        self.keys(queue).k(name)
     }
 
     /// Bytes Redis holds for the queue's keys (`MEMORY USAGE` of each, all samples).

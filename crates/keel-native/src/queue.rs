@@ -389,9 +389,8 @@ impl QueueBackend for NativeEngine {
                 ))
             }
         };
-        let cutoff = keel_core::now_ms().saturating_sub(grace.as_millis() as u64);
         let mut inv = self.keys(queue).invoke(&self.scripts.clean);
-        inv.arg(name).arg(cutoff).arg(limit);
+        inv.arg(name).arg(grace.as_millis() as u64).arg(limit);
         self.script("cleaning jobs", inv).await
     }
 
@@ -483,9 +482,9 @@ impl QueueBackend for NativeEngine {
 
     async fn queue_names(&self) -> Result<Vec<String>> {
         let keys = self
-            .scan(&format!("{}:{{*}}:*", glob_escape(&self.prefix)))
+            .scan(&format!("{}:keel:{{*}}:*", glob_escape(&self.prefix)))
             .await?;
-        let skip = self.prefix.len() + 2;
+        let skip = self.prefix.len() + ":keel:{".len();
         let mut names: Vec<String> = keys
             .iter()
             .filter_map(|k| {

@@ -8,7 +8,7 @@
 //! with the next take in one call. When the queue is idle it blocks on the queue's `notify`
 //! list on a connection of its own, so an add wakes it at once.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,13 +16,13 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use keel_core::backend::{JobContext, JobControl, Processor, WorkerEvent, WorkerEventSink};
-use keel_core::{Error, Job, Result, WorkerOptions};
+use keel_core::{Error, Job, JobError, Result, WorkerOptions};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::lease::{heartbeat, recovery};
-use crate::{decode, redis_err, Keys, NativeEngine, IDLE_WAIT};
+use crate::{decode, Keys, NativeEngine, IDLE_WAIT};
 
 #[async_trait]
 impl keel_core::WorkerHandle for NativeWorker {
@@ -43,6 +43,8 @@ const MAX_ACKS: usize = 500;
 /// How an attempt ended, for `cycle.lua`.
 struct Ack {
     id: String,
+    /// The lease the attempt ran under: only the job's current lease's ack counts.
+    lease: String,
     kind: &'static str,
     value: String,
     /// Retention of completed (kind `k`) or failed (`f`) jobs by count; -1: no count.
@@ -61,7 +63,8 @@ pub(crate) struct Shared {
     pub(crate) processor: Processor,
     pub(crate) opts: WorkerOptions,
     pub(crate) sink: WorkerEventSink,
-    pub(crate) leased: Mutex<HashSet<String>>,
+    /// The jobs running here: id → lease (what the heartbeat renews).
+    pub(crate) leased: Mutex<HashMap<String, String>>,
 }
 
 /// A running worker of the native engine.
@@ -85,11 +88,7 @@ impl NativeWorker {
             return Err(Error::invalid("concurrency", "must be at least 1"));
         }
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let blocker = engine
-            .client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(redis_err)?;
+        let blocker = engine.dedicated().await?;
         let shared = Arc::new(Shared {
             engine: engine.clone(),
             keys: engine.keys(queue),
@@ -98,7 +97,7 @@ impl NativeWorker {
             processor,
             opts,
             sink,
-            leased: Mutex::new(HashSet::new()),
+            leased: Mutex::new(HashMap::new()),
         });
         let (stop, stopped) = watch::channel(false);
         let main = tokio::spawn(run(shared.clone(), blocker, stopped.clone()));
@@ -155,6 +154,8 @@ struct Cycle {
     limited: Option<Duration>,
     /// The jobs taken.
     jobs: Vec<Taken>,
+    /// Jobs taken that this worker cannot read (a newer version's options, say): failed.
+    unreadable: Vec<Ack>,
 }
 
 /// A job taken by a `cycle` call.
@@ -164,6 +165,8 @@ struct Taken {
     scheduled: Option<(String, u64)>,
     /// Stalls of the job this attempt is the first to hear of.
     fresh: u32,
+    /// The lease of this take.
+    lease: String,
 }
 
 async fn cycle(s: &Shared, acks: &[Ack], want: usize) -> Result<Cycle> {
@@ -177,8 +180,7 @@ async fn cycle(s: &Shared, acks: &[Ack], want: usize) -> Result<Cycle> {
             .min()
             .unwrap_or(-1)
     };
-    inv.arg(keel_core::now_ms())
-        .arg(&s.token)
+    inv.arg(&s.token)
         .arg(s.opts.lock_duration.as_millis() as u64)
         .arg(want)
         .arg(keep("k", |a| a.keep))
@@ -187,10 +189,13 @@ async fn cycle(s: &Shared, acks: &[Ack], want: usize) -> Result<Cycle> {
         .arg(keep("f", |a| a.age_ms))
         .arg(acks.len());
     for a in acks {
-        inv.arg(&a.id).arg(a.kind).arg(&a.value);
+        inv.arg(&a.id).arg(&a.lease).arg(a.kind).arg(&a.value);
     }
     let mut conn = s.engine.conn.clone();
-    let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
+    let reply: Vec<redis::Value> = s
+        .engine
+        .bounded("a worker's cycle", inv.invoke_async(&mut conn))
+        .await?;
     let num = |i: usize| -> Result<i64> {
         match reply.get(i) {
             Some(v) => crate::parse(v),
@@ -198,44 +203,78 @@ async fn cycle(s: &Shared, acks: &[Ack], want: usize) -> Result<Cycle> {
         }
     };
     let (next, limited) = (num(1)?, num(2)?);
-    let mut jobs = Vec::new();
-    for five in reply.get(3..).unwrap_or_default().chunks(5) {
-        let id: String = crate::parse(&five[0])?;
-        let stored: Option<String> = crate::parse(&five[1])?;
+    let (mut jobs, mut unreadable) = (Vec::new(), Vec::new());
+    for six in reply.get(3..).unwrap_or_default().chunks(6) {
+        let [id, stored, att, stalls, fresh, lease] = six else {
+            return Err(Error::Backend("a cycle answered a partial job".into()));
+        };
+        let id: String = crate::parse(id)?;
+        let lease: String = crate::parse(lease)?;
+        let stored: Option<String> = crate::parse(stored)?;
         let Some(stored) = stored else {
-            // Removed while waiting: nothing to run.
+            // Removed while waiting: nothing to run; its lease goes with the next cycle.
+            unreadable.push(Ack {
+                id,
+                lease,
+                kind: "c",
+                value: String::new(),
+                keep: 0,
+                age_ms: -1,
+                event: None,
+            });
             continue;
         };
-        let (mut job, scheduled) = decode(&s.queue, id, &stored)?;
+        let (mut job, scheduled) = match decode(&s.queue, id.clone(), &stored) {
+            Ok(j) => j,
+            Err(e) => {
+                // One unreadable job fails alone; the rest of the batch runs.
+                let reason = format!("this worker cannot read the job: {e}");
+                unreadable.push(Ack {
+                    event: Some(WorkerEvent::Failed {
+                        job_id: id.clone(),
+                        reason: reason.clone(),
+                        terminal: true,
+                    }),
+                    id,
+                    lease,
+                    kind: "f",
+                    value: json!({ "reason": reason }).to_string(),
+                    keep: -1,
+                    age_ms: -1,
+                });
+                continue;
+            }
+        };
         let count = |v: &redis::Value| -> u32 {
             crate::parse::<String>(v)
                 .ok()
                 .and_then(|x| x.parse().ok())
                 .unwrap_or(0)
         };
-        job.attempts_made = count(&five[2]);
-        job.stalled_counter = count(&five[3]);
-        let fresh = count(&five[4]);
+        job.attempts_made = count(att);
+        job.stalled_counter = count(stalls);
         job.attempts_started = job.attempts_made + job.stalled_counter + 1;
         job.processed_on = Some(keel_core::now_ms());
         job.processed_by = s.opts.name.clone();
         jobs.push(Taken {
             job,
             scheduled,
-            fresh,
+            fresh: count(fresh),
+            lease,
         });
     }
     Ok(Cycle {
         next_delayed: u64::try_from(next).ok(),
         limited: (limited > 0).then(|| Duration::from_millis(limited as u64)),
         jobs,
+        unreadable,
     })
 }
 
 /// Waits on the queue's `notify` list for up to [`IDLE_WAIT`]; after an error (Redis away or
 /// restarted) it waits a little and opens a new connection.
 fn wake(
-    client: redis::Client,
+    engine: NativeEngine,
     mut conn: redis::aio::MultiplexedConnection,
     key: String,
 ) -> BoxFuture<'static, redis::aio::MultiplexedConnection> {
@@ -247,12 +286,7 @@ fn wake(
             .await;
         if r.is_err() {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if let Ok(Ok(fresh)) = tokio::time::timeout(
-                Duration::from_secs(2),
-                client.get_multiplexed_async_connection(),
-            )
-            .await
-            {
+            if let Ok(fresh) = engine.dedicated().await {
                 conn = fresh;
             }
         }
@@ -319,18 +353,29 @@ async fn run(
             }
         };
         let acked = !batch.is_empty();
+        {
+            // Acknowledged: no lease of theirs to renew any more (a job taken again under a
+            // newer lease keeps that one).
+            let mut leased = s.leased.lock().expect("not poisoned");
+            for a in &batch {
+                if leased.get(&a.id) == Some(&a.lease) {
+                    leased.remove(&a.id);
+                }
+            }
+        }
         for a in batch {
             if let Some(e) = a.event {
                 (s.sink)(e);
             }
         }
+        pending.extend(reply.unreadable);
         let took = !reply.jobs.is_empty();
         for taken in reply.jobs {
             running += 1;
             s.leased
                 .lock()
                 .expect("not poisoned")
-                .insert(taken.job.id.clone());
+                .insert(taken.job.id.clone(), taken.lease.clone());
             tasks.spawn(process(s.clone(), taken, tx.clone()));
         }
         if let Some(wait) = reply.limited {
@@ -354,7 +399,7 @@ async fn run(
             .min(IDLE_WAIT);
         if waking.is_none() {
             if let Some(conn) = idle_conn.take() {
-                waking = Some(wake(s.engine.client.clone(), conn, s.keys.k("notify")));
+                waking = Some(wake(s.engine.clone(), conn, s.keys.k("notify")));
             }
         }
         let Some(w) = waking.as_mut() else {
@@ -433,14 +478,26 @@ async fn process(s: Arc<Shared>, taken: Taken, done: mpsc::UnboundedSender<Ack>)
         job,
         scheduled,
         fresh,
+        lease,
     } = taken;
     let id = job.id.clone();
     if let Some((scheduler, run)) = scheduled {
-        // The next run is added before this one runs, as BullMQ's schedulers do.
+        // The next run is added before this one runs, as BullMQ's schedulers do. When that
+        // fails, the run waits a second and is taken again (never a run without a next one).
         if let Err(e) = s.engine.fire_next(&s.queue, &scheduler, run).await {
             (s.sink)(WorkerEvent::Error {
                 message: format!("adding the next run of scheduler {scheduler}: {e}"),
             });
+            let _ = done.send(Ack {
+                id,
+                lease,
+                kind: "d",
+                value: "1000".into(),
+                keep: -1,
+                age_ms: -1,
+                event: None,
+            });
+            return;
         }
     }
     (s.sink)(WorkerEvent::Active { job_id: id.clone() });
@@ -449,12 +506,24 @@ async fn process(s: Arc<Shared>, taken: Taken, done: mpsc::UnboundedSender<Ack>)
         keys: s.keys.clone(),
         id: id.clone(),
     });
-    let result = (s.processor)(JobContext {
+    let ctx = JobContext {
         job: job.clone(),
         control,
         recovered_stalls: fresh,
-    })
-    .await;
+    };
+    // A handler that panics fails its attempt like an error (its job is never left leased).
+    let processor = s.processor.clone();
+    let result = std::panic::AssertUnwindSafe(async move { processor(ctx).await })
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|m| m.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(JobError::retry(format!("the handler panicked: {what}")))
+        });
     let keep = |k: &Option<keel_core::KeepJobs>| -> Option<i64> {
         k.as_ref().and_then(|k| k.count).map(|c| c as i64)
     };
@@ -470,7 +539,8 @@ async fn process(s: Arc<Shared>, taken: Taken, done: mpsc::UnboundedSender<Ack>)
             let event = Some(WorkerEvent::Completed { job_id: id.clone() });
             match keep(&job.opts.remove_on_complete) {
                 Some(0) => Ack {
-                    id,
+                    id: id.clone(),
+                    lease: String::new(),
                     kind: "c",
                     value: String::new(),
                     keep: 0,
@@ -478,7 +548,8 @@ async fn process(s: Arc<Shared>, taken: Taken, done: mpsc::UnboundedSender<Ack>)
                     event,
                 },
                 k => Ack {
-                    id,
+                    id: id.clone(),
+                    lease: String::new(),
                     kind: "k",
                     value: json!({"p": processed_on, "r": value}).to_string(),
                     keep: k.unwrap_or(-1),
@@ -497,7 +568,8 @@ async fn process(s: Arc<Shared>, taken: Taken, done: mpsc::UnboundedSender<Ack>)
                     });
                 }
                 Ack {
-                    id,
+                    id: id.clone(),
+                    lease: String::new(),
                     kind: "d",
                     value: wait.to_string(),
                     keep: -1,
@@ -513,7 +585,8 @@ async fn process(s: Arc<Shared>, taken: Taken, done: mpsc::UnboundedSender<Ack>)
                 });
                 if terminal {
                     Ack {
-                        id,
+                        id: id.clone(),
+                        lease: String::new(),
                         kind: "f",
                         // The stack goes to the DLQ entry, not the job: as on the other
                         // backends (bullmq-official stores none).
@@ -526,7 +599,8 @@ async fn process(s: Arc<Shared>, taken: Taken, done: mpsc::UnboundedSender<Ack>)
                     Ack {
                         kind: "r",
                         value: e.retry_delay_ms(&job).to_string(),
-                        id,
+                        id: id.clone(),
+                        lease: String::new(),
                         keep: -1,
                         age_ms: -1,
                         event,
@@ -535,8 +609,8 @@ async fn process(s: Arc<Shared>, taken: Taken, done: mpsc::UnboundedSender<Ack>)
             }
         }
     };
-    s.leased.lock().expect("not poisoned").remove(&ack.id);
-    let _ = done.send(ack);
+    // The lease is renewed until the acknowledgement is applied (the run loop lets it go).
+    let _ = done.send(Ack { lease, ..ack });
 }
 
 impl std::fmt::Debug for NativeWorker {

@@ -490,3 +490,146 @@ async fn graceful_close_acknowledges_what_finished() {
     let c = e.counts("q").await.unwrap();
     assert_eq!((c.active, c.completed, c.waiting), (0, 10, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_wakes_at_once_however_long_it_waited() {
+    // Idle longer than a client reply timeout would allow a blocking wait: every add must still
+    // wake the worker at once (not at its next look a second later).
+    let e = engine().await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = done.clone();
+    let w = NativeWorker::start(
+        &e,
+        "q",
+        processor(move |_| {
+            let d = d.clone();
+            async move {
+                d.fetch_add(1, Ordering::SeqCst);
+                Ok(Value::Null)
+            }
+        }),
+        opts(2),
+        quiet(),
+    )
+    .await
+    .unwrap();
+    for round in 1..=3 {
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let added = Instant::now();
+        e.add("q", NewJob::new("a", json!({}))).await.unwrap();
+        let d = done.clone();
+        until("run", || d.load(Ordering::SeqCst) == round).await;
+        assert!(
+            added.elapsed() < Duration::from_millis(300),
+            "round {round}: woken after {:?}",
+            added.elapsed()
+        );
+    }
+    w.close(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_fails_its_attempt_and_frees_its_slot() {
+    let e = engine().await;
+    let job = e
+        .add(
+            "q",
+            NewJob::new("boom", json!({})).with_opts(JobOptions {
+                attempts: Some(2),
+                ..JobOptions::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let ok = e.add("q", NewJob::new("fine", json!({}))).await.unwrap();
+    let w = NativeWorker::start(
+        &e,
+        "q",
+        processor(|ctx| async move {
+            if ctx.job.name == "boom" {
+                panic!("handler bug");
+            }
+            Ok(json!("ran"))
+        }),
+        // One slot: a leaked slot would leave the second job waiting forever.
+        opts(1),
+        quiet(),
+    )
+    .await
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let c = e.counts("q").await.unwrap();
+        if c.failed == 1 && c.completed == 1 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "stuck: {c:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.close(Duration::from_secs(5)).await.unwrap();
+    let failed = e.get_job("q", &job.id).await.unwrap().unwrap();
+    assert_eq!(failed.attempts_made, 2);
+    assert!(failed.failed_reason.unwrap().contains("handler bug"));
+    let done = e.get_job("q", &ok.id).await.unwrap().unwrap();
+    assert_eq!(done.returnvalue, Some(json!("ran")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_job_fails_alone_and_its_batch_runs() {
+    let e = engine().await;
+    let good = e
+        .add_bulk(
+            "q",
+            (0..5)
+                .map(|i| NewJob::new("ok", json!({ "i": i })))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    // A job another version wrote, with an option this one does not know.
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys = e.key_of("q", "jobs");
+    let _: () = redis::pipe()
+        .hset(
+            &keys,
+            "from-the-future",
+            r#"{"n":"x","d":1,"o":{"warp":9},"t":1}"#,
+        )
+        .rpush(e.key_of("q", "wait"), "from-the-future")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = done.clone();
+    let w = NativeWorker::start(
+        &e,
+        "q",
+        processor(move |_| {
+            let d = d.clone();
+            async move {
+                d.fetch_add(1, Ordering::SeqCst);
+                Ok(Value::Null)
+            }
+        }),
+        opts(10),
+        quiet(),
+    )
+    .await
+    .unwrap();
+    let d = done.clone();
+    until("the readable jobs ran", || d.load(Ordering::SeqCst) == 5).await;
+    let start = Instant::now();
+    while e.counts("q").await.unwrap().failed == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "never failed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w.close(Duration::from_secs(5)).await.unwrap();
+    let c = e.counts("q").await.unwrap();
+    assert_eq!((c.completed, c.failed, c.active, c.waiting), (5, 1, 0, 0));
+    assert_eq!(good.len(), 5);
+}

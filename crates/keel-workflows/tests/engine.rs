@@ -1,6 +1,6 @@
-//! The engine's behaviours, in the conformance style: every case runs on both queue backends
+//! The engine's behaviours, in the conformance style: every case runs on the queue backends
 //! (memory and Redis, a unique prefix per test) and both record databases (a fresh PostgreSQL
-//! database or SQLite file per test).
+//! database or SQLite file per test), and on Keel's own Redis engine with PostgreSQL.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -37,6 +37,10 @@ macro_rules! matrix {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { crate::$name(crate::redis().await, crate::sqlite().await).await; }
         )* }
+        mod native_postgres { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { crate::$name(crate::native().await, crate::postgres().await).await; }
+        )* }
     };
 }
 
@@ -65,6 +69,20 @@ async fn redis() -> Backend {
     .await
     .expect("Redis must be running (see README)")
     .with_keys(Keys::new(&format!("kw-{id}"), "test").unwrap())
+}
+
+/// Keel's own Redis engine for every queue.
+async fn native() -> Backend {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    Backend::native(RedisSettings {
+        url,
+        prefix: format!("kwn-{id}"),
+        command_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("Redis must be running (see README)")
+    .with_keys(Keys::new(&format!("kwn-{id}"), "test").unwrap())
 }
 
 const QUEUES: &str = r#"

@@ -186,9 +186,9 @@ impl QueueBackend for Routed {
     async fn queue_names(&self) -> Result<Vec<String>> {
         let mut names: BTreeSet<String> = self.keel.queue_names().await?.into_iter().collect();
         if self.mixed() {
-            // The native engine's keys (`prefix:{q}:…`) are not BullMQ queues.
-            let bullmq = self.bullmq.queue_names().await?;
-            names.extend(bullmq.into_iter().filter(|n| !n.starts_with('{')));
+            // The native engine's keys (`prefix:keel:{q}:…`) never read as a BullMQ queue's
+            // (BullMQ's listing skips names with a `:`).
+            names.extend(self.bullmq.queue_names().await?);
         }
         Ok(names.into_iter().collect())
     }

@@ -45,7 +45,7 @@ async fn each_queue_runs_on_its_engine() {
         .await
         .unwrap();
     let stored: Option<String> = conn
-        .hget(format!("{prefix}:{{fast}}:jobs"), &a.id)
+        .hget(format!("{prefix}:keel:{{fast}}:jobs"), &a.id)
         .await
         .unwrap();
     assert!(stored.is_some(), "the keel queue's job is in its jobs hash");
