@@ -25,7 +25,7 @@
 //! | `pri` | hash | id → priority, for prioritized jobs only (a delayed one keeps it) |
 //! | `delayed` | zset | ids → the time they may run (delays, retries after backoff) |
 //! | `active` | zset | leased ids → lease deadline (ms) |
-//! | `owner` | hash | leased id → the lease's token (the worker's) |
+//! | `owner` | hash | leased id → the lease: `<worker token>:<take>:<n>`, one a take |
 //! | `att` | hash | id → attempts made, only once one failed |
 //! | `stalls` | hash | id → times its lease expired, only once it did |
 //! | `done`, `ret` | zset, hash | kept completed ids → finish time; id → return value |
@@ -76,8 +76,11 @@
 //! `add` → waiting (`wait` or `prio`) or delayed → `cycle` takes it: active (leased) → its
 //! acknowledgement in a later `cycle`: completed (removed, or kept in `done`), delayed (a retry
 //! after backoff, or a delay) or failed. An expired lease (`recover`) → waiting again, or
-//! failed past the poison limit. An acknowledgement whose lease is no longer the worker's (it
-//! was recovered meanwhile) is ignored: the job's new attempt decides.
+//! failed past the poison limit. An acknowledgement carries the lease its attempt ran under and
+//! counts only while that is the job's lease: an attempt whose lease was recovered meanwhile
+//! (even if the same worker took the job again) is ignored, and the job's new attempt decides.
+//! Leases, delays and finish times are on Redis's clock (`TIME` in the scripts), whatever the
+//! clients' clocks say.
 //!
 //! # Leases, and why not Redis Streams
 //! Streams' pending lists and `XAUTOCLAIM` give leases too, but not priorities, LIFO, delays or
