@@ -7,6 +7,7 @@
 //! runs every behaviour on it as on the memory and BullMQ backends.
 //!
 //! Modules: `queue` (the contract: producers and admin), `worker` (the batched worker loop),
+//! `control` (a running job's progress and log),
 //! `lease` (heartbeats and stall recovery), `sched` (schedulers), `events` (the live events
 //! reader); this file: the engine, its keys and scripts, the stored job.
 //!
@@ -88,6 +89,7 @@
 //! under scripts give all of them with one data structure each, and run on Redis 6.2+
 //! (`RPOP` with a count).
 
+mod control;
 mod events;
 mod lease;
 mod queue;

@@ -15,12 +15,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use keel_core::backend::{JobContext, JobControl, Processor, WorkerEvent, WorkerEventSink};
+use keel_core::backend::{JobContext, Processor, WorkerEvent, WorkerEventSink};
 use keel_core::{Error, Job, JobError, Result, WorkerOptions};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::control::{control_log, Control};
 use crate::lease::{heartbeat, recovery};
 use crate::{decode, Keys, NativeEngine, IDLE_WAIT};
 
@@ -412,64 +413,6 @@ async fn run(
             _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => stopping = true,
         }
-    }
-}
-
-/// Appends `line` to job `id`'s log.
-async fn control_log(s: &Shared, id: &str, line: &str) -> Result<()> {
-    Control {
-        engine: s.engine.clone(),
-        keys: s.keys.clone(),
-        id: id.to_string(),
-    }
-    .log(line)
-    .await
-}
-
-/// Progress and log lines of a running job.
-struct Control {
-    engine: NativeEngine,
-    keys: Keys,
-    id: String,
-}
-
-#[async_trait]
-impl JobControl for Control {
-    async fn update_progress(&self, progress: Value) -> Result<()> {
-        let value = progress.to_string();
-        let mut pipe = redis::pipe();
-        pipe.hset(self.keys.k("progress"), &self.id, &value)
-            .cmd("XADD")
-            .arg(self.keys.k("events"))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(1000)
-            .arg("*")
-            .arg("e")
-            .arg("progress")
-            .arg(&self.id)
-            .arg(&value);
-        let mut conn = self.engine.conn.clone();
-        self.engine
-            .bounded(
-                "reporting progress",
-                pipe.query_async::<redis::Value>(&mut conn),
-            )
-            .await
-            .map(|_| ())
-    }
-
-    async fn log(&self, line: &str) -> Result<()> {
-        let mut conn = self.engine.conn.clone();
-        self.engine
-            .bounded(
-                "writing a job's log",
-                redis::cmd("RPUSH")
-                    .arg(self.keys.k(&format!("log:{}", self.id)))
-                    .arg(line)
-                    .query_async::<()>(&mut conn),
-            )
-            .await
     }
 }
 
