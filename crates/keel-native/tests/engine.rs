@@ -26,6 +26,20 @@ where
     Arc::new(move |ctx| Box::pin(f(ctx)))
 }
 
+/// A no-op handler that counts the jobs it ran, and its count.
+fn counted() -> (Processor, Arc<AtomicUsize>) {
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = done.clone();
+    let p = processor(move |_| {
+        let d = d.clone();
+        async move {
+            d.fetch_add(1, Ordering::SeqCst);
+            Ok(Value::Null)
+        }
+    });
+    (p, done)
+}
+
 fn quiet() -> WorkerEventSink {
     Arc::new(|_| {})
 }
@@ -427,23 +441,10 @@ async fn an_abandoned_lease_is_recovered_and_a_poison_pill_fails() {
 async fn pause_holds_jobs_and_resume_wakes_the_worker() {
     let e = engine().await;
     e.pause("q").await.unwrap();
-    let done = Arc::new(AtomicUsize::new(0));
-    let d = done.clone();
-    let w = NativeWorker::start(
-        &e,
-        "q",
-        processor(move |_| {
-            let d = d.clone();
-            async move {
-                d.fetch_add(1, Ordering::SeqCst);
-                Ok(Value::Null)
-            }
-        }),
-        opts(5),
-        quiet(),
-    )
-    .await
-    .unwrap();
+    let (counting, done) = counted();
+    let w = NativeWorker::start(&e, "q", counting, opts(5), quiet())
+        .await
+        .unwrap();
     e.add("q", NewJob::new("a", json!({}))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(done.load(Ordering::SeqCst), 0, "paused");
@@ -496,23 +497,10 @@ async fn an_idle_worker_wakes_at_once_however_long_it_waited() {
     // Idle longer than a client reply timeout would allow a blocking wait: every add must still
     // wake the worker at once (not at its next look a second later).
     let e = engine().await;
-    let done = Arc::new(AtomicUsize::new(0));
-    let d = done.clone();
-    let w = NativeWorker::start(
-        &e,
-        "q",
-        processor(move |_| {
-            let d = d.clone();
-            async move {
-                d.fetch_add(1, Ordering::SeqCst);
-                Ok(Value::Null)
-            }
-        }),
-        opts(2),
-        quiet(),
-    )
-    .await
-    .unwrap();
+    let (counting, done) = counted();
+    let w = NativeWorker::start(&e, "q", counting, opts(2), quiet())
+        .await
+        .unwrap();
     for round in 1..=3 {
         tokio::time::sleep(Duration::from_millis(1300)).await;
         let added = Instant::now();
@@ -604,23 +592,10 @@ async fn an_unreadable_job_fails_alone_and_its_batch_runs() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let done = Arc::new(AtomicUsize::new(0));
-    let d = done.clone();
-    let w = NativeWorker::start(
-        &e,
-        "q",
-        processor(move |_| {
-            let d = d.clone();
-            async move {
-                d.fetch_add(1, Ordering::SeqCst);
-                Ok(Value::Null)
-            }
-        }),
-        opts(10),
-        quiet(),
-    )
-    .await
-    .unwrap();
+    let (counting, done) = counted();
+    let w = NativeWorker::start(&e, "q", counting, opts(10), quiet())
+        .await
+        .unwrap();
     let d = done.clone();
     until("the readable jobs ran", || d.load(Ordering::SeqCst) == 5).await;
     let start = Instant::now();
