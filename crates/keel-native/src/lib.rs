@@ -55,8 +55,12 @@
 //!   returns the existing job; deduplication ids held until the job finishes or for a ttl).
 //! - `cycle.lua`: a worker's one round trip: applies a batch of acknowledgements (completed,
 //!   kept or removed; retried with backoff; delayed without an attempt; failed), trims retention
-//!   by count, moves due delayed jobs to waiting, and takes up to `want` jobs, leasing them to
-//!   the worker's token. One call a batch, never one a job.
+//!   by count, moves due delayed jobs to waiting, and takes up to `want` jobs (fewer when the
+//!   queue's rate limit says so), leasing them to the worker's token. One
+//!   call a batch, never one a job; a worker keeps two in flight, each for half its slots
+//!   (`run.rs`), so Redis runs one batch's cycle while the worker runs the other's jobs.
+//!   Concurrent single adds are coalesced the same way (`adder.rs`): adds arriving while an
+//!   `add.lua` call is in flight go out together in the next one.
 //! - `extend.lua`: the heartbeat: every lease of a worker renewed in one call.
 //! - `recover.lua`: leases past their deadline go back to the head of waiting with their stall
 //!   counted; past the poison limit the job fails.
@@ -89,10 +93,12 @@
 //! under scripts give all of them with one data structure each, and run on Redis 6.2+
 //! (`RPOP` with a count).
 
+mod adder;
 mod control;
 mod events;
 mod lease;
 mod queue;
+mod run;
 mod sched;
 mod worker;
 
@@ -203,6 +209,8 @@ pub struct NativeEngine {
     pub(crate) prefix: String,
     pub(crate) scripts: Arc<Scripts>,
     pub(crate) command_timeout: Duration,
+    /// Concurrent single adds, coalesced a queue at a time (`adder.rs`).
+    pub(crate) adds: Arc<adder::Adds>,
 }
 
 pub(crate) fn redis_err(e: redis::RedisError) -> Error {
@@ -246,6 +254,7 @@ impl NativeEngine {
             prefix: prefix.to_string(),
             scripts: Arc::new(Scripts::load()),
             command_timeout,
+            adds: Arc::default(),
         })
     }
 

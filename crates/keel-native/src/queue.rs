@@ -10,10 +10,8 @@ use keel_core::{
 use redis::FromRedisValue;
 use serde_json::Value;
 
-use crate::{decode, parse, NativeEngine, NativeWorker, Stored};
-
-/// Jobs added by one `add.lua` call at most (a bulk is split).
-const ADD_CHUNK: usize = 1000;
+use crate::adder::{Encoded, ADD_CHUNK};
+use crate::{decode, NativeEngine, NativeWorker, Stored};
 
 impl NativeEngine {
     pub(crate) async fn script<T: FromRedisValue>(
@@ -128,57 +126,23 @@ impl QueueBackend for NativeEngine {
     }
 
     async fn add(&self, queue: &str, job: NewJob) -> Result<Job> {
-        self.add_bulk(queue, vec![job])
-            .await?
-            .pop()
-            .ok_or_else(|| Error::Backend("add answered nothing".into()))
+        let job = Encoded::new(job)?;
+        self.add_coalesced(queue, job).await
     }
 
     async fn add_bulk(&self, queue: &str, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
         let keys = self.keys(queue);
-        let now = keel_core::now_ms();
         let mut out = Vec::with_capacity(jobs.len());
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
-            let chunk: Vec<NewJob> = jobs.by_ref().take(ADD_CHUNK).collect();
-            let mut inv = keys.invoke(&self.scripts.add);
-            inv.arg(now);
-            for j in &chunk {
-                let (dedup, ttl) = match &j.opts.deduplication {
-                    Some(d) => (d.id.as_str(), d.ttl_ms.unwrap_or(0)),
-                    None => ("", 0),
-                };
-                inv.arg(j.opts.job_id.as_deref().unwrap_or(""))
-                    .arg(Self::encode(j, now, None)?)
-                    .arg(j.opts.delay_ms.unwrap_or(0))
-                    .arg(j.opts.priority.unwrap_or(0))
-                    .arg(if j.opts.lifo { "1" } else { "0" })
-                    .arg(dedup)
-                    .arg(ttl)
-                    .arg(&j.name);
-            }
-            let reply: Vec<redis::Value> = self.script("adding jobs", inv).await?;
-            let mut existing = Vec::new();
-            for (j, pair) in chunk.into_iter().zip(reply.chunks(2)) {
-                let id: String = parse(&pair[0])?;
-                let added: i64 = parse(&pair[1])?;
-                if added == 1 {
-                    out.push(Some(Job::added(id, queue, j, now)));
-                } else {
-                    existing.push((out.len(), id));
-                    out.push(None);
-                }
-            }
-            if !existing.is_empty() {
-                let ids: Vec<String> = existing.iter().map(|(_, id)| id.clone()).collect();
-                for ((at, id), job) in existing.into_iter().zip(self.get_jobs(queue, &ids).await?) {
-                    out[at] = Some(job.ok_or_else(|| {
-                        Error::Backend(format!("job {id} vanished while being added"))
-                    })?);
-                }
-            }
+            let chunk = jobs
+                .by_ref()
+                .take(ADD_CHUNK)
+                .map(Encoded::new)
+                .collect::<Result<Vec<_>>>()?;
+            out.extend(self.add_chunk(queue, &keys, chunk).await?);
         }
-        Ok(out.into_iter().flatten().collect())
+        Ok(out)
     }
 
     async fn get_job(&self, queue: &str, id: &str) -> Result<Option<Job>> {

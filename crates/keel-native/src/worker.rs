@@ -3,27 +3,23 @@
 //! slots — while each job runs on a task of its own. Beside it, a heartbeat renews every lease
 //! in one call (`extend.lua`) and the stall recovery returns expired leases (`recover.lua`).
 //!
-//! Batching: when every slot is busy the loop waits for the first finished job, then gathers
-//! more for at most [`ACK_WINDOW`] or until a quarter of the slots finished, and sends them
-//! with the next take in one call. When the queue is idle it blocks on the queue's `notify`
-//! list on a connection of its own, so an add wakes it at once.
+//! When a cycle is sent, and how two share the slots, is the run loop's (`run.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::future::BoxFuture;
 use futures::FutureExt;
 use keel_core::backend::{JobContext, Processor, WorkerEvent, WorkerEventSink};
 use keel_core::{Error, Job, JobError, Result, WorkerOptions};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use crate::control::{control_log, Control};
 use crate::lease::{heartbeat, recovery};
-use crate::{decode, Keys, NativeEngine, IDLE_WAIT};
+use crate::{decode, Keys, NativeEngine};
 
 #[async_trait]
 impl keel_core::WorkerHandle for NativeWorker {
@@ -39,21 +35,21 @@ impl keel_core::WorkerHandle for NativeWorker {
 /// Longest a finished job waits for others to share its acknowledgement's round trip.
 pub const ACK_WINDOW: Duration = Duration::from_millis(1);
 /// Most acknowledgements one `cycle` call carries.
-const MAX_ACKS: usize = 500;
+pub(crate) const MAX_ACKS: usize = 500;
 
 /// How an attempt ended, for `cycle.lua`.
-struct Ack {
-    id: String,
+pub(crate) struct Ack {
+    pub(crate) id: String,
     /// The lease the attempt ran under: only the job's current lease's ack counts.
-    lease: String,
-    kind: &'static str,
-    value: String,
+    pub(crate) lease: String,
+    pub(crate) kind: &'static str,
+    pub(crate) value: String,
     /// Retention of completed (kind `k`) or failed (`f`) jobs by count; -1: no count.
-    keep: i64,
+    pub(crate) keep: i64,
     /// And by age (ms); -1: no age.
-    age_ms: i64,
+    pub(crate) age_ms: i64,
     /// Reported to the sink once the acknowledgement is applied (the job is stored so).
-    event: Option<WorkerEvent>,
+    pub(crate) event: Option<WorkerEvent>,
 }
 
 pub(crate) struct Shared {
@@ -101,7 +97,7 @@ impl NativeWorker {
             leased: Mutex::new(HashMap::new()),
         });
         let (stop, stopped) = watch::channel(false);
-        let main = tokio::spawn(run(shared.clone(), blocker, stopped.clone()));
+        let main = tokio::spawn(crate::run::run(shared.clone(), blocker, stopped.clone()));
         let aux = vec![
             tokio::spawn(heartbeat(shared.clone(), stopped.clone())),
             tokio::spawn(recovery(shared, stopped)),
@@ -149,28 +145,28 @@ impl Drop for NativeWorker {
 }
 
 /// What a `cycle` call answered.
-struct Cycle {
-    next_delayed: Option<u64>,
+pub(crate) struct Cycle {
+    pub(crate) next_delayed: Option<u64>,
     /// The queue's rate limit admits no job for this long.
-    limited: Option<Duration>,
+    pub(crate) limited: Option<Duration>,
     /// The jobs taken.
-    jobs: Vec<Taken>,
+    pub(crate) jobs: Vec<Taken>,
     /// Jobs taken that this worker cannot read (a newer version's options, say): failed.
-    unreadable: Vec<Ack>,
+    pub(crate) unreadable: Vec<Ack>,
 }
 
 /// A job taken by a `cycle` call.
-struct Taken {
-    job: Job,
+pub(crate) struct Taken {
+    pub(crate) job: Job,
     /// Its scheduler and run, when it is a scheduler's run.
-    scheduled: Option<(String, u64)>,
+    pub(crate) scheduled: Option<(String, u64)>,
     /// Stalls of the job this attempt is the first to hear of.
-    fresh: u32,
+    pub(crate) fresh: u32,
     /// The lease of this take.
-    lease: String,
+    pub(crate) lease: String,
 }
 
-async fn cycle(s: &Shared, acks: &[Ack], want: usize) -> Result<Cycle> {
+pub(crate) async fn cycle(s: &Shared, acks: &[Ack], want: usize) -> Result<Cycle> {
     let mut inv = s.keys.invoke(&s.engine.scripts.cycle);
     // The strictest retention among the batch's jobs (they share their queue's defaults).
     let keep = |kind: &str, f: fn(&Ack) -> i64| {
@@ -272,151 +268,7 @@ async fn cycle(s: &Shared, acks: &[Ack], want: usize) -> Result<Cycle> {
     })
 }
 
-/// Waits on the queue's `notify` list for up to [`IDLE_WAIT`]; after an error (Redis away or
-/// restarted) it waits a little and opens a new connection.
-fn wake(
-    engine: NativeEngine,
-    mut conn: redis::aio::MultiplexedConnection,
-    key: String,
-) -> BoxFuture<'static, redis::aio::MultiplexedConnection> {
-    async move {
-        let r: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
-            .arg(&key)
-            .arg(IDLE_WAIT.as_secs_f64())
-            .query_async(&mut conn)
-            .await;
-        if r.is_err() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if let Ok(fresh) = engine.dedicated().await {
-                conn = fresh;
-            }
-        }
-        conn
-    }
-    .boxed()
-}
-
-async fn run(
-    s: Arc<Shared>,
-    blocker: redis::aio::MultiplexedConnection,
-    mut stop: watch::Receiver<bool>,
-) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Ack>();
-    let mut tasks = JoinSet::new();
-    let mut pending: Vec<Ack> = Vec::new();
-    let mut running = 0usize;
-    let mut stopping = false;
-    let mut idle_conn = Some(blocker);
-    let mut waking: Option<BoxFuture<'static, redis::aio::MultiplexedConnection>> = None;
-    let concurrency = s.opts.concurrency;
-    let target = (concurrency / 4).max(1);
-    loop {
-        while let Ok(a) = rx.try_recv() {
-            running -= 1;
-            pending.push(a);
-        }
-        while tasks.try_join_next().is_some() {}
-        stopping |= *stop.borrow();
-        if stopping && running == 0 && pending.is_empty() {
-            return;
-        }
-        let want = if stopping { 0 } else { concurrency - running };
-        if want == 0 && pending.is_empty() {
-            tokio::select! {
-                a = rx.recv() => if let Some(a) = a { running -= 1; pending.push(a) },
-                _ = stop.changed() => { stopping = true; continue; }
-            }
-            let until = tokio::time::Instant::now() + ACK_WINDOW;
-            while pending.len() < target {
-                match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(Some(a)) => {
-                        running -= 1;
-                        pending.push(a);
-                    }
-                    _ => break,
-                }
-            }
-        }
-        let n = pending.len().min(MAX_ACKS);
-        let batch: Vec<Ack> = pending.drain(..n).collect();
-        let reply = match cycle(&s, &batch, want).await {
-            Ok(r) => r,
-            Err(e) => {
-                (s.sink)(WorkerEvent::Error {
-                    message: e.to_string(),
-                });
-                pending.splice(0..0, batch);
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.changed() => stopping = true,
-                }
-                continue;
-            }
-        };
-        let acked = !batch.is_empty();
-        {
-            // Acknowledged: no lease of theirs to renew any more (a job taken again under a
-            // newer lease keeps that one).
-            let mut leased = s.leased.lock().expect("not poisoned");
-            for a in &batch {
-                if leased.get(&a.id) == Some(&a.lease) {
-                    leased.remove(&a.id);
-                }
-            }
-        }
-        for a in batch {
-            if let Some(e) = a.event {
-                (s.sink)(e);
-            }
-        }
-        pending.extend(reply.unreadable);
-        let took = !reply.jobs.is_empty();
-        for taken in reply.jobs {
-            running += 1;
-            s.leased
-                .lock()
-                .expect("not poisoned")
-                .insert(taken.job.id.clone(), taken.lease.clone());
-            tasks.spawn(process(s.clone(), taken, tx.clone()));
-        }
-        if let Some(wait) = reply.limited {
-            // Rate limited: nothing is taken before the window turns (finished jobs are
-            // still acknowledged as they come).
-            tokio::select! {
-                a = rx.recv() => if let Some(a) = a { running -= 1; pending.push(a) },
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => stopping = true,
-            }
-            continue;
-        }
-        if took || acked || stopping || want == 0 {
-            continue;
-        }
-        // Nothing to take: wait for a finished job, an add, a due delayed job or the stop.
-        let pause = reply
-            .next_delayed
-            .map(|at| Duration::from_millis(at.saturating_sub(keel_core::now_ms())))
-            .unwrap_or(IDLE_WAIT)
-            .min(IDLE_WAIT);
-        if waking.is_none() {
-            if let Some(conn) = idle_conn.take() {
-                waking = Some(wake(s.engine.clone(), conn, s.keys.k("notify")));
-            }
-        }
-        let Some(w) = waking.as_mut() else {
-            tokio::time::sleep(pause).await;
-            continue;
-        };
-        tokio::select! {
-            a = rx.recv() => if let Some(a) = a { running -= 1; pending.push(a) },
-            conn = w => { idle_conn = Some(conn); waking = None; }
-            _ = tokio::time::sleep(pause) => {}
-            _ = stop.changed() => stopping = true,
-        }
-    }
-}
-
-async fn process(s: Arc<Shared>, taken: Taken, done: mpsc::UnboundedSender<Ack>) {
+pub(crate) async fn process(s: Arc<Shared>, taken: Taken, done: mpsc::UnboundedSender<Ack>) {
     let Taken {
         job,
         scheduled,

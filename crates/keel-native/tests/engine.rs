@@ -346,6 +346,58 @@ async fn custom_ids_return_the_existing_job() {
     assert_eq!(e.counts("q").await.unwrap().waiting, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_single_adds_each_get_their_own_job() {
+    // Adds in flight together share `add.lua` calls: each caller still gets its own job back,
+    // a custom id taken twice answers the first job, and a caller that stops waiting neither
+    // loses its job nor anyone else's.
+    let e = engine().await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..300u32 {
+        let e = e.clone();
+        calls.spawn(async move {
+            let job_id = (i % 10 == 0).then(|| format!("dup-{}", i % 20));
+            let job = NewJob::new(format!("n{i}"), json!({ "i": i })).with_opts(JobOptions {
+                job_id,
+                ..JobOptions::default()
+            });
+            (i, e.add("q", job).await.unwrap())
+        });
+    }
+    let dropped = {
+        let e = e.clone();
+        tokio::spawn(async move { e.add("q", NewJob::new("gone", json!({}))).await })
+    };
+    dropped.abort();
+    let mut ids = std::collections::HashSet::new();
+    while let Some(r) = calls.join_next().await {
+        let (i, job) = r.unwrap();
+        if i % 10 == 0 {
+            assert_eq!(job.id, format!("dup-{}", i % 20));
+            assert_eq!(job.data["i"].as_u64().unwrap() % 20, u64::from(i % 20));
+        } else {
+            assert_eq!(
+                (job.name.as_str(), &job.data),
+                (format!("n{i}").as_str(), &json!({ "i": i }))
+            );
+            assert!(ids.insert(job.id.clone()), "job {} answered twice", job.id);
+        }
+    }
+    let waiting = e.counts("q").await.unwrap().waiting;
+    // 270 plain adds, 2 custom ids, and the abandoned add if it reached Redis before it was
+    // dropped (it is sent on a task of its own, so dropping its caller does not undo it).
+    assert!((272..=273).contains(&waiting), "{waiting} waiting");
+    let (p, done) = counted();
+    let w = NativeWorker::start(&e, "q", p, opts(20), quiet())
+        .await
+        .unwrap();
+    until("every added job ran", || {
+        done.load(Ordering::SeqCst) as u64 == waiting
+    })
+    .await;
+    w.close(Duration::from_secs(5)).await.unwrap();
+}
+
 /// A worker takes the one job of `queue` and "dies": its close deadline passes with the job
 /// still running, so the job is abandoned with its lease.
 async fn abandon(e: &NativeEngine, queue: &str, opts: WorkerOptions) {
