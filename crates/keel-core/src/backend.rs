@@ -423,6 +423,10 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// `duration`, across all workers.
     async fn set_rate_limit(&self, queue: &str, limit: Option<(u64, Duration)>) -> Result<()>;
 
+    /// Sets (or with `None` removes) the queue's global concurrency: at most `limit` of its
+    /// jobs active at once, across all workers (each worker's own concurrency still holds).
+    async fn set_global_concurrency(&self, queue: &str, limit: Option<u32>) -> Result<()>;
+
     /// Queues known to this backend (that hold or held jobs), sorted.
     async fn queue_names(&self) -> Result<Vec<String>>;
 

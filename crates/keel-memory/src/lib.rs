@@ -337,6 +337,14 @@ impl QueueBackend for MemoryBackend {
         Ok(())
     }
 
+    async fn set_global_concurrency(&self, queue: &str, limit: Option<u32>) -> Result<()> {
+        let cell = self.cell(queue);
+        cell.with(|q| q.global_concurrency = limit.map(u64::from));
+        // A raised or lifted limit may free waiting workers.
+        cell.work.notify_waiters();
+        Ok(())
+    }
+
     async fn queue_names(&self) -> Result<Vec<String>> {
         let cells: Vec<(String, Arc<QueueCell>)> = self
             .inner

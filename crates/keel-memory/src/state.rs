@@ -49,6 +49,8 @@ pub(crate) struct QueueData {
     /// At most `max` job starts per `duration_ms`, with the start times in the window.
     pub rate_limit: Option<(u64, u64)>,
     pub starts: VecDeque<u64>,
+    /// At most this many jobs active at once, across workers.
+    pub global_concurrency: Option<u64>,
     pub schedulers: HashMap<String, Scheduler>,
     /// Events produced by the last transitions, drained by the caller after unlocking.
     pub pending_events: Vec<QueueEvent>,
@@ -69,6 +71,7 @@ impl QueueData {
             || !self.jobs.is_empty()
             || self.paused
             || self.rate_limit.is_some()
+            || self.global_concurrency.is_some()
             || !self.schedulers.is_empty()
     }
 
@@ -227,6 +230,13 @@ impl QueueData {
         let next_due = self.delayed.first().map(|(d, _, _)| *d);
         if self.paused {
             return Take::WaitUntil(None);
+        }
+        if self
+            .global_concurrency
+            .is_some_and(|max| self.active.len() as u64 >= max)
+        {
+            // A finished job's event wakes the workers.
+            return Take::WaitUntil(next_due);
         }
         if let Some((max, dur)) = self.rate_limit {
             while self.starts.front().is_some_and(|t| *t + dur <= now) {

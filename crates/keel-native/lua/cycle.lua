@@ -75,6 +75,10 @@ if nacks > 0 then
   if applied > 0 then
     each('ZREM', K_ACTIVE, mine)
     each('HDEL', K_OWNER, mine)
+    if redis.call('HEXISTS', K_META, 'gc') == 1 then
+      -- Room under the queue's global concurrency: wake a worker idle at the limit.
+      notify()
+    end
   end
   if #removed > 0 then
     purge(removed)
@@ -111,7 +115,8 @@ if #due > 0 then
   event('waiting', ev)
 end
 
--- 3. Take: waiting first, then prioritized; nothing while paused or rate limited.
+-- 3. Take: waiting first, then prioritized; nothing while paused or rate limited, and no more
+-- than the global concurrency leaves room for.
 local out = {applied, -1, 0}
 local next_delayed = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
 if next_delayed[2] then
@@ -120,9 +125,19 @@ end
 if want <= 0 then
   return out
 end
-local meta = redis.call('HMGET', K_META, 'paused', 'rl_max', 'rl_ms')
+local meta = redis.call('HMGET', K_META, 'paused', 'rl_max', 'rl_ms', 'gc')
 if meta[1] then
   return out
+end
+local capped = false
+local gc = tonumber(meta[4])
+if gc then
+  local room = gc - redis.call('ZCARD', K_ACTIVE)
+  if room <= 0 then
+    return out
+  end
+  capped = room <= want
+  want = math.min(want, room)
 end
 local rl_max, rl_ms = tonumber(meta[2]), tonumber(meta[3]) or 1000
 if rl_max then
@@ -186,8 +201,8 @@ for i, id in ipairs(taken) do
   end
 end
 each('HDEL', K_FRESH, reported)
--- More remain: wake another idle worker.
-if #taken == want and (redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0) then
+-- More remain (and room for them): wake another idle worker.
+if #taken == want and not capped and (redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0) then
   notify()
 end
 return out

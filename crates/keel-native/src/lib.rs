@@ -31,7 +31,7 @@
 //! | `stalls` | hash | id → times its lease expired, only once it did |
 //! | `done`, `ret` | zset, hash | kept completed ids → finish time; id → return value |
 //! | `failed`, `err` | zset, hash | failed ids → finish time; id → the error (JSON) |
-//! | `meta` | hash | `paused`; the queue's rate limit `rl_max` jobs a `rl_ms` |
+//! | `meta` | hash | `paused`; the queue's rate limit `rl_max` jobs a `rl_ms`; its global concurrency `gc` |
 //! | `notify` | list | at most one token: idle workers block on it (`BLPOP`) |
 //! | `dedup` | hash | deduplication id → `<job id>\|<until ms, 0 = until it finishes>` |
 //! | `events` | stream | the queue's events, one entry a kind a call (`e` = kind, then id → detail pairs), capped near 1,000 entries |
@@ -56,7 +56,7 @@
 //! - `cycle.lua`: a worker's one round trip: applies a batch of acknowledgements (completed,
 //!   kept or removed; retried with backoff; delayed without an attempt; failed), trims retention
 //!   by count, moves due delayed jobs to waiting, and takes up to `want` jobs (fewer when the
-//!   queue's rate limit says so), leasing them to the worker's token. One
+//!   queue's rate limit or global concurrency says so), leasing them to the worker's token. One
 //!   call a batch, never one a job; a worker keeps two in flight, each for half its slots
 //!   (`run.rs`), so Redis runs one batch's cycle while the worker runs the other's jobs.
 //!   Concurrent single adds are coalesced the same way (`adder.rs`): adds arriving while an

@@ -444,6 +444,20 @@ impl QueueBackend for NativeEngine {
         self.simple("setting the rate limit", &pipe).await
     }
 
+    async fn set_global_concurrency(&self, queue: &str, limit: Option<u32>) -> Result<()> {
+        let keys = self.keys(queue);
+        let meta = keys.k("meta");
+        let mut pipe = redis::pipe();
+        match limit {
+            Some(n) => pipe.hset(&meta, "gc", n),
+            None => pipe.hdel(&meta, "gc"),
+        };
+        // A raised or lifted limit may free an idle worker: wake one (it wakes the next).
+        pipe.lpush(keys.k("notify"), 1)
+            .ltrim(keys.k("notify"), 0, 0);
+        self.simple("setting the global concurrency", &pipe).await
+    }
+
     async fn queue_names(&self) -> Result<Vec<String>> {
         let keys = self
             .scan(&format!("{}:keel:{{*}}:*", glob_escape(&self.prefix)))

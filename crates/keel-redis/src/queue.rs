@@ -357,6 +357,28 @@ impl QueueBackend for RedisBackend {
             .ok_or_else(|| Error::Backend(format!("scheduler {id} vanished after being stored")))
     }
 
+    async fn set_global_concurrency(&self, queue: &str, limit: Option<u32>) -> Result<()> {
+        // BullMQ's own field (`meta.concurrency`), which its `moveToActive` honours: Node
+        // workers on the queue keep to it too.
+        let q = self.queue(queue).await?;
+        match limit {
+            Some(n) => {
+                self.bounded(
+                    "setting the global concurrency",
+                    q.set_global_concurrency(u64::from(n)),
+                )
+                .await
+            }
+            None => {
+                self.bounded(
+                    "removing the global concurrency",
+                    q.remove_global_concurrency(),
+                )
+                .await
+            }
+        }
+    }
+
     async fn list_schedulers(&self, queue: &str) -> Result<Vec<SchedulerInfo>> {
         let q = self.queue(queue).await?;
         let all = self

@@ -207,6 +207,7 @@ struct RawQueue {
     handlers: BTreeMap<String, toml::Value>,
     limit: Option<toml::Value>,
     rate_limit: Option<RateLimitConfig>,
+    global_concurrency: Option<u32>,
     #[serde(default)]
     schedulers: BTreeMap<String, RawScheduler>,
     tenant: Option<String>,
@@ -302,6 +303,8 @@ pub struct QueueConfig {
     pub job_limits: BTreeMap<String, JobLimit>,
     /// The queue's rate limit.
     pub rate_limit: Option<RateLimitConfig>,
+    /// At most this many of the queue's jobs active at once, across all workers.
+    pub global_concurrency: Option<u32>,
     /// Repeatable jobs: id → (schedule, job name, data).
     pub schedulers: BTreeMap<String, (Schedule, String, Value)>,
     /// The tenant (by name) this queue belongs to: tenant tokens see only their queues.
@@ -716,6 +719,7 @@ fn builtin_defaults() -> QueueConfig {
         limit: None,
         job_limits: BTreeMap::new(),
         rate_limit: None,
+        global_concurrency: None,
         tenant: None,
         schedulers: BTreeMap::new(),
         engine: crate::engines::Engine::Bullmq,
@@ -807,6 +811,15 @@ fn resolve(
             ));
         }
         q.rate_limit = Some(r);
+    }
+    if let Some(n) = raw.global_concurrency {
+        if n == 0 {
+            return Err(ConfigError::invalid(
+                k("global_concurrency"),
+                "must be at least 1",
+            ));
+        }
+        q.global_concurrency = Some(n);
     }
     if let Some(t) = &raw.tenant {
         crate::keys::validate_name("tenant", t)
@@ -956,6 +969,18 @@ remove_on_complete = 10
         let err =
             Config::parse("[queues.x]\nremove_on_fail = { agee = 1 }\n", &no_env).unwrap_err();
         assert!(err.to_string().contains("remove_on_fail"), "{err}");
+    }
+
+    #[test]
+    fn global_concurrency_is_read_and_zero_is_refused() {
+        let c = Config::parse("[queues.a]\nglobal_concurrency = 4\n[queues.b]\n", &no_env).unwrap();
+        assert_eq!(c.queues["a"].global_concurrency, Some(4));
+        assert_eq!(c.queues["b"].global_concurrency, None);
+        let err = Config::parse("[queues.a]\nglobal_concurrency = 0\n", &no_env).unwrap_err();
+        assert!(
+            err.to_string().contains("queues.a.global_concurrency"),
+            "{err}"
+        );
     }
 
     #[test]

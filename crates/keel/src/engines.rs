@@ -183,6 +183,10 @@ impl QueueBackend for Routed {
     async fn set_rate_limit(&self, queue: &str, limit: Option<(u64, Duration)>) -> Result<()> {
         self.pick(queue).set_rate_limit(queue, limit).await
     }
+
+    async fn set_global_concurrency(&self, queue: &str, limit: Option<u32>) -> Result<()> {
+        self.pick(queue).set_global_concurrency(queue, limit).await
+    }
     async fn queue_names(&self) -> Result<Vec<String>> {
         let mut names: BTreeSet<String> = self.keel.queue_names().await?.into_iter().collect();
         if self.mixed() {

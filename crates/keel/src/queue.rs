@@ -292,6 +292,14 @@ impl Queue {
         self.raw().set_rate_limit(&self.name, limit).await
     }
 
+    /// Limits the queue to `limit` active jobs at once across all workers (`None` lifts it).
+    pub async fn set_global_concurrency(&self, limit: Option<u32>) -> Result<()> {
+        if limit == Some(0) {
+            return Err(Error::invalid("global_concurrency", "must be at least 1"));
+        }
+        self.raw().set_global_concurrency(&self.name, limit).await
+    }
+
     /// Live events of this queue from now on.
     pub async fn events(&self) -> Result<EventStream> {
         self.raw().events(&self.name).await

@@ -97,6 +97,7 @@ pub async fn start_workers(
                 .map(|r| (r.max, Duration::from_millis(r.duration_ms))),
         )
         .await?;
+        q.set_global_concurrency(qc.global_concurrency).await?;
         for (id, (schedule, name, data)) in &qc.schedulers {
             q.upsert_scheduler(
                 id,

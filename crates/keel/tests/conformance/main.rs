@@ -6,6 +6,7 @@
 mod support;
 
 mod dlq;
+mod limits;
 mod processing;
 mod producing;
 mod toolkit;
@@ -71,7 +72,8 @@ conformance!(
     processing::close_deadline_hands_back_unfinished,
     processing::retry_failed_job_and_conflicts,
     processing::finished_jobs_list_and_clean,
-    processing::rate_limit_spaces_jobs,
+    limits::rate_limit_spaces_jobs,
+    limits::global_concurrency_caps_active_jobs_across_workers,
     dlq::terminal_failure_is_dead_lettered,
     dlq::reconciler_heals_a_crash,
     dlq::replay_and_replay_all,

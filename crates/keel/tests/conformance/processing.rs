@@ -523,44 +523,6 @@ pub async fn retry_failed_job_and_conflicts(b: Backend) {
     w.close(Duration::from_secs(5)).await.unwrap();
 }
 
-pub async fn rate_limit_spaces_jobs(b: Backend) {
-    let q = queue(&b, "ratelimit");
-    q.set_rate_limit(Some((2, Duration::from_millis(500))))
-        .await
-        .unwrap();
-    q.add_bulk((0..6).map(|i| keel::NewJob::new("r", json!(i))).collect())
-        .await
-        .unwrap();
-    let starts = Arc::new(Mutex::new(Vec::new()));
-    let s2 = starts.clone();
-    let w = q
-        .worker()
-        .concurrency(6)
-        .fallback(handler_fn(move |_| {
-            let s = s2.clone();
-            async move {
-                s.lock().unwrap().push(Instant::now());
-                Ok(json!(null))
-            }
-        }))
-        .start()
-        .await
-        .unwrap();
-    eventually("all ran", Duration::from_secs(15), || async {
-        (q.counts().await.unwrap().completed == 6).then_some(())
-    })
-    .await;
-    w.close(Duration::from_secs(5)).await.unwrap();
-    let mut s = starts.lock().unwrap().clone();
-    s.sort();
-    // 6 jobs at 2 per 500 ms need at least two more windows after the first.
-    let span = s[5] - s[0];
-    assert!(
-        span >= Duration::from_millis(900),
-        "six jobs ran within {span:?}"
-    );
-}
-
 pub async fn exponential_and_jittered_backoff(b: Backend) {
     async fn gaps(b: &Backend, backoff: Backoff) -> Vec<Duration> {
         let q = queue(b, "backoff");
