@@ -27,6 +27,7 @@ pub mod kv;
 pub mod names;
 pub mod options;
 pub mod ratemath;
+pub mod redis_url;
 pub mod schedule;
 pub mod secrets;
 pub mod state;

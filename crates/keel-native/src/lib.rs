@@ -106,7 +106,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::{Error, Job, JobOptions, NewJob, Result};
-use redis::aio::ConnectionManager;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -204,8 +203,8 @@ pub(crate) struct Stored {
 /// Keel's own engine on one Redis: queues under one key prefix.
 #[derive(Clone)]
 pub struct NativeEngine {
-    pub(crate) conn: ConnectionManager,
-    pub(crate) client: redis::Client,
+    pub(crate) conn: keel_redis::conn::Conn,
+    pub(crate) client: keel_redis::conn::Client,
     pub(crate) prefix: String,
     pub(crate) scripts: Arc<Scripts>,
     pub(crate) command_timeout: Duration,
@@ -227,27 +226,45 @@ pub(crate) fn parse<T: redis::FromRedisValue>(v: &redis::Value) -> Result<T> {
 }
 
 impl NativeEngine {
-    /// Connects to `url` (`redis://…`, `rediss://…`); keys under `prefix`. Producer and admin
+    /// Connects to `url` — one node (`redis://…`, `rediss://…`) or a Redis Cluster
+    /// (`redis+cluster://host:port,host:port`, `rediss+cluster://…`; a node URL that names a
+    /// cluster node connects to its cluster) — with keys under `prefix`. Producer and admin
     /// calls fail `backend-unavailable` past `command_timeout`.
     pub async fn connect(
         url: &str,
         prefix: &str,
         command_timeout: Duration,
     ) -> Result<NativeEngine> {
-        let client =
-            redis::Client::open(url).map_err(|e| Error::invalid("redis.url", e.to_string()))?;
-        // No client-side reply timeout (the crate's default is 500 ms): the engine bounds its
-        // calls itself, and a script that ran past a client's timeout has still run.
-        let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(None);
-        let conn = tokio::time::timeout(
-            command_timeout,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| {
-            Error::BackendUnavailable(format!("redis: no answer within {command_timeout:?}"))
-        })?
-        .map_err(redis_err)?;
+        let mut client = keel_redis::conn::Client::open(url)?;
+        let bounded = |what: &'static str| {
+            move |_| {
+                Error::BackendUnavailable(format!(
+                    "redis: {what}: no answer within {command_timeout:?}"
+                ))
+            }
+        };
+        let mut conn = tokio::time::timeout(command_timeout, client.shared())
+            .await
+            .map_err(bounded("connecting"))?
+            .map_err(redis_err)?;
+        if let keel_redis::conn::Client::Node(_) = client {
+            let info: String = tokio::time::timeout(
+                command_timeout,
+                redis::cmd("INFO").arg("cluster").query_async(&mut conn),
+            )
+            .await
+            .map_err(bounded("reading INFO cluster"))?
+            // INFO may be renamed or disabled on managed Redis: then it is one node.
+            .unwrap_or_default();
+            if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+                client = keel_redis::conn::Client::cluster(&[url.to_string()])
+                    .map_err(|m| Error::invalid("redis.url", m))?;
+                conn = tokio::time::timeout(command_timeout, client.shared())
+                    .await
+                    .map_err(bounded("connecting to the cluster"))?
+                    .map_err(redis_err)?;
+            }
+        }
         Ok(NativeEngine {
             conn,
             client,
@@ -262,16 +279,16 @@ impl NativeEngine {
         Keys::new(&self.prefix, queue)
     }
 
-    /// A connection of its own (blocking reads: `BLPOP`, `XREAD BLOCK`), without the crate's
-    /// 500 ms reply timeout, bounded by the command timeout to open.
-    pub(crate) async fn dedicated(&self) -> Result<redis::aio::MultiplexedConnection> {
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        self.bounded(
-            "opening a connection",
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
+    /// A connection of its own (blocking reads: `BLPOP`, `XREAD BLOCK`), without a reply
+    /// timeout, bounded by the command timeout to open.
+    pub(crate) async fn dedicated(&self) -> Result<keel_redis::conn::Conn> {
+        self.bounded("opening a connection", self.client.dedicated())
+            .await
+    }
+
+    /// Whether this engine runs on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.client, keel_redis::conn::Client::Cluster(_))
     }
 
     /// `fut` bounded by the command timeout: past it, `backend-unavailable`.

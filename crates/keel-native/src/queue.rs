@@ -533,27 +533,35 @@ impl QueueBackend for NativeEngine {
 }
 
 impl NativeEngine {
-    /// Every key matching `pattern` (`SCAN`, bounded by the command timeout as a whole).
+    /// Every key matching `pattern` (`SCAN`; on a cluster, of every master), bounded by the
+    /// command timeout as a whole.
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
         let mut conn = self.conn.clone();
         let fut = async {
+            let masters = match conn.masters().await? {
+                Some(m) => m.into_iter().map(Some).collect(),
+                None => vec![None],
+            };
             let mut found = Vec::new();
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut conn)
-                    .await?;
-                found.extend(keys);
-                if next == 0 {
-                    return Ok(found);
+            for master in &masters {
+                let mut cursor = 0u64;
+                loop {
+                    let mut cmd = redis::cmd("SCAN");
+                    cmd.arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000);
+                    let reply = conn.on(master.as_ref(), &cmd).await?;
+                    let (next, keys): (u64, Vec<String>) = redis::from_redis_value(reply)?;
+                    found.extend(keys);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
-                cursor = next;
             }
+            Ok::<_, redis::RedisError>(found)
         };
         self.bounded("scanning keys", fut).await
     }

@@ -42,9 +42,9 @@ type InFlight = BoxFuture<'static, (Vec<Ack>, usize, keel_core::Result<Cycle>)>;
 /// restarted) it waits a little and opens a new connection.
 fn wake(
     engine: NativeEngine,
-    mut conn: redis::aio::MultiplexedConnection,
+    mut conn: keel_redis::conn::Conn,
     key: String,
-) -> BoxFuture<'static, redis::aio::MultiplexedConnection> {
+) -> BoxFuture<'static, keel_redis::conn::Conn> {
     async move {
         let r: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
             .arg(&key)
@@ -160,13 +160,13 @@ impl Loop {
 
 pub(crate) async fn run(
     s: Arc<Shared>,
-    blocker: redis::aio::MultiplexedConnection,
+    blocker: keel_redis::conn::Conn,
     mut stop: watch::Receiver<bool>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Ack>();
     let mut tasks = JoinSet::new();
     let mut idle_conn = Some(blocker);
-    let mut waking: Option<BoxFuture<'static, redis::aio::MultiplexedConnection>> = None;
+    let mut waking: Option<BoxFuture<'static, keel_redis::conn::Conn>> = None;
     let mut l = Loop {
         s: s.clone(),
         pending: Vec::new(),

@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bullmq::redis_connection::AnyConnection;
 use futures::StreamExt;
 use keel_core::{
     BackendKind, Error, KvBackend, PubSubMessage, RateAlgorithm, RateOutcome, Result, ServerInfo,
@@ -156,18 +157,63 @@ impl RedisBackend {
         self.kv_script("EVALSHA", &TRIVIAL_SCRIPT, &[], &[]).await
     }
 
-    async fn scan_batch(&self, cursor: u64, pattern: &str) -> Result<(u64, Vec<String>)> {
-        self.kv_cmd(
-            "SCAN",
-            redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .to_owned(),
-        )
-        .await
+    /// `INFO` of every master (one text on one node).
+    async fn info_of_masters(&self) -> Result<Vec<String>> {
+        let mut texts = Vec::new();
+        for target in self.scan_targets().await? {
+            let text: String = match (self.inner.conn.connection(), &target) {
+                (AnyConnection::Cluster(mut c), Some(addr)) => {
+                    let v = self
+                        .kv_call("INFO", async move {
+                            crate::conn::on_node(&mut c, addr, &redis::cmd("INFO")).await
+                        })
+                        .await?;
+                    redis::from_redis_value(v).map_err(|e| Error::Backend(format!("INFO: {e}")))?
+                }
+                _ => self.kv_cmd("INFO", redis::cmd("INFO")).await?,
+            };
+            texts.push(text);
+        }
+        Ok(texts)
+    }
+
+    /// Where a `SCAN` must run to see every key: each master of a cluster (`Some`), or the one
+    /// server (`None`).
+    pub(crate) async fn scan_targets(&self) -> Result<Vec<Option<(String, u16)>>> {
+        let AnyConnection::Cluster(mut c) = self.inner.conn.connection() else {
+            return Ok(vec![None]);
+        };
+        let masters = self
+            .kv_call("CLUSTER SHARDS", crate::conn::masters(&mut c))
+            .await?;
+        Ok(masters.into_iter().map(Some).collect())
+    }
+
+    /// One `SCAN` step on `target` (see [`Self::scan_targets`]).
+    async fn scan_batch(
+        &self,
+        target: &Option<(String, u16)>,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<String>)> {
+        let cmd = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .to_owned();
+        match (self.inner.conn.connection(), target) {
+            (AnyConnection::Cluster(mut c), Some(addr)) => {
+                let v = self
+                    .kv_call("SCAN", async move {
+                        crate::conn::on_node(&mut c, addr, &cmd).await
+                    })
+                    .await?;
+                redis::from_redis_value(v).map_err(|e| Error::Backend(format!("SCAN: {e}")))
+            }
+            _ => self.kv_cmd("SCAN", cmd).await,
+        }
     }
 }
 
@@ -226,31 +272,42 @@ impl KvBackend for RedisBackend {
 
     async fn scan(&self, pattern: &str, max: usize) -> Result<Vec<String>> {
         let mut keys = Vec::new();
-        let mut cursor = 0;
-        loop {
-            let (next, found) = self.scan_batch(cursor, pattern).await?;
-            keys.extend(found);
-            if next == 0 || keys.len() >= max {
-                keys.sort();
-                keys.dedup();
-                keys.truncate(max);
-                return Ok(keys);
+        'targets: for target in self.scan_targets().await? {
+            let mut cursor = 0;
+            loop {
+                let (next, found) = self.scan_batch(&target, cursor, pattern).await?;
+                keys.extend(found);
+                if keys.len() >= max {
+                    break 'targets;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        keys.sort();
+        keys.dedup();
+        keys.truncate(max);
+        Ok(keys)
     }
 
     async fn delete_matching(&self, pattern: &str) -> Result<u64> {
         let mut deleted = 0;
-        let mut cursor = 0;
-        loop {
-            let (next, found) = self.scan_batch(cursor, pattern).await?;
-            deleted += self.del(&found).await?;
-            if next == 0 {
-                return Ok(deleted);
+        for target in self.scan_targets().await? {
+            let mut cursor = 0;
+            loop {
+                let (next, found) = self.scan_batch(&target, cursor, pattern).await?;
+                // On a cluster the keys of one batch may be in many slots: UNLINK is split by
+                // slot (redis-rs routes each part to its master).
+                deleted += self.del(&found).await?;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(deleted)
     }
 
     async fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
@@ -371,24 +428,68 @@ impl KvBackend for RedisBackend {
     }
 
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<u64> {
-        self.kv_cmd(
-            "PUBLISH",
-            redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned(),
-        )
-        .await
+        let cmd = redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
+        // On a cluster every node passes a publish on to its subscribers, but counts only its
+        // own: publishes go to the node subscriptions are made on (the first seed that
+        // answers, see `subscribe`), so the count is this deployment's receivers.
+        if let AnyConnection::Cluster(mut c) = self.inner.conn.connection() {
+            // A seed that is down is skipped (not an outage: the cluster routes the publish).
+            let timeout = self.inner.settings.command_timeout;
+            for addr in self
+                .inner
+                .cluster_seeds
+                .iter()
+                .filter_map(|s| crate::conn::node_addr(s))
+            {
+                let sent = tokio::time::timeout(timeout, crate::conn::on_node(&mut c, &addr, &cmd));
+                if let Ok(Ok(v)) = sent.await {
+                    return redis::from_redis_value(v)
+                        .map_err(|e| Error::Backend(format!("PUBLISH: {e}")));
+                }
+            }
+        }
+        self.kv_cmd("PUBLISH", cmd).await
     }
 
     async fn subscribe(&self, channels: &[String], patterns: &[String]) -> Result<Subscription> {
-        let client = self.inner.conn.client().clone();
+        // On a cluster, a subscription on any one node hears every node's publishes (the
+        // cluster bus carries them): the seeds are tried in turn, each (re)connect.
+        let clients: Vec<redis::Client> = match self.inner.conn.try_client() {
+            Some(c) => vec![c.clone()],
+            None => self
+                .inner
+                .cluster_seeds
+                .iter()
+                .filter_map(|s| redis::Client::open(s.as_str()).ok())
+                .collect(),
+        };
         let timeout = self.inner.settings.command_timeout;
         let url = redact_url(&self.inner.settings.url);
         let (channels, patterns) = (channels.to_vec(), patterns.to_vec());
         let connect = move || {
-            let client = client.clone();
+            let clients = clients.clone();
             let (channels, patterns) = (channels.clone(), patterns.clone());
             async move {
                 let fut = async {
-                    let mut ps = client.get_async_pubsub().await?;
+                    let mut last = None;
+                    let mut ps = None;
+                    for client in &clients {
+                        match client.get_async_pubsub().await {
+                            Ok(p) => {
+                                ps = Some(p);
+                                break;
+                            }
+                            Err(e) => last = Some(e),
+                        }
+                    }
+                    let Some(mut ps) = ps else {
+                        return Err(last.unwrap_or_else(|| {
+                            redis::RedisError::from((
+                                redis::ErrorKind::Io,
+                                "no node to subscribe on",
+                            ))
+                        }));
+                    };
                     for c in &channels {
                         ps.subscribe(c).await?;
                     }
@@ -469,7 +570,8 @@ impl KvBackend for RedisBackend {
     }
 
     async fn info(&self) -> Result<ServerInfo> {
-        let text: String = self.kv_cmd("INFO", redis::cmd("INFO")).await?;
+        let texts = self.info_of_masters().await?;
+        // DBSIZE on a cluster is summed over its masters (redis-rs asks each).
         let keys: u64 = self.kv_cmd("DBSIZE", redis::cmd("DBSIZE")).await?;
         // `save` tells whether snapshots are configured; managed Redis may refuse CONFIG, then
         // whether any snapshot was taken since start is the best sign.
@@ -480,11 +582,26 @@ impl KvBackend for RedisBackend {
             )
             .await
             .ok();
-        let f = info_fields(&text);
-        let n = |k: &str| {
-            f.get(k)
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0)
+        let all: Vec<_> = texts.iter().map(|t| info_fields(t)).collect();
+        let f = all.first().cloned().unwrap_or_default();
+        // Amounts are summed over a cluster's masters; the rest is the first master's.
+        let n = |k: &str| -> u64 {
+            let each = all.iter().map(|f| {
+                f.get(k)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            });
+            match k {
+                "used_memory"
+                | "maxmemory"
+                | "keyspace_hits"
+                | "keyspace_misses"
+                | "instantaneous_ops_per_sec"
+                | "connected_clients"
+                | "rdb_changes_since_last_save" => each.sum(),
+                "uptime_in_seconds" => each.min().unwrap_or(0),
+                _ => each.take(1).sum(),
+            }
         };
         let server = if f.contains_key("valkey_version") {
             format!("valkey {}", f.get("valkey_version").unwrap_or(&""))

@@ -28,6 +28,7 @@
 //!   ARGV and return value, loaded with `include_str!`.
 
 mod circuit;
+pub mod conn;
 mod convert;
 mod kv;
 mod queue;
@@ -76,39 +77,21 @@ impl std::fmt::Debug for RedisSettings {
 /// The URL with any password (and secret query parameter) replaced by `***`.
 pub use keel_core::secrets::redact_url;
 
-/// The error for a Redis Cluster: not supported yet (bad configuration, exit 2).
-pub(crate) fn cluster_unsupported(url: &str) -> Error {
-    Error::invalid(
-        "REDIS_URL",
-        format!(
-            "{} is a Redis Cluster; Keel does not support Redis Cluster yet: point REDIS_URL at a standalone Redis (or a primary with replicas)",
-            redact_url(url)
-        ),
-    )
+/// Checks a Redis URL's form: one node (`redis://`, `rediss://`) or a Redis Cluster by its
+/// seeds (`redis+cluster://host:port,host:port`, `rediss+cluster://…`); see
+/// [`keel_core::redis_url`].
+pub fn check_url(url: &str) -> std::result::Result<(), String> {
+    keel_core::redis_url::parse(url).map(|_| ())
 }
 
-/// Checks a Redis URL's form: `redis://` or `rediss://` and one host. The forms that name a
-/// Redis Cluster (`redis+cluster://`, several comma-separated hosts) are refused with a
-/// message saying Cluster is not supported yet.
-pub fn check_url(url: &str) -> std::result::Result<(), String> {
-    let scheme = url.split("://").next().unwrap_or("");
-    let hosts = url
-        .split("://")
-        .nth(1)
-        .unwrap_or("")
-        .split('/')
-        .next()
-        .unwrap_or("");
-    if scheme.contains("cluster") || hosts.contains(',') {
-        return Err(
-            "names a Redis Cluster; Keel does not support Redis Cluster yet: use a standalone Redis"
-                .into(),
-        );
-    }
-    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        return Err("must start with redis:// or rediss://".into());
-    }
-    Ok(())
+/// The error for a queue on BullMQ's engine on a Redis Cluster (not supported yet).
+pub(crate) fn bullmq_on_cluster(queue: &str) -> Error {
+    Error::invalid(
+        "engine",
+        format!(
+            "queue {queue} runs on BullMQ's engine, which Keel does not run on a Redis Cluster yet (its keys would span slots): set engine = \"keel\" for the queues of a cluster"
+        ),
+    )
 }
 
 /// The Redis backend: one multiplexed connection shared by every queue handle of the process;
@@ -122,6 +105,8 @@ struct Inner {
     settings: RedisSettings,
     conn_opts: RedisConnectionOptions,
     conn: RedisConnection,
+    /// A Redis Cluster's seed nodes (empty on one node).
+    cluster_seeds: Vec<String>,
     /// Queue handles by name. `std::sync::Mutex`: looked up and inserted without awaiting.
     queues: Mutex<HashMap<String, Arc<BullQueue>>>,
     /// The toolkit's latency samples and outage logger.
@@ -150,7 +135,25 @@ impl RedisBackend {
         check_url(&settings.url).map_err(|m| {
             Error::invalid("REDIS_URL", format!("{}: {m}", redact_url(&settings.url)))
         })?;
-        let conn_opts = RedisConnectionOptions::new().url(settings.url.clone());
+        let seeds = match keel_core::redis_url::parse(&settings.url) {
+            Ok(keel_core::redis_url::RedisTarget::Cluster(seeds)) => seeds,
+            _ => Vec::new(),
+        };
+        let backend = Self::open(settings, seeds).await?;
+        if backend.inner.cluster_seeds.is_empty() && backend.is_cluster_node().await? {
+            // A node of a cluster, named by a plain URL: the cluster, through it.
+            let seeds = vec![backend.inner.settings.url.clone()];
+            return Self::open(backend.inner.settings.clone(), seeds).await;
+        }
+        Ok(backend)
+    }
+
+    async fn open(settings: RedisSettings, cluster_seeds: Vec<String>) -> Result<RedisBackend> {
+        let conn_opts = if cluster_seeds.is_empty() {
+            RedisConnectionOptions::new().url(settings.url.clone())
+        } else {
+            RedisConnectionOptions::new().cluster_nodes(cluster_seeds.clone())
+        };
         let timeout = settings.command_timeout;
         let conn = tokio::time::timeout(timeout, RedisConnection::new_managed_only(&conn_opts))
             .await
@@ -166,19 +169,18 @@ impl RedisBackend {
                 settings,
                 conn_opts,
                 conn,
+                cluster_seeds,
                 queues: Mutex::new(HashMap::new()),
                 kv: kv::KvState::default(),
                 circuit: Default::default(),
             }),
         };
         backend.ping().await?;
-        backend.refuse_cluster_node().await?;
         Ok(backend)
     }
 
-    /// Fails with a clear message when the server is a Redis Cluster node (a `MOVED` reply
-    /// would come later, mid-operation).
-    async fn refuse_cluster_node(&self) -> Result<()> {
+    /// Whether the server is a Redis Cluster node.
+    async fn is_cluster_node(&self) -> Result<bool> {
         let info: String = match self
             .cmd(
                 "reading INFO cluster",
@@ -188,13 +190,15 @@ impl RedisBackend {
         {
             Ok(i) => i,
             // INFO may be renamed or disabled on managed Redis: nothing to learn then.
-            Err(Error::Backend(_)) => return Ok(()),
+            Err(Error::Backend(_)) => return Ok(false),
             Err(e) => return Err(e),
         };
-        if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
-            return Err(cluster_unsupported(&self.inner.settings.url));
-        }
-        Ok(())
+        Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
+    }
+
+    /// Whether this backend is on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.inner.cluster_seeds.is_empty()
     }
 
     /// The settings this backend was made with.
@@ -275,6 +279,9 @@ impl RedisBackend {
 
     /// The bullmq handle of `name`, created (and its meta `version` written) on first use.
     async fn queue(&self, name: &str) -> Result<Arc<BullQueue>> {
+        if self.is_cluster() {
+            return Err(bullmq_on_cluster(name));
+        }
         if let Some(q) = self
             .inner
             .queues

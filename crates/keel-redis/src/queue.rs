@@ -451,6 +451,9 @@ impl QueueBackend for RedisBackend {
     }
 
     async fn events(&self, queue: &str) -> Result<EventStream> {
+        if self.is_cluster() {
+            return Err(crate::bullmq_on_cluster(queue));
+        }
         let opts = bullmq::QueueEventsOptions {
             connection: self.inner.conn_opts.clone(),
             prefix: self.inner.settings.prefix.clone(),

@@ -1,8 +1,12 @@
 //! The conformance suite: every queue and toolkit behaviour, run against every backend. Each
 //! test body is an `async fn(Backend)`; the `conformance!` macro generates a `memory::`, a
-//! `redis::` (BullMQ's engine) and a `native::` (Keel's own engine) test for it. Redis tests
-//! use a unique key prefix each, so they run in parallel on one Redis.
+//! `redis::` (BullMQ's engine), a `native::` (Keel's own engine) and a `cluster::` (Keel's own
+//! engine and the toolkit on a local Redis Cluster of 3 masters and 3 replicas, started once for
+//! the suite) test for it. Redis tests use a unique key prefix each, so they run in parallel on
+//! one Redis (or cluster).
 
+#[path = "../support/redis_cluster.rs"]
+mod redis_cluster;
 mod support;
 
 mod dlq;
@@ -36,6 +40,14 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     crate::$module::$name(crate::support::native().await).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::$module::$name(crate::support::cluster().await).await;
                 }
             )*
         }

@@ -42,6 +42,23 @@ pub async fn native() -> Backend {
     .with_keys(unique_keys())
 }
 
+/// Keel's own engine and the toolkit on the suite's local Redis Cluster (3 masters, 3
+/// replicas; started on first use, stopped when the test process ends), under a prefix no
+/// other test uses.
+pub async fn cluster() -> Backend {
+    let url = tokio::task::spawn_blocking(|| crate::redis_cluster::LocalCluster::shared().url())
+        .await
+        .unwrap();
+    Backend::native(RedisSettings {
+        url,
+        prefix: format!("kx-{}", uuid::Uuid::new_v4().simple()),
+        command_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("the local Redis Cluster must answer")
+    .with_keys(unique_keys())
+}
+
 /// A queue with a unique name.
 pub fn queue(b: &Backend, base: &str) -> Queue {
     Queue::new(

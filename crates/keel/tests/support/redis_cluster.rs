@@ -1,0 +1,199 @@
+//! A local Redis Cluster of the test process's own: 3 masters and 3 replicas, `redis-server`
+//! processes on spare loopback ports (never the shared 6379), made one with
+//! `redis-cli --cluster create … --cluster-replicas 1`.
+//!
+//! [`LocalCluster::shared`] starts one per test process, on first use, for the tests that only
+//! need a cluster (each under a key prefix of its own). A watchdog process stops its nodes, by
+//! their pids, when the test process ends, however it ends. [`LocalCluster::start`] makes a
+//! private one (a failover test's), stopped when dropped.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub struct LocalCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+/// Six ports whose cluster bus ports (port + 10000) are free too.
+fn spare_ports() -> Vec<u16> {
+    let mut ports = Vec::new();
+    while ports.len() < 6 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < 55_000 && !ports.contains(&p) && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+        {
+            ports.push(p);
+        }
+    }
+    ports
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli must be installed (see README)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl LocalCluster {
+    /// The process's shared cluster, started on first use.
+    pub fn shared() -> &'static LocalCluster {
+        static SHARED: OnceLock<LocalCluster> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let c = LocalCluster::start();
+            c.watch_parent();
+            c
+        })
+    }
+
+    /// Starts a cluster and waits until every node says `cluster_state:ok`.
+    pub fn start() -> LocalCluster {
+        let dir =
+            std::env::temp_dir().join(format!("keel-cluster-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports = spare_ports();
+        let mut children = Vec::new();
+        for p in &ports {
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &p.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--cluster-config-file",
+                    &format!("nodes-{p}.conf"),
+                    "--dir",
+                    dir.to_str().unwrap(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (see README)");
+            children.push(child);
+        }
+        let until = Instant::now() + Duration::from_secs(10);
+        for p in &ports {
+            while std::net::TcpStream::connect(("127.0.0.1", *p)).is_err() {
+                assert!(Instant::now() < until, "cluster node {p} did not start");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli must be installed (see README)");
+        let cluster = LocalCluster {
+            ports,
+            children,
+            dir,
+        };
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        cluster.wait_ok(Duration::from_secs(20));
+        cluster
+    }
+
+    /// Waits until every node says the cluster is ok and all slots are served.
+    pub fn wait_ok(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        loop {
+            let ok = self.ports.iter().all(|p| {
+                let info = cli(*p, &["cluster", "info"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+            });
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < until, "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis+cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// The ports of the nodes that are masters now.
+    pub fn masters(&self) -> Vec<u16> {
+        self.ports
+            .iter()
+            .copied()
+            .filter(|p| cli(*p, &["role"]).starts_with("master"))
+            .collect()
+    }
+
+    /// Runs a `redis-cli` command on one node.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        cli(port, args)
+    }
+
+    /// The pid of the node on `port`.
+    pub fn pid(&self, port: u16) -> u32 {
+        let i = self.ports.iter().position(|p| *p == port).unwrap();
+        self.children[i].id()
+    }
+
+    /// Stops the nodes when this process ends: a shell that waits for the process to go, then
+    /// kills each node by its pid and removes the nodes' directory.
+    fn watch_parent(&self) {
+        let pids: Vec<String> = self.children.iter().map(|c| c.id().to_string()).collect();
+        let script = format!(
+            "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill -9 {pids} 2>/dev/null; rm -rf '{dir}'",
+            parent = std::process::id(),
+            pids = pids.join(" "),
+            dir = self.dir.display()
+        );
+        // Not waited for: it outlives this process on purpose.
+        #[allow(clippy::zombie_processes)]
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh");
+    }
+
+    fn stop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
