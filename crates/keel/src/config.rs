@@ -8,6 +8,7 @@
 //! ```toml
 //! [redis]
 //! url = "redis://127.0.0.1:6379"   # absent (and no REDIS_URL): memory backend
+//! # cluster = ["10.0.0.1:7000", "10.0.0.2:7000"]  # or a Redis Cluster's seeds, instead of url
 //! prefix = "bull"
 //!
 //! [defaults]                        # every queue inherits these
@@ -185,6 +186,8 @@ fn default_algorithm() -> RawAlgorithm {
 #[serde(deny_unknown_fields)]
 struct RawRedis {
     url: Option<String>,
+    /// A Redis Cluster's seed nodes (`host:port` or node URLs).
+    cluster: Option<Vec<String>>,
     prefix: Option<String>,
     command_timeout_ms: Option<u64>,
 }
@@ -451,13 +454,31 @@ impl Config {
                 },
             );
         }
-        let redis_url = env("REDIS_URL").or(raw.redis.url);
+        if raw.redis.url.is_some() && raw.redis.cluster.is_some() {
+            return Err(ConfigError::invalid(
+                "redis.cluster",
+                "set either redis.url or redis.cluster (a cluster's seed nodes), not both",
+            ));
+        }
+        // A cluster's seeds (`[redis] cluster = [...]`, or `REDIS_CLUSTER_NODES`, comma
+        // separated) become the one URL form, `redis+cluster://a,b`.
+        let seeds = |key: &str, nodes: Vec<String>| {
+            keel_core::redis_url::cluster_url(&nodes).map_err(|m| ConfigError::invalid(key, m))
+        };
+        let (redis_url, key) = if let Some(url) = env("REDIS_URL") {
+            (Some(url), "REDIS_URL")
+        } else if let Some(nodes) = env("REDIS_CLUSTER_NODES") {
+            let nodes = nodes.split(',').map(|n| n.trim().to_string()).collect();
+            (
+                Some(seeds("REDIS_CLUSTER_NODES", nodes)?),
+                "REDIS_CLUSTER_NODES",
+            )
+        } else if let Some(nodes) = raw.redis.cluster {
+            (Some(seeds("redis.cluster", nodes)?), "redis.cluster")
+        } else {
+            (raw.redis.url, "redis.url")
+        };
         if let Some(url) = &redis_url {
-            let key = if env("REDIS_URL").is_some() {
-                "REDIS_URL"
-            } else {
-                "redis.url"
-            };
             check_redis_url(url).map_err(|m| ConfigError::invalid(key, m))?;
         }
         let prefix = env("REDIS_KEY_PREFIX")
@@ -969,6 +990,27 @@ remove_on_complete = 10
         let err =
             Config::parse("[queues.x]\nremove_on_fail = { agee = 1 }\n", &no_env).unwrap_err();
         assert!(err.to_string().contains("remove_on_fail"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_is_named_by_its_seeds_in_the_file_or_the_env() {
+        let c = Config::parse(
+            "[redis]\ncluster = [\"127.0.0.1:7000\", \"redis://127.0.0.1:7001\"]\n",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            c.redis_url.as_deref(),
+            Some("redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
+        );
+        let env = |k: &str| (k == "REDIS_CLUSTER_NODES").then(|| "a:1, b:2".to_string());
+        let c = Config::parse("", &env).unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis+cluster://a:1,b:2"));
+        let both = "[redis]\nurl = \"redis://a:1\"\ncluster = [\"b:2\"]\n";
+        let err = Config::parse(both, &no_env).unwrap_err();
+        assert!(err.to_string().contains("redis.cluster"), "{err}");
+        let err = Config::parse("[redis]\ncluster = []\n", &no_env).unwrap_err();
+        assert!(err.to_string().contains("redis.cluster"), "{err}");
     }
 
     #[test]

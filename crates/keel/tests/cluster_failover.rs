@@ -1,0 +1,163 @@
+//! A master of a Redis Cluster fails over while a queue on Keel's engine is being fed and
+//! processed: the queue's master hands its slots to its replica (`CLUSTER FAILOVER` on the
+//! replica), the clients follow the new slot map, and every job whose add was answered runs
+//! (a batch taken by a cycle whose reply was lost runs once its lease expires).
+//! On a private local cluster (3 masters, 3 replicas), stopped when the test ends.
+
+#[path = "support/redis_cluster.rs"]
+mod redis_cluster;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keel::backend::RedisSettings;
+use keel::{handler_fn, Backend, JobOptions, KeepJobs, Queue};
+use redis_cluster::LocalCluster;
+use serde_json::json;
+
+/// The master serving `slot` now and one of its replicas, by port.
+fn master_and_replica(c: &LocalCluster, slot: u16) -> (u16, u16) {
+    let nodes = c.cli(c.ports[0], &["cluster", "nodes"]);
+    let lines: Vec<Vec<&str>> = nodes.lines().map(|l| l.split(' ').collect()).collect();
+    let port_of = |f: &[&str]| -> u16 {
+        f[1].split('@')
+            .next()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let master = lines
+        .iter()
+        .find(|f| {
+            f[2].contains("master")
+                && f[8..].iter().any(|r| {
+                    let (a, b) = r.split_once('-').unwrap_or((r, r));
+                    matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+                })
+        })
+        .expect("a master serves the slot");
+    let replica = lines
+        .iter()
+        .find(|f| f[2].contains("slave") && f[3] == master[0])
+        .expect("the master has a replica");
+    (port_of(master), port_of(replica))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_failover_during_processing_loses_no_job() {
+    let cluster = tokio::task::spawn_blocking(LocalCluster::start)
+        .await
+        .unwrap();
+    let backend = Backend::native(RedisSettings {
+        url: cluster.url(),
+        prefix: "kfo".into(),
+        command_timeout: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let q = Queue::new(&backend, "orders").unwrap();
+    let ran = Arc::new(Mutex::new(HashSet::new()));
+    let seen = ran.clone();
+    // A cycle whose reply the failover cut off took its jobs under a lease nobody renews: they
+    // run again once it expires (at-least-once), here within seconds.
+    let worker = q
+        .worker()
+        .concurrency(20)
+        .lock_duration(Duration::from_secs(2))
+        .stalled_interval(Duration::from_secs(1))
+        .fallback(handler_fn(move |ctx| {
+            let seen = seen.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                seen.lock().unwrap().insert(ctx.job.id.clone());
+                Ok(json!(null))
+            }
+        }))
+        .start()
+        .await
+        .unwrap();
+    // A producer adds jobs one at a time the whole while, retrying an add that failed (as a
+    // caller does): every add that was answered is a job that must run.
+    let producer = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            let mut added = Vec::new();
+            let mut failures = 0;
+            for i in 0..3000 {
+                let opts = JobOptions {
+                    job_id: Some(format!("o-{i}")),
+                    remove_on_complete: Some(KeepJobs::remove_all()),
+                    ..Default::default()
+                };
+                loop {
+                    match q.add("order", json!({ "i": i }), opts.clone()).await {
+                        Ok(job) => {
+                            added.push(job.id);
+                            break;
+                        }
+                        Err(_) => {
+                            failures += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                if i % 100 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            (added, failures)
+        })
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    while ran.lock().unwrap().len() < 600 {
+        assert!(Instant::now() < until, "processing did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every key of the queue shares the tag `{orders}`: its slot is that of "orders".
+    let slot: u16 = cluster
+        .cli(cluster.ports[0], &["cluster", "keyslot", "orders"])
+        .trim()
+        .parse()
+        .unwrap();
+    let (master, replica) = master_and_replica(&cluster, slot);
+    let answer = cluster.cli(replica, &["cluster", "failover"]);
+    assert!(
+        answer.trim() == "OK",
+        "CLUSTER FAILOVER answered {answer:?}"
+    );
+    let until = Instant::now() + Duration::from_secs(20);
+    while master_and_replica(&cluster, slot).0 != replica {
+        assert!(Instant::now() < until, "the replica did not take over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(master, replica);
+    let (added, failures) = producer.await.unwrap();
+    assert_eq!(added.len(), 3000);
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing = {
+            let ran = ran.lock().unwrap();
+            added.iter().filter(|id| !ran.contains(*id)).count()
+        };
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "{missing} answered adds never ran ({failures} adds failed and were retried)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counts = q.counts().await.unwrap();
+    assert_eq!(
+        (counts.waiting, counts.active, counts.delayed),
+        (0, 0, 0),
+        "{counts:?}"
+    );
+    worker.close(Duration::from_secs(5)).await.unwrap();
+    drop(cluster);
+}
