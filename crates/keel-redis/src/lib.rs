@@ -84,16 +84,6 @@ pub fn check_url(url: &str) -> std::result::Result<(), String> {
     keel_core::redis_url::parse(url).map(|_| ())
 }
 
-/// The error for a queue on BullMQ's engine on a Redis Cluster (not supported yet).
-pub(crate) fn bullmq_on_cluster(queue: &str) -> Error {
-    Error::invalid(
-        "engine",
-        format!(
-            "queue {queue} runs on BullMQ's engine, which Keel does not run on a Redis Cluster yet (its keys would span slots): set engine = \"keel\" for the queues of a cluster"
-        ),
-    )
-}
-
 /// The Redis backend: one multiplexed connection shared by every queue handle of the process;
 /// each worker gets its own connections from bullmq (a blocking one for fetching).
 #[derive(Clone)]
@@ -201,6 +191,27 @@ impl RedisBackend {
         !self.inner.cluster_seeds.is_empty()
     }
 
+    /// The name BullMQ knows the queue by: on a Redis Cluster `{queue}`, so that every key of
+    /// the queue (`bull:{queue}:wait`, `…:meta`, …) shares one hash tag and so one slot (and
+    /// queues spread over the masters); on one node the queue's own name.
+    pub fn bull_name(&self, queue: &str) -> String {
+        if self.is_cluster() {
+            format!("{{{queue}}}")
+        } else {
+            queue.to_string()
+        }
+    }
+
+    /// The queue a BullMQ name names (the inverse of [`Self::bull_name`]); on a cluster `None`
+    /// for a name without the tag (not one of Keel's queues there).
+    pub(crate) fn keel_name<'a>(&self, bull: &'a str) -> Option<&'a str> {
+        if self.is_cluster() {
+            bull.strip_prefix('{').and_then(|n| n.strip_suffix('}'))
+        } else {
+            Some(bull)
+        }
+    }
+
     /// The settings this backend was made with.
     pub fn settings(&self) -> &RedisSettings {
         &self.inner.settings
@@ -279,9 +290,6 @@ impl RedisBackend {
 
     /// The bullmq handle of `name`, created (and its meta `version` written) on first use.
     async fn queue(&self, name: &str) -> Result<Arc<BullQueue>> {
-        if self.is_cluster() {
-            return Err(bullmq_on_cluster(name));
-        }
         if let Some(q) = self
             .inner
             .queues
@@ -297,7 +305,7 @@ impl RedisBackend {
         let q = self
             .bounded(
                 "opening queue",
-                BullQueue::with_connection(name, self.inner.conn.clone(), opts),
+                BullQueue::with_connection(&self.bull_name(name), self.inner.conn.clone(), opts),
             )
             .await?;
         // Only when no client wrote one: Node BullMQ 5's `bullmq:5.…` tells Keel the queue is
@@ -334,7 +342,11 @@ impl RedisBackend {
         {
             return Ok(false);
         }
-        let meta = format!("{}:{name}:meta", self.inner.settings.prefix);
+        let meta = format!(
+            "{}:{}:meta",
+            self.inner.settings.prefix,
+            self.bull_name(name)
+        );
         let exists: bool = self
             .cmd(
                 "looking for a queue",
@@ -369,7 +381,10 @@ impl RedisBackend {
         let mut jobs = Vec::new();
         for id in ids.into_iter().skip(offset).take(limit) {
             if let Some(j) = self.bounded("reading a job", q.get_job(&id)).await? {
-                jobs.push(from_bull_job(q.name(), &j));
+                jobs.push(from_bull_job(
+                    self.keel_name(q.name()).unwrap_or(q.name()),
+                    &j,
+                ));
             }
         }
         Ok(jobs)
@@ -382,10 +397,18 @@ impl RedisBackend {
             let id = scripts::add_standard(self, q.keys(), &job, timestamp).await?;
             if custom {
                 if let Some(stored) = self.bounded("reading a job", q.get_job(&id)).await? {
-                    return Ok(from_bull_job(q.name(), &stored));
+                    return Ok(from_bull_job(
+                        self.keel_name(q.name()).unwrap_or(q.name()),
+                        &stored,
+                    ));
                 }
             }
-            return Ok(Job::added(id, q.name(), job, timestamp));
+            return Ok(Job::added(
+                id,
+                self.keel_name(q.name()).unwrap_or(q.name()),
+                job,
+                timestamp,
+            ));
         }
         let jitter = job.opts.backoff.clone().filter(|b| b.jitter > 0.0);
         let opts = convert::to_bull_opts(&job.opts);
@@ -402,10 +425,16 @@ impl RedisBackend {
             // The id may belong to an existing job (custom id or held deduplication id): BullMQ
             // then returns that id without writing, so read back what is stored.
             if let Some(stored) = self.bounded("reading a job", q.get_job(added.id())).await? {
-                return Ok(from_bull_job(q.name(), &stored));
+                return Ok(from_bull_job(
+                    self.keel_name(q.name()).unwrap_or(q.name()),
+                    &stored,
+                ));
             }
         }
-        Ok(from_bull_job(q.name(), &added))
+        Ok(from_bull_job(
+            self.keel_name(q.name()).unwrap_or(q.name()),
+            &added,
+        ))
     }
 }
 

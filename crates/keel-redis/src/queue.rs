@@ -442,6 +442,7 @@ impl QueueBackend for RedisBackend {
                 key.strip_prefix(&format!("{prefix}:"))
                     .and_then(|k| k.strip_suffix(":meta"))
                     .filter(|name| !name.contains(':'))
+                    .and_then(|name| self.keel_name(name))
                     .map(str::to_string)
             })
             .collect();
@@ -451,9 +452,6 @@ impl QueueBackend for RedisBackend {
     }
 
     async fn events(&self, queue: &str) -> Result<EventStream> {
-        if self.is_cluster() {
-            return Err(crate::bullmq_on_cluster(queue));
-        }
         let opts = bullmq::QueueEventsOptions {
             connection: self.inner.conn_opts.clone(),
             prefix: self.inner.settings.prefix.clone(),
@@ -463,7 +461,7 @@ impl QueueBackend for RedisBackend {
         let events = self
             .bounded(
                 "subscribing to events",
-                bullmq::QueueEvents::with_options(queue, opts),
+                bullmq::QueueEvents::with_options(&self.bull_name(queue), opts),
             )
             .await?;
         let events = Arc::new(events);
@@ -493,7 +491,7 @@ impl QueueBackend for RedisBackend {
         // Make sure the queue meta (with `version`) exists before the worker runs.
         self.queue(queue).await?;
         let handle = worker::start(
-            queue,
+            (queue, &self.bull_name(queue)),
             &self.inner.settings,
             &self.inner.conn_opts,
             &self.inner.conn,

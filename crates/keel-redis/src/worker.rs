@@ -36,8 +36,10 @@ pub(crate) struct RedisWorker {
     pump: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
+/// Starts a bullmq worker on `queue`: (Keel's name, BullMQ's name; see
+/// [`crate::RedisBackend::bull_name`]).
 pub(crate) async fn start(
-    queue: &str,
+    (queue, bull_name): (&str, &str),
     settings: &RedisSettings,
     conn_opts: &RedisConnectionOptions,
     conn: &RedisConnection,
@@ -46,7 +48,7 @@ pub(crate) async fn start(
     sink: WorkerEventSink,
 ) -> Result<RedisWorker> {
     let verdicts: Verdicts = Arc::new(Mutex::new(HashMap::new()));
-    let keys = QueueKeys::new(queue, Some(&settings.prefix));
+    let keys = QueueKeys::new(bull_name, Some(&settings.prefix));
     let wrapped = wrap(
         queue.to_string(),
         conn.clone(),
@@ -76,7 +78,7 @@ pub(crate) async fn start(
     }
     let worker = tokio::time::timeout(
         settings.command_timeout,
-        bullmq::Worker::with_options(queue, wrapped, bull),
+        bullmq::Worker::with_options(bull_name, wrapped, bull),
     )
     .await
     .map_err(|_| {

@@ -1,8 +1,8 @@
 //! The conformance suite: every queue and toolkit behaviour, run against every backend. Each
 //! test body is an `async fn(Backend)`; the `conformance!` macro generates a `memory::`, a
-//! `redis::` (BullMQ's engine), a `native::` (Keel's own engine) and a `cluster::` (Keel's own
+//! `redis::` (BullMQ's engine), a `native::` (Keel's own engine), a `cluster::` (Keel's own
 //! engine and the toolkit on a local Redis Cluster of 3 masters and 3 replicas, started once for
-//! the suite) test for it. Redis tests use a unique key prefix each, so they run in parallel on
+//! the suite) and a `cluster_bullmq::` (BullMQ's engine on that cluster) test for it. Redis tests use a unique key prefix each, so they run in parallel on
 //! one Redis (or cluster).
 
 #[path = "../support/redis_cluster.rs"]
@@ -48,6 +48,14 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     crate::$module::$name(crate::support::cluster().await).await;
+                }
+            )*
+        }
+        mod cluster_bullmq {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::$module::$name(crate::support::cluster_bullmq().await).await;
                 }
             )*
         }

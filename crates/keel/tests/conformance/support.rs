@@ -42,21 +42,33 @@ pub async fn native() -> Backend {
     .with_keys(unique_keys())
 }
 
-/// Keel's own engine and the toolkit on the suite's local Redis Cluster (3 masters, 3
-/// replicas; started on first use, stopped when the test process ends), under a prefix no
-/// other test uses.
-pub async fn cluster() -> Backend {
+/// The suite's local Redis Cluster (3 masters, 3 replicas; started on first use, stopped when
+/// the test process ends), under a prefix no other test uses.
+async fn cluster_settings(prefix: &str) -> RedisSettings {
     let url = tokio::task::spawn_blocking(|| crate::redis_cluster::LocalCluster::shared().url())
         .await
         .unwrap();
-    Backend::native(RedisSettings {
+    RedisSettings {
         url,
-        prefix: format!("kx-{}", uuid::Uuid::new_v4().simple()),
+        prefix: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
         command_timeout: Duration::from_secs(5),
-    })
-    .await
-    .expect("the local Redis Cluster must answer")
-    .with_keys(unique_keys())
+    }
+}
+
+/// Keel's own engine and the toolkit on the suite's local Redis Cluster.
+pub async fn cluster() -> Backend {
+    Backend::native(cluster_settings("kx").await)
+        .await
+        .expect("the local Redis Cluster must answer")
+        .with_keys(unique_keys())
+}
+
+/// BullMQ's engine and the toolkit on the suite's local Redis Cluster.
+pub async fn cluster_bullmq() -> Backend {
+    Backend::redis(cluster_settings("kb").await)
+        .await
+        .expect("the local Redis Cluster must answer")
+        .with_keys(unique_keys())
 }
 
 /// A queue with a unique name.
