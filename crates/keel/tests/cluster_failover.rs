@@ -59,10 +59,25 @@ async fn a_master_failover_under_bullmqs_engine_loses_no_job() {
     failover(false).await;
 }
 
+/// One failover test at a time: two clusters beside each other on 2 cores slow the nodes.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The cluster's configuration epoch, as one node sees it (each failover raises it).
+fn epoch(c: &LocalCluster) -> String {
+    c.cli(c.ports[0], &["cluster", "info"])
+        .lines()
+        .find_map(|l| l.strip_prefix("cluster_current_epoch:"))
+        .unwrap_or("?")
+        .trim()
+        .to_string()
+}
+
 async fn failover(keels_engine: bool) {
+    let _one = ONE_AT_A_TIME.lock().await;
     let cluster = tokio::task::spawn_blocking(LocalCluster::start)
         .await
         .unwrap();
+    let epoch_before = epoch(&cluster);
     let settings = RedisSettings {
         url: cluster.url(),
         prefix: "kfo".into(),
@@ -110,6 +125,12 @@ async fn failover(keels_engine: bool) {
                 loop {
                     match q.add("order", json!({ "i": i }), opts.clone()).await {
                         Ok(job) => {
+                            // The answer is this add's (not another call's).
+                            assert_eq!(
+                                job.id,
+                                format!("o-{i}"),
+                                "the add of o-{i} answered {job:?}"
+                            );
                             added.push(job.id);
                             break;
                         }
@@ -169,10 +190,18 @@ async fn failover(keels_engine: bool) {
             for id in &missing {
                 states.push((id.clone(), q.job_state(id).await.ok().flatten()));
             }
+            let logs = format!(
+                "old master {master}:\n{}\nreplica {replica}:\n{}",
+                cluster.log_tail(master, 40),
+                cluster.log_tail(replica, 40)
+            );
             panic!(
-                "{} answered adds never ran ({failures} adds failed and were retried): {states:?}, {:?}",
+                "{} answered adds never ran ({failures} adds failed and were retried): {states:?}, {:?}; \
+                 cluster epoch {epoch_before} -> {} (more than one step: a failover besides ours, \
+                 which drops unreplicated writes)\n{logs}",
                 missing.len(),
-                q.counts().await
+                q.counts().await,
+                epoch(&cluster)
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -74,12 +74,16 @@ impl LocalCluster {
                     "no",
                     "--cluster-enabled",
                     "yes",
+                    // Long enough that a node slowed by a busy 2-core machine is not failed over
+                    // (an automatic failover drops the writes not yet replicated, by design).
                     "--cluster-node-timeout",
-                    "1000",
+                    "5000",
                     "--cluster-config-file",
                     &format!("nodes-{p}.conf"),
                     "--dir",
                     dir.to_str().unwrap(),
+                    "--logfile",
+                    &format!("node-{p}.log"),
                 ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -116,13 +120,22 @@ impl LocalCluster {
         cluster
     }
 
-    /// Waits until every node says the cluster is ok and all slots are served.
+    /// Waits until every node says the cluster is ok, all slots are served and every replica
+    /// is attached.
     pub fn wait_ok(&self, limit: Duration) {
         let until = Instant::now() + limit;
         loop {
+            // Every node sees the cluster ok, every slot served, and every replica attached.
             let ok = self.ports.iter().all(|p| {
                 let info = cli(*p, &["cluster", "info"]);
-                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+                let nodes = cli(*p, &["cluster", "nodes"]);
+                info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_ok:16384")
+                    && nodes
+                        .lines()
+                        .filter(|l| l.split(' ').nth(2).is_some_and(|f| f.contains("slave")))
+                        .count()
+                        == self.ports.len() / 2
             });
             if ok {
                 return;
@@ -154,6 +167,14 @@ impl LocalCluster {
     /// Runs a `redis-cli` command on one node.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
         cli(port, args)
+    }
+
+    /// The last `n` lines of the log of the node on `port`.
+    pub fn log_tail(&self, port: u16, n: usize) -> String {
+        let text =
+            std::fs::read_to_string(self.dir.join(format!("node-{port}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// The pid of the node on `port`.
