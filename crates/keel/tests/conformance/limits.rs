@@ -1,6 +1,6 @@
 //! Queue-wide limits, across all workers: the rate limit and the global concurrency.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,7 @@ pub async fn rate_limit_spaces_jobs(b: Backend) {
 /// Two workers of 4 slots each on a queue whose jobs take 60 ms; runs `n` jobs and returns the
 /// most that ran at once, and how long they all took from their add.
 async fn most_at_once(q: &keel::Queue, n: u64) -> (usize, Duration) {
-    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (handler, most) = peak_counting(60);
     let before = q.counts().await.unwrap().completed;
     let started = Instant::now();
     q.add_bulk((0..n).map(|i| keel::NewJob::new("g", json!(i))).collect())
@@ -58,20 +58,10 @@ async fn most_at_once(q: &keel::Queue, n: u64) -> (usize, Duration) {
         .unwrap();
     let mut workers: Vec<Worker> = Vec::new();
     for _ in 0..2 {
-        let (now, most) = (now.clone(), most.clone());
         let w = q
             .worker()
             .concurrency(4)
-            .fallback(handler_fn(move |_| {
-                let (now, most) = (now.clone(), most.clone());
-                async move {
-                    let at = now.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(at, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(60)).await;
-                    now.fetch_sub(1, Ordering::SeqCst);
-                    Ok(json!(null))
-                }
-            }))
+            .fallback(handler.clone())
             .start()
             .await
             .unwrap();

@@ -381,22 +381,11 @@ pub async fn concurrency_is_bounded_and_reached(b: Backend) {
     let q = queue(&b, "conc");
     let jobs = (0..12).map(|i| keel::NewJob::new("c", json!(i))).collect();
     q.add_bulk(jobs).await.unwrap();
-    let now = Arc::new(AtomicUsize::new(0));
-    let peak = Arc::new(AtomicUsize::new(0));
-    let (n2, p2) = (now.clone(), peak.clone());
+    let (handler, peak) = peak_counting(100);
     let w = q
         .worker()
         .concurrency(4)
-        .fallback(handler_fn(move |_| {
-            let (n, p) = (n2.clone(), p2.clone());
-            async move {
-                let cur = n.fetch_add(1, Ordering::SeqCst) + 1;
-                p.fetch_max(cur, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                n.fetch_sub(1, Ordering::SeqCst);
-                Ok(json!(null))
-            }
-        }))
+        .fallback(handler)
         .start()
         .await
         .unwrap();

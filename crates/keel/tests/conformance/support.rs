@@ -1,10 +1,12 @@
 //! Helpers shared by the conformance tests.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel::backend::RedisSettings;
-use keel::{Backend, Queue};
+use keel::{handler_fn, Backend, Processor, Queue};
 
 /// A key space no other test uses, for the toolkit's keys.
 pub fn unique_keys() -> keel::Keys {
@@ -114,3 +116,21 @@ pub async fn wait_state(q: &Queue, id: &str, state: keel::JobState) -> keel::Job
 /// Short lock settings so Redis stall recovery happens within a test.
 pub const SHORT_LOCK: Duration = Duration::from_millis(1000);
 pub const SHORT_STALL_CHECK: Duration = Duration::from_millis(500);
+
+/// A handler whose jobs take `ms` each, and the most of them that ran at once (across every
+/// worker it is given to).
+pub fn peak_counting(ms: u64) -> (Processor, Arc<AtomicUsize>) {
+    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let p = peak.clone();
+    let handler = handler_fn(move |_| {
+        let (now, peak) = (now.clone(), p.clone());
+        async move {
+            let at = now.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(at, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            Ok(serde_json::Value::Null)
+        }
+    });
+    (handler, peak)
+}
