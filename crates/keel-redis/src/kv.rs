@@ -13,7 +13,6 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bullmq::redis_connection::AnyConnection;
 use futures::StreamExt;
 use keel_core::{
     BackendKind, Error, KvBackend, PubSubMessage, RateAlgorithm, RateOutcome, Result, ServerInfo,
@@ -112,7 +111,7 @@ fn ms(d: Duration) -> u64 {
 
 impl RedisBackend {
     /// Runs one toolkit call: bounded by the command timeout, timed, outages logged once.
-    async fn kv_call<T, F>(&self, what: &str, fut: F) -> Result<T>
+    pub(crate) async fn kv_call<T, F>(&self, what: &str, fut: F) -> Result<T>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
@@ -127,7 +126,11 @@ impl RedisBackend {
         result
     }
 
-    async fn kv_cmd<T: redis::FromRedisValue>(&self, what: &str, cmd: redis::Cmd) -> Result<T> {
+    pub(crate) async fn kv_cmd<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        cmd: redis::Cmd,
+    ) -> Result<T> {
         let mut conn = self.inner.conn.connection();
         self.kv_call(what, async move { cmd.query_async::<T>(&mut conn).await })
             .await
@@ -155,65 +158,6 @@ impl RedisBackend {
     /// Runs the trivial script once (benchmark baseline).
     pub async fn eval_trivial(&self) -> Result<i64> {
         self.kv_script("EVALSHA", &TRIVIAL_SCRIPT, &[], &[]).await
-    }
-
-    /// `INFO` of every master (one text on one node).
-    async fn info_of_masters(&self) -> Result<Vec<String>> {
-        let mut texts = Vec::new();
-        for target in self.scan_targets().await? {
-            let text: String = match (self.inner.conn.connection(), &target) {
-                (AnyConnection::Cluster(mut c), Some(addr)) => {
-                    let v = self
-                        .kv_call("INFO", async move {
-                            crate::conn::on_node(&mut c, addr, &redis::cmd("INFO")).await
-                        })
-                        .await?;
-                    redis::from_redis_value(v).map_err(|e| Error::Backend(format!("INFO: {e}")))?
-                }
-                _ => self.kv_cmd("INFO", redis::cmd("INFO")).await?,
-            };
-            texts.push(text);
-        }
-        Ok(texts)
-    }
-
-    /// Where a `SCAN` must run to see every key: each master of a cluster (`Some`), or the one
-    /// server (`None`).
-    pub(crate) async fn scan_targets(&self) -> Result<Vec<Option<(String, u16)>>> {
-        let AnyConnection::Cluster(mut c) = self.inner.conn.connection() else {
-            return Ok(vec![None]);
-        };
-        let masters = self
-            .kv_call("CLUSTER SHARDS", crate::conn::masters(&mut c))
-            .await?;
-        Ok(masters.into_iter().map(Some).collect())
-    }
-
-    /// One `SCAN` step on `target` (see [`Self::scan_targets`]).
-    async fn scan_batch(
-        &self,
-        target: &Option<(String, u16)>,
-        cursor: u64,
-        pattern: &str,
-    ) -> Result<(u64, Vec<String>)> {
-        let cmd = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .to_owned();
-        match (self.inner.conn.connection(), target) {
-            (AnyConnection::Cluster(mut c), Some(addr)) => {
-                let v = self
-                    .kv_call("SCAN", async move {
-                        crate::conn::on_node(&mut c, addr, &cmd).await
-                    })
-                    .await?;
-                redis::from_redis_value(v).map_err(|e| Error::Backend(format!("SCAN: {e}")))
-            }
-            _ => self.kv_cmd("SCAN", cmd).await,
-        }
     }
 }
 
@@ -429,40 +373,15 @@ impl KvBackend for RedisBackend {
 
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<u64> {
         let cmd = redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
-        // On a cluster every node passes a publish on to its subscribers, but counts only its
-        // own: publishes go to the node subscriptions are made on (the first seed that
-        // answers, see `subscribe`), so the count is this deployment's receivers.
-        if let AnyConnection::Cluster(mut c) = self.inner.conn.connection() {
-            // A seed that is down is skipped (not an outage: the cluster routes the publish).
-            let timeout = self.inner.settings.command_timeout;
-            for addr in self
-                .inner
-                .cluster_seeds
-                .iter()
-                .filter_map(|s| crate::conn::node_addr(s))
-            {
-                let sent = tokio::time::timeout(timeout, crate::conn::on_node(&mut c, &addr, &cmd));
-                if let Ok(Ok(v)) = sent.await {
-                    return redis::from_redis_value(v)
-                        .map_err(|e| Error::Backend(format!("PUBLISH: {e}")));
-                }
-            }
+        if let Some(sent) = self.publish_on_first_seed(&cmd).await {
+            return sent;
         }
         self.kv_cmd("PUBLISH", cmd).await
     }
 
     async fn subscribe(&self, channels: &[String], patterns: &[String]) -> Result<Subscription> {
-        // On a cluster, a subscription on any one node hears every node's publishes (the
-        // cluster bus carries them): the seeds are tried in turn, each (re)connect.
-        let clients: Vec<redis::Client> = match self.inner.conn.try_client() {
-            Some(c) => vec![c.clone()],
-            None => self
-                .inner
-                .cluster_seeds
-                .iter()
-                .filter_map(|s| redis::Client::open(s.as_str()).ok())
-                .collect(),
-        };
+        // Tried in turn, each (re)connect (on a cluster, the seeds).
+        let clients = self.pubsub_clients();
         let timeout = self.inner.settings.command_timeout;
         let url = redact_url(&self.inner.settings.url);
         let (channels, patterns) = (channels.to_vec(), patterns.to_vec());

@@ -28,6 +28,7 @@
 //!   ARGV and return value, loaded with `include_str!`.
 
 mod circuit;
+mod cluster;
 pub mod conn;
 mod convert;
 mod kv;
