@@ -78,6 +78,10 @@ impl LocalCluster {
                     // (an automatic failover drops the writes not yet replicated, by design).
                     "--cluster-node-timeout",
                     "5000",
+                    // A replica's first full sync at once, not after the default 5 s wait for
+                    // other replicas (a test may fail a master over right after the start).
+                    "--repl-diskless-sync-delay",
+                    "0",
                     "--cluster-config-file",
                     &format!("nodes-{p}.conf"),
                     "--dir",
@@ -121,7 +125,7 @@ impl LocalCluster {
     }
 
     /// Waits until every node says the cluster is ok, all slots are served and every replica
-    /// is attached.
+    /// is attached and synced.
     pub fn wait_ok(&self, limit: Duration) {
         let until = Instant::now() + limit;
         loop {
@@ -137,6 +141,15 @@ impl LocalCluster {
                         .count()
                         == self.ports.len() / 2
             });
+            // And every replica's first sync done: a master failed over before its replica
+            // synced hands its slots to an empty node.
+            let ok = ok
+                && self.ports.iter().all(|p| {
+                    let repl = cli(*p, &["info", "replication"]);
+                    repl.contains("role:master")
+                        || (repl.contains("master_link_status:up")
+                            && repl.contains("master_sync_in_progress:0"))
+                });
             if ok {
                 return;
             }
