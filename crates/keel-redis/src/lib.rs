@@ -203,6 +203,11 @@ impl RedisBackend {
         }
     }
 
+    /// Keel's name of the queue behind a bullmq handle.
+    fn queue_of<'a>(&self, q: &'a BullQueue) -> &'a str {
+        self.keel_name(q.name()).unwrap_or(q.name())
+    }
+
     /// The queue a BullMQ name names (the inverse of [`Self::bull_name`]); on a cluster `None`
     /// for a name without the tag (not one of Keel's queues there).
     pub(crate) fn keel_name<'a>(&self, bull: &'a str) -> Option<&'a str> {
@@ -382,10 +387,7 @@ impl RedisBackend {
         let mut jobs = Vec::new();
         for id in ids.into_iter().skip(offset).take(limit) {
             if let Some(j) = self.bounded("reading a job", q.get_job(&id)).await? {
-                jobs.push(from_bull_job(
-                    self.keel_name(q.name()).unwrap_or(q.name()),
-                    &j,
-                ));
+                jobs.push(from_bull_job(self.queue_of(q), &j));
             }
         }
         Ok(jobs)
@@ -398,18 +400,10 @@ impl RedisBackend {
             let id = scripts::add_standard(self, q.keys(), &job, timestamp).await?;
             if custom {
                 if let Some(stored) = self.bounded("reading a job", q.get_job(&id)).await? {
-                    return Ok(from_bull_job(
-                        self.keel_name(q.name()).unwrap_or(q.name()),
-                        &stored,
-                    ));
+                    return Ok(from_bull_job(self.queue_of(q), &stored));
                 }
             }
-            return Ok(Job::added(
-                id,
-                self.keel_name(q.name()).unwrap_or(q.name()),
-                job,
-                timestamp,
-            ));
+            return Ok(Job::added(id, self.queue_of(q), job, timestamp));
         }
         let jitter = job.opts.backoff.clone().filter(|b| b.jitter > 0.0);
         let opts = convert::to_bull_opts(&job.opts);
@@ -426,16 +420,10 @@ impl RedisBackend {
             // The id may belong to an existing job (custom id or held deduplication id): BullMQ
             // then returns that id without writing, so read back what is stored.
             if let Some(stored) = self.bounded("reading a job", q.get_job(added.id())).await? {
-                return Ok(from_bull_job(
-                    self.keel_name(q.name()).unwrap_or(q.name()),
-                    &stored,
-                ));
+                return Ok(from_bull_job(self.queue_of(q), &stored));
             }
         }
-        Ok(from_bull_job(
-            self.keel_name(q.name()).unwrap_or(q.name()),
-            &added,
-        ))
+        Ok(from_bull_job(self.queue_of(q), &added))
     }
 }
 
