@@ -84,6 +84,25 @@ impl Backend {
         }
     }
 
+    /// The same backend with each queue of `partitions` spread over so many partitions
+    /// ([`crate::partitions`]); a count of 1 is no partitioning.
+    pub fn with_partitions(
+        mut self,
+        partitions: std::collections::BTreeMap<String, u32>,
+    ) -> Backend {
+        if partitions.values().any(|n| *n > 1) {
+            self.inner = Arc::new(crate::partitions::Partitioned::new(self.inner, partitions));
+        }
+        self
+    }
+
+    /// The same backend with every queue but dead-letter queues spread over `n` partitions
+    /// (the conformance suite runs so).
+    pub fn with_every_queue_partitioned(mut self, n: u32) -> Backend {
+        self.inner = Arc::new(crate::partitions::Partitioned::every(self.inner, n));
+        self
+    }
+
     /// The same backend with the toolkit keys in another key space (`prefix:env:…`).
     pub fn with_keys(mut self, keys: Keys) -> Backend {
         self.keys = keys;

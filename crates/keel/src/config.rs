@@ -23,6 +23,10 @@
 //! dlq = true
 //! engine = "bullmq"                 # bullmq: shared with Node BullMQ | keel: Keel's own, faster
 //!
+//! [queues.orders]
+//! engine = "keel"
+//! partitions = 3                    # one queue over 3 hash tags (so 3 cluster masters)
+//!
 //! [queues.webhooks]
 //! concurrency = 10
 //! handler = { kind = "http", url = "http://127.0.0.1:9000/hook", timeout_ms = 5000, secret_env = "WEBHOOK_SECRET" }
@@ -215,6 +219,7 @@ struct RawQueue {
     schedulers: BTreeMap<String, RawScheduler>,
     tenant: Option<String>,
     engine: Option<String>,
+    partitions: Option<u32>,
 }
 
 /// `remove_on_complete` / `remove_on_fail` as written, BullMQ's forms: `false` keeps every
@@ -314,6 +319,9 @@ pub struct QueueConfig {
     pub tenant: Option<String>,
     /// The Redis engine that runs the queue (`engine = "bullmq"`, the default, or `"keel"`).
     pub engine: crate::engines::Engine,
+    /// Partitions the queue's jobs spread over (`partitions = N`, Keel's engine or memory;
+    /// 1: none) — see [`crate::partitions`].
+    pub partitions: u32,
 }
 
 /// The whole configuration.
@@ -583,7 +591,9 @@ impl Config {
     pub async fn backend(&self) -> keel_core::Result<Backend> {
         use crate::engines::Engine;
         let Some(url) = &self.redis_url else {
-            return Ok(Backend::memory().with_keys(self.keys.clone()));
+            return Ok(Backend::memory()
+                .with_partitions(self.partitions())
+                .with_keys(self.keys.clone()));
         };
         let settings = RedisSettings {
             url: url.clone(),
@@ -602,7 +612,18 @@ impl Config {
         } else {
             Backend::redis_engines(settings, default, others).await?
         };
-        Ok(backend.with_keys(self.keys.clone()))
+        Ok(backend
+            .with_partitions(self.partitions())
+            .with_keys(self.keys.clone()))
+    }
+
+    /// The partitioned queues and their partition counts.
+    pub fn partitions(&self) -> BTreeMap<String, u32> {
+        self.queues
+            .values()
+            .filter(|q| q.partitions > 1)
+            .map(|q| (q.name.clone(), q.partitions))
+            .collect()
     }
 
     /// The settings of `name`: its own section, or the defaults for a queue not listed.
@@ -744,6 +765,7 @@ fn builtin_defaults() -> QueueConfig {
         tenant: None,
         schedulers: BTreeMap::new(),
         engine: crate::engines::Engine::Bullmq,
+        partitions: 1,
     }
 }
 
@@ -851,6 +873,15 @@ fn resolve(
         q.engine =
             crate::engines::Engine::parse(e).map_err(|m| ConfigError::invalid(k("engine"), m))?;
     }
+    if let Some(n) = raw.partitions {
+        if !(1..=crate::partitions::MAX_PARTITIONS).contains(&n) {
+            return Err(ConfigError::invalid(
+                k("partitions"),
+                format!("from 1 to {}", crate::partitions::MAX_PARTITIONS),
+            ));
+        }
+        q.partitions = n;
+    }
     if let Some(l) = &raw.limit {
         q.limit = Some(JobLimit::parse(&k("limit"), l)?);
     }
@@ -908,7 +939,44 @@ fn resolve(
             (schedule, s.name.clone().unwrap_or_else(|| id.clone()), data),
         );
     }
+    check_partitions(key, name, &q)?;
     Ok(q)
+}
+
+/// A partitioned queue runs on Keel's engine, and what is split among its partitions (a
+/// worker's concurrency, the rate limit, the global concurrency) covers every partition.
+fn check_partitions(key: &str, name: &str, q: &QueueConfig) -> Result<(), ConfigError> {
+    let n = q.partitions;
+    if n == 1 {
+        return Ok(());
+    }
+    let k = |field: &str| format!("{key}.{field}");
+    if name.is_empty() {
+        return Err(ConfigError::invalid(
+            k("partitions"),
+            "set partitions per queue ([queues.NAME] partitions = N), not in [defaults]",
+        ));
+    }
+    if q.engine != crate::engines::Engine::Keel {
+        return Err(ConfigError::invalid(
+            k("partitions"),
+            "needs engine = \"keel\": Node BullMQ and Bull Board read a queue from one set of keys, so they would see one partition of it",
+        ));
+    }
+    let split = [
+        ("concurrency", Some(q.concurrency as u64)),
+        ("rate_limit.max", q.rate_limit.map(|r| r.max)),
+        ("global_concurrency", q.global_concurrency.map(u64::from)),
+    ];
+    for (field, value) in split {
+        if value.is_some_and(|v| v < u64::from(n)) {
+            return Err(ConfigError::invalid(
+                k(field),
+                format!("must be at least the queue's {n} partitions (it is split among them)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1011,6 +1079,35 @@ remove_on_complete = 10
         assert!(err.to_string().contains("redis.cluster"), "{err}");
         let err = Config::parse("[redis]\ncluster = []\n", &no_env).unwrap_err();
         assert!(err.to_string().contains("redis.cluster"), "{err}");
+    }
+
+    #[test]
+    fn partitions_need_keel_engine_and_enough_to_split() {
+        let ok = "[queues.a]\nengine = \"keel\"\npartitions = 3\nconcurrency = 6\n[queues.b]\n";
+        let c = Config::parse(ok, &no_env).unwrap();
+        assert_eq!(c.queues["a"].partitions, 3);
+        assert_eq!(c.queues["b"].partitions, 1);
+        assert_eq!(c.partitions(), BTreeMap::from([("a".to_string(), 3)]));
+        for (text, key, says) in [
+            ("[queues.a]\npartitions = 3\nconcurrency = 6", "queues.a.partitions", "engine"),
+            ("[queues.a]\nengine = \"keel\"\npartitions = 0", "queues.a.partitions", "from 1"),
+            ("[queues.a]\nengine = \"keel\"\npartitions = 257", "queues.a.partitions", "256"),
+            ("[queues.a]\nengine = \"keel\"\npartitions = 8", "queues.a.concurrency", "8 partitions"),
+            (
+                "[queues.a]\nengine = \"keel\"\npartitions = 3\nconcurrency = 6\nrate_limit = { max = 2, duration_ms = 1000 }",
+                "queues.a.rate_limit.max",
+                "split",
+            ),
+            (
+                "[queues.a]\nengine = \"keel\"\npartitions = 3\nconcurrency = 6\nglobal_concurrency = 2",
+                "queues.a.global_concurrency",
+                "split",
+            ),
+            ("[defaults]\nengine = \"keel\"\npartitions = 2", "defaults.partitions", "per queue"),
+        ] {
+            let err = Config::parse(text, &no_env).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(says), "{text}: {err}");
+        }
     }
 
     #[test]

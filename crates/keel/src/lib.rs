@@ -49,6 +49,7 @@ pub mod http;
 pub mod keys;
 pub mod lock;
 pub mod otp;
+pub mod partitions;
 pub mod pubsub;
 pub mod queue;
 pub mod ratelimit;

@@ -73,6 +73,18 @@ pub async fn cluster_bullmq() -> Backend {
         .with_keys(unique_keys())
 }
 
+/// Keel's own engine with every queue spread over 3 partitions (`partitions = 3`), on one
+/// Redis.
+pub async fn partitioned() -> Backend {
+    native().await.with_every_queue_partitioned(3)
+}
+
+/// Keel's own engine on the suite's local Redis Cluster with every queue spread over 3
+/// partitions — one a master.
+pub async fn cluster_partitioned() -> Backend {
+    cluster().await.with_every_queue_partitioned(3)
+}
+
 /// A queue with a unique name.
 pub fn queue(b: &Backend, base: &str) -> Queue {
     Queue::new(
