@@ -156,6 +156,37 @@ pub struct ServerInfo {
     pub rdb_changes_since_save: u64,
     /// Number of keys in the selected database.
     pub keys: u64,
+    /// On a Redis Cluster, each master's own figures (the fields above sum them); empty on
+    /// one server.
+    #[serde(default)]
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// One master of a Redis Cluster, from its own `INFO`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// `host:port`.
+    pub addr: String,
+    /// `redis 7.2.4`.
+    pub version: String,
+    /// Seconds since it started.
+    pub uptime_s: u64,
+    /// Bytes of memory used.
+    pub used_memory: u64,
+    /// `maxmemory`, bytes; 0 means unlimited.
+    pub max_memory: u64,
+    /// Keys it holds (`db0`).
+    pub keys: u64,
+    /// Operations per second right now.
+    pub ops_per_sec: u64,
+    /// Connected clients.
+    pub connected_clients: u64,
+    /// Keyspace hits since start.
+    pub keyspace_hits: u64,
+    /// Keyspace misses since start.
+    pub keyspace_misses: u64,
+    /// CPU seconds used since start (user + system).
+    pub cpu_s: f64,
 }
 
 /// The atomic operations of the toolkit. Keys are full keys (see `keel::keys`); values are

@@ -40,7 +40,8 @@ pub use error::{Error, Result};
 pub use events::{EventStream, QueueEvent};
 pub use job::{Job, NewJob};
 pub use kv::{
-    KvBackend, PubSubMessage, RateAlgorithm, RateOutcome, ServerInfo, SetMode, Subscription,
+    KvBackend, NodeInfo, PubSubMessage, RateAlgorithm, RateOutcome, ServerInfo, SetMode,
+    Subscription,
 };
 pub use names::{dlq_name, validate_job_id, validate_queue_name, DLQ_PREFIX};
 pub use options::{Backoff, BackoffKind, Deduplication, JobOptions, KeepJobs};

@@ -458,6 +458,7 @@ impl KvBackend for MemoryKv {
             rdb_last_save: 0,
             rdb_changes_since_save: 0,
             keys,
+            nodes: Vec::new(),
         })
     }
 

@@ -8,8 +8,8 @@ use keel_core::{Error, Result};
 use crate::RedisBackend;
 
 impl RedisBackend {
-    /// `INFO` of every master (one text on one node).
-    pub(crate) async fn info_of_masters(&self) -> Result<Vec<String>> {
+    /// `INFO` of every master with its address (one text, no address, on one node).
+    pub(crate) async fn info_of_masters(&self) -> Result<Vec<(Option<(String, u16)>, String)>> {
         let mut texts = Vec::new();
         for target in self.scan_targets().await? {
             let text: String = match (self.inner.conn.connection(), &target) {
@@ -23,7 +23,7 @@ impl RedisBackend {
                 }
                 _ => self.kv_cmd("INFO", redis::cmd("INFO")).await?,
             };
-            texts.push(text);
+            texts.push((target, text));
         }
         Ok(texts)
     }

@@ -161,6 +161,42 @@ impl RedisBackend {
     }
 }
 
+/// One master's figures from its `INFO` fields.
+fn node_info(
+    (host, port): &(String, u16),
+    f: &std::collections::HashMap<&str, &str>,
+) -> keel_core::NodeInfo {
+    let n = |k: &str| {
+        f.get(k)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let s = |k: &str| {
+        f.get(k)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // `db0:keys=12,expires=0,avg_ttl=0`
+    let keys = f
+        .get("db0")
+        .and_then(|v| v.split(',').find_map(|p| p.strip_prefix("keys=")))
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(0);
+    keel_core::NodeInfo {
+        addr: format!("{host}:{port}"),
+        version: format!("redis {}", f.get("redis_version").unwrap_or(&"?")),
+        uptime_s: n("uptime_in_seconds"),
+        used_memory: n("used_memory"),
+        max_memory: n("maxmemory"),
+        keys,
+        ops_per_sec: n("instantaneous_ops_per_sec"),
+        connected_clients: n("connected_clients"),
+        keyspace_hits: n("keyspace_hits"),
+        keyspace_misses: n("keyspace_misses"),
+        cpu_s: s("used_cpu_user") + s("used_cpu_sys"),
+    }
+}
+
 fn info_fields(text: &str) -> std::collections::HashMap<&str, &str> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
@@ -501,7 +537,7 @@ impl KvBackend for RedisBackend {
             )
             .await
             .ok();
-        let all: Vec<_> = texts.iter().map(|t| info_fields(t)).collect();
+        let all: Vec<_> = texts.iter().map(|(_, t)| info_fields(t)).collect();
         let f = all.first().cloned().unwrap_or_default();
         // Amounts are summed over a cluster's masters; the rest is the first master's.
         let n = |k: &str| -> u64 {
@@ -545,6 +581,11 @@ impl KvBackend for RedisBackend {
             rdb_last_save: n("rdb_last_save_time"),
             rdb_changes_since_save: n("rdb_changes_since_last_save"),
             keys,
+            nodes: texts
+                .iter()
+                .zip(&all)
+                .filter_map(|((addr, _), f)| addr.as_ref().map(|a| node_info(a, f)))
+                .collect(),
         })
     }
 

@@ -106,6 +106,10 @@ pub struct InfoReport {
     pub rdb_last_save: u64,
     /// Thresholds crossed.
     pub alerts: Vec<Alert>,
+    /// On a Redis Cluster, each master's own figures (the ones above are summed over them);
+    /// empty on one server. A master's memory over the thresholds is an alert of its own.
+    #[serde(default)]
+    pub nodes: Vec<keel_core::NodeInfo>,
 }
 
 /// `PING` with latency; never an error — an unreachable backend is `critical`.
@@ -166,6 +170,28 @@ pub fn evaluate(info: &ServerInfo, p99: f64) -> (Status, Vec<Alert>, Option<f64>
                 ),
             });
         }
+    }
+    // One full master is trouble even when the cluster's total is not.
+    for node in &info.nodes {
+        let Some(m) =
+            (node.max_memory > 0).then(|| node.used_memory as f64 / node.max_memory as f64)
+        else {
+            continue;
+        };
+        let level = match m {
+            m if m > MEMORY_CRITICAL => Status::Critical,
+            m if m > MEMORY_WARN => Status::Warn,
+            _ => continue,
+        };
+        alerts.push(Alert {
+            figure: "memory".into(),
+            level,
+            message: format!(
+                "master {} memory at {:.1} % of its maxmemory (warn above 85 %)",
+                node.addr,
+                m * 100.0
+            ),
+        });
     }
     let lookups = info.keyspace_hits + info.keyspace_misses;
     let hit_rate = (lookups > 0).then(|| info.keyspace_hits as f64 / lookups as f64);
@@ -234,6 +260,7 @@ pub async fn info(backend: &Backend) -> Result<InfoReport> {
         persistence: persistence.into(),
         rdb_last_save: info.rdb_last_save,
         alerts,
+        nodes: info.nodes,
     })
 }
 
@@ -261,6 +288,20 @@ mod tests {
         assert_eq!(s, Status::Warn);
         assert_eq!(a[0].figure, "memory");
         assert_eq!(evaluate(&info(96, 100, 90, 10), 1.0).0, Status::Critical);
+        // A cluster whose total is fine but one master is nearly full.
+        let node = |addr: &str, used| keel_core::NodeInfo {
+            addr: addr.into(),
+            used_memory: used,
+            max_memory: 100,
+            ..Default::default()
+        };
+        let cluster = ServerInfo {
+            nodes: vec![node("10.0.0.1:7000", 20), node("10.0.0.2:7000", 97)],
+            ..info(117, 200, 90, 10)
+        };
+        let (s, a, _, _) = evaluate(&cluster, 1.0);
+        assert_eq!(s, Status::Critical);
+        assert!(a[0].message.contains("10.0.0.2:7000"), "{a:?}");
         let (s, a, _, _) = evaluate(&info(1, 0, 69, 31), 1.0);
         assert_eq!((s, a[0].figure.as_str()), (Status::Warn, "hit_rate"));
         // Too few lookups to judge.

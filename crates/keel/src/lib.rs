@@ -64,8 +64,8 @@ pub use dlq::{DeadLetterQueue, DlqEntry, DlqPage, ReconcileReport};
 pub use keel_core::secrets;
 pub use keel_core::{
     dlq_name, now_ms, BackendKind, Backoff, BackoffKind, Deduplication, Error, EventStream, Job,
-    JobContext, JobError, JobOptions, JobState, KeepJobs, NewJob, QueueCounts, QueueEvent,
-    RateAlgorithm, Result, Schedule, SchedulerInfo,
+    JobContext, JobError, JobOptions, JobState, KeepJobs, NewJob, NodeInfo, QueueCounts,
+    QueueEvent, RateAlgorithm, Result, Schedule, SchedulerInfo,
 };
 pub use keel_core::{Processor, QueueBackend, WorkerOptions};
 pub use keys::Keys;

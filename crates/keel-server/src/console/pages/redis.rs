@@ -131,6 +131,52 @@ struct RedisPage {
     layout: Layout,
     redis: RedisPanel,
     details: Vec<(&'static str, String)>,
+    /// A Redis Cluster's masters, one row each (empty on one server).
+    nodes: Vec<NodeRow>,
+}
+
+/// One master of a cluster, as the page shows it.
+struct NodeRow {
+    addr: String,
+    memory: String,
+    level: &'static str,
+    keys: u64,
+    ops_per_sec: u64,
+    clients: u64,
+    hit_rate: String,
+    cpu: String,
+    uptime: String,
+}
+
+fn node_rows(nodes: &[keel::NodeInfo]) -> Vec<NodeRow> {
+    nodes
+        .iter()
+        .map(|n| {
+            let share = (n.max_memory > 0).then(|| n.used_memory as f64 / n.max_memory as f64);
+            let lookups = n.keyspace_hits + n.keyspace_misses;
+            NodeRow {
+                addr: n.addr.clone(),
+                memory: match share {
+                    Some(s) => format!("{} ({:.1} %)", bytes(n.used_memory), s * 100.0),
+                    None => bytes(n.used_memory),
+                },
+                level: match share {
+                    Some(s) if s > keel::health::MEMORY_CRITICAL => "critical",
+                    Some(s) if s > keel::health::MEMORY_WARN => "warn",
+                    _ => "ok",
+                },
+                keys: n.keys,
+                ops_per_sec: n.ops_per_sec,
+                clients: n.connected_clients,
+                hit_rate: match lookups {
+                    0 => "—".into(),
+                    l => format!("{:.1} %", n.keyspace_hits as f64 / l as f64 * 100.0),
+                },
+                cpu: format!("{:.1} s", n.cpu_s),
+                uptime: view::duration(n.uptime_s as i64 * 1000),
+            }
+        })
+        .collect()
 }
 
 /// `GET /redis`.
@@ -175,5 +221,6 @@ pub async fn redis(ctx: Ctx) -> Response {
         layout: ctx.layout("Redis", "redis"),
         redis: panel_from_info(&i),
         details,
+        nodes: node_rows(&i.nodes),
     })
 }
