@@ -1,9 +1,13 @@
 //! Interop with real Node BullMQ 6 (and 5, which the seed projects pin) on the same Redis:
 //! either side adds, either side processes, each sees the other's results and failures; pause
-//! and resume from either side lose nothing. Needs `node`,
+//! and resume from either side lose nothing; on a Redis Cluster too, with the queue named
+//! `{queue}` on Node's side as Keel names it there. Needs `node`,
 //! `npm install --prefix ../shared/bench/bullmq-peer` (bullmq 6.7.0) and
 //! `npm install --prefix crates/keel/tests/interop/bullmq5` (bullmq 5.81.5); `.ci/run` installs
 //! both.
+
+#[path = "support/redis_cluster.rs"]
+mod redis_cluster;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -52,13 +56,28 @@ async fn run_node(cmd: &str, queue: &str, prefix: &str, arg: Option<&str>) -> Va
 }
 
 async fn run_node_v(major: u8, cmd: &str, queue: &str, prefix: &str, arg: Option<&str>) -> Value {
-    let out = tokio::time::timeout(
-        Duration::from_secs(40),
-        node_v(major, cmd, queue, prefix, arg).output(),
-    )
-    .await
-    .expect("node helper timed out")
-    .expect("node runs");
+    run(node_v(major, cmd, queue, prefix, arg), cmd).await
+}
+
+/// The helper on a Redis Cluster (`seeds`: `host:port,…`).
+async fn run_node_on(
+    seeds: &str,
+    major: u8,
+    cmd: &str,
+    queue: &str,
+    prefix: &str,
+    arg: Option<&str>,
+) -> Value {
+    let mut c = node_v(major, cmd, queue, prefix, arg);
+    c.env("REDIS_CLUSTER", seeds);
+    run(c, cmd).await
+}
+
+async fn run(mut c: Command, cmd: &str) -> Value {
+    let out = tokio::time::timeout(Duration::from_secs(40), c.output())
+        .await
+        .expect("node helper timed out")
+        .expect("node runs");
     assert!(
         out.status.success(),
         "node {cmd} failed: {}",
@@ -539,4 +558,70 @@ async fn a_rate_limit_removed_from_the_config_is_cleared_at_start() {
             .await
             .unwrap();
     }
+}
+
+/// On a local Redis Cluster (3 masters, 3 replicas): Node BullMQ (ioredis' Cluster client,
+/// queue `{name}`) and Keel on BullMQ's engine share a queue both ways, and count it alike.
+async fn shares_a_queue_on_a_cluster(major: u8) {
+    let cluster = tokio::task::spawn_blocking(redis_cluster::LocalCluster::shared)
+        .await
+        .unwrap();
+    let seeds = cluster
+        .ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let prefix = format!("kic-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let b = Backend::redis(RedisSettings {
+        url: cluster.url(),
+        prefix: prefix.clone(),
+        command_timeout: Duration::from_secs(5),
+    })
+    .await
+    .expect("the cluster answers");
+    let q = Queue::new(&b, &format!("interop-c{major}")).unwrap();
+    let tagged = format!("{{{}}}", q.name());
+    // Node adds, Keel processes, Node reads the result.
+    let from_node = run_node_on(&seeds, major, "add", &tagged, &prefix, None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let w = q
+        .worker()
+        .fallback(handler_fn(|ctx| async move {
+            Ok(json!({"by": "keel", "got": ctx.job.data}))
+        }))
+        .start()
+        .await
+        .unwrap();
+    wait_state(&q, &from_node, JobState::Completed).await;
+    w.close(Duration::from_secs(5)).await.unwrap();
+    let seen = run_node_on(&seeds, major, "get", &tagged, &prefix, Some(&from_node)).await;
+    assert_eq!(seen["state"], "completed", "{seen}");
+    assert_eq!(seen["returnvalue"], json!({"by": "keel", "got": {"n": 1}}));
+    // Keel adds, Node processes, Keel reads the result.
+    let job = q
+        .add("from-keel", json!({"x": 2}), one_attempt())
+        .await
+        .unwrap();
+    run_node_on(&seeds, major, "work", &tagged, &prefix, Some("2500")).await;
+    let done = wait_state(&q, &job.id, JobState::Completed).await;
+    assert_eq!(
+        done.returnvalue,
+        Some(json!({"echo": {"x": 2}, "by": "node"}))
+    );
+    let counts = run_node_on(&seeds, major, "counts", &tagged, &prefix, None).await;
+    assert_eq!(counts["completed"], 2, "{counts}");
+    assert_eq!(q.counts().await.unwrap().completed, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_bullmq6_and_keel_share_a_queue_on_a_cluster() {
+    shares_a_queue_on_a_cluster(6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_bullmq5_and_keel_share_a_queue_on_a_cluster() {
+    shares_a_queue_on_a_cluster(5).await;
 }
