@@ -91,6 +91,11 @@ pub struct BenchArgs {
     /// Rounds of each toolkit scenario (raw and Keel alternated), summarised by medians.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Instead of the scenarios: one queue on Keel's engine spread over every master of the
+    /// Redis Cluster the configuration names, against the same queue on one master, alternated
+    /// `--rounds` times (jobs/s and each master's CPU).
+    #[arg(long)]
+    cluster: bool,
 }
 
 /// Runs the benchmark.
@@ -119,6 +124,19 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<(), Failure> {
         return Err(
             keel::Error::invalid("--jobs", "needs --jobs >= 2 and --concurrency >= 1").into(),
         );
+    }
+    if args.cluster {
+        return crate::bench_cluster::run(
+            config,
+            crate::bench_cluster::Sizes {
+                jobs: args.jobs,
+                concurrency: args.concurrency,
+                payload: args.payload,
+                rounds: args.rounds,
+                timeout: Duration::from_secs(args.scenario_timeout_s),
+            },
+        )
+        .await;
     }
     let keel_backend = match &config.redis_url {
         Some(url) => {

@@ -8,12 +8,13 @@
 //! - [`workflow`] — `keel workflow` (definitions and instances).
 //! - [`bench`] — `keel bench`, Keel vs raw bullmq-official (and the Node peer via a script);
 //!   [`bench_server`] its server scenarios (HTTP enqueue, run records), [`bench_toolkit`] its
-//!   toolkit scenarios. `scripts/bench-http.sh` compares the HTTP path with the Node peer.
+//!   toolkit scenarios, [`bench_cluster`] its `--cluster` run. `scripts/bench-http.sh` compares the HTTP path with the Node peer.
 //!
 //! Exit codes: 0 success, 1 unexpected failure, 2 bad input or configuration (the message names
 //! the argument or key), 3 backend unreachable.
 
 mod bench;
+mod bench_cluster;
 mod bench_handlers;
 mod bench_server;
 mod bench_toolkit;
