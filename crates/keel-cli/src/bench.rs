@@ -144,6 +144,7 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<(), Failure> {
                 url: url.clone(),
                 prefix: BENCH_PREFIX.into(),
                 command_timeout: config.command_timeout,
+                sharded_pubsub: false,
             })
             .await?
         }

@@ -69,6 +69,7 @@ pub async fn run(config: &Config, sizes: Sizes) -> Result<(), Failure> {
         url: url.clone(),
         prefix: "keelbench".into(),
         command_timeout: config.command_timeout,
+        sharded_pubsub: false,
     };
     let base = Backend::native(settings).await?;
     let mut lines: BTreeMap<&str, Vec<Value>> = BTreeMap::new();

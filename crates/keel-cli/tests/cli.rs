@@ -434,6 +434,7 @@ async fn dlq_replay_and_remove_real_entries() {
         url: "redis://127.0.0.1:6379".into(),
         prefix: cli.prefix.clone(),
         command_timeout: std::time::Duration::from_secs(5),
+        sharded_pubsub: false,
     })
     .await
     .unwrap();
@@ -579,6 +580,7 @@ async fn toolkit_commands_cache_ratelimit_redis() {
         url: "redis://127.0.0.1:6379".into(),
         prefix: cli.prefix.clone(),
         command_timeout: std::time::Duration::from_secs(5),
+        sharded_pubsub: false,
     })
     .await
     .unwrap()

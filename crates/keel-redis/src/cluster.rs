@@ -1,9 +1,12 @@
 //! What the toolkit does differently on a Redis Cluster: the commands that must see every
 //! master (`SCAN`, `INFO`) run on each master in turn (on one node, on the one server), and
-//! pub/sub meets on one node.
+//! pub/sub meets on one node — or, with `sharded_pubsub`, on each channel's shard.
 
 use bullmq::redis_connection::AnyConnection;
-use keel_core::{Error, Result};
+use futures::StreamExt;
+use keel_core::{Error, PubSubMessage, Result, Subscription};
+
+use crate::convert::map_redis;
 
 use crate::RedisBackend;
 
@@ -105,5 +108,87 @@ impl RedisBackend {
             }
         }
         None
+    }
+
+    /// Whether pub/sub is sharded here: asked for, and on a cluster.
+    pub(crate) fn sharded_pubsub(&self) -> bool {
+        self.inner.settings.sharded_pubsub && !self.inner.cluster_seeds.is_empty()
+    }
+
+    /// A sharded subscription (`SSUBSCRIBE`): redis-rs's cluster connection sends each
+    /// channel's subscription to the master owning its slot, and subscribes again after a
+    /// reconnect, a failover or a slot move; messages arrive as RESP3 pushes. Patterns are
+    /// refused: a pattern subscription never hears a sharded publish.
+    pub(crate) async fn subscribe_sharded(
+        &self,
+        channels: &[String],
+        patterns: &[String],
+    ) -> Result<Subscription> {
+        if !patterns.is_empty() {
+            return Err(Error::invalid(
+                "redis.sharded_pubsub",
+                "pattern subscriptions hear only classic PUBLISH, which sharded pub/sub never sends: subscribe to exact channels, or turn redis.sharded_pubsub off",
+            ));
+        }
+        let (pushes_tx, mut pushes) = tokio::sync::mpsc::unbounded_channel();
+        let client = redis::cluster::ClusterClientBuilder::new(
+            self.inner.cluster_seeds.iter().map(String::as_str),
+        )
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(pushes_tx)
+        .build()
+        .map_err(|e| map_redis("SSUBSCRIBE", e))?;
+        let timeout = self.inner.settings.command_timeout;
+        let subscribed = tokio::time::timeout(timeout, async {
+            let mut conn = client.get_async_connection().await?;
+            // One call a channel: channels of different slots live on different masters.
+            for c in channels {
+                conn.ssubscribe(c).await?;
+            }
+            Ok::<_, redis::RedisError>(conn)
+        })
+        .await;
+        let conn = match subscribed {
+            Ok(r) => r.map_err(|e| map_redis("SSUBSCRIBE", e))?,
+            Err(_) => {
+                return Err(Error::BackendUnavailable(format!(
+                    "SSUBSCRIBE: Redis did not answer within {timeout:?}"
+                )))
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<PubSubMessage>(1024);
+        tokio::spawn(async move {
+            // The connection lives as long as the subscription: dropping it unsubscribes.
+            let _conn = conn;
+            loop {
+                let push = tokio::select! {
+                    _ = tx.closed() => return,
+                    push = pushes.recv() => push,
+                };
+                let Some(push) = push else { return };
+                let (redis::PushKind::SMessage, [channel, payload]) = (&push.kind, &push.data[..])
+                else {
+                    continue;
+                };
+                let (Ok(channel), Ok(payload)) = (
+                    redis::from_redis_value_ref::<String>(channel),
+                    redis::from_redis_value_ref::<Vec<u8>>(payload),
+                ) else {
+                    continue;
+                };
+                let message = PubSubMessage {
+                    channel,
+                    pattern: None,
+                    payload,
+                };
+                if tx.send(message).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
+                .boxed(),
+        )
     }
 }

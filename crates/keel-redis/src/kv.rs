@@ -408,6 +408,11 @@ impl KvBackend for RedisBackend {
     }
 
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<u64> {
+        if self.sharded_pubsub() {
+            // Routed by the channel's slot to its shard.
+            let cmd = redis::cmd("SPUBLISH").arg(channel).arg(payload).to_owned();
+            return self.kv_cmd("SPUBLISH", cmd).await;
+        }
         let cmd = redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
         if let Some(sent) = self.publish_on_first_seed(&cmd).await {
             return sent;
@@ -416,6 +421,9 @@ impl KvBackend for RedisBackend {
     }
 
     async fn subscribe(&self, channels: &[String], patterns: &[String]) -> Result<Subscription> {
+        if self.sharded_pubsub() {
+            return self.subscribe_sharded(channels, patterns).await;
+        }
         // Tried in turn, each (re)connect (on a cluster, the seeds).
         let clients = self.pubsub_clients();
         let timeout = self.inner.settings.command_timeout;

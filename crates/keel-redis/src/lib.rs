@@ -63,6 +63,11 @@ pub struct RedisSettings {
     pub prefix: String,
     /// Upper bound on one producer/admin call; past it the call fails `backend-unavailable`.
     pub command_timeout: Duration,
+    /// On a Redis Cluster, the toolkit's pub/sub is sharded (`SPUBLISH`/`SSUBSCRIBE`: a message
+    /// goes to its channel's shard only, not over the whole cluster bus); pattern
+    /// subscriptions are then refused, as they never hear sharded messages. Ignored on one
+    /// server. `[redis] sharded_pubsub`.
+    pub sharded_pubsub: bool,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -71,6 +76,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("url", &redact_url(&self.url))
             .field("prefix", &self.prefix)
             .field("command_timeout", &self.command_timeout)
+            .field("sharded_pubsub", &self.sharded_pubsub)
             .finish()
     }
 }
@@ -437,6 +443,7 @@ mod tests {
             url: "redis://user:hunter2@host:6379/0".into(),
             prefix: "bull".into(),
             command_timeout: Duration::from_secs(1),
+            sharded_pubsub: false,
         };
         let shown = format!("{s:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -43,12 +43,23 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_a_cluster_share_queues_realtime_and_show_every_master() {
-    let cluster = tokio::task::spawn_blocking(redis_cluster::LocalCluster::start)
+    two_instances(false).await;
+}
+
+/// The same with `sharded_pubsub`: the realtime events travel by `SPUBLISH` to their
+/// channel's shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_realtime_over_sharded_pubsub() {
+    two_instances(true).await;
+}
+
+async fn two_instances(sharded: bool) {
+    let cluster = tokio::task::spawn_blocking(redis_cluster::LocalCluster::shared)
         .await
         .unwrap();
     let prefix = format!("kss{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let text = format!(
-        "[redis]\nurl = \"{}\"\nprefix = \"{prefix}\"\n\n[queues.orders]\nengine = \"keel\"\npartitions = 3\n",
+        "[redis]\nurl = \"{}\"\nprefix = \"{prefix}\"\nsharded_pubsub = {sharded}\n\n[queues.orders]\nengine = \"keel\"\npartitions = 3\n",
         cluster.url()
     );
     let config =

@@ -313,6 +313,7 @@ async fn a_bulk_enqueue_failing_midway_says_what_was_added() {
         url: format!("redis://127.0.0.1:{port}"),
         prefix: "kb".into(),
         command_timeout: Duration::from_secs(2),
+        sharded_pubsub: false,
     })
     .await
     .unwrap()

@@ -65,6 +65,7 @@ async fn redis() -> Backend {
         url,
         prefix: format!("kw-{id}"),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     })
     .await
     .expect("Redis must be running (see README)")
@@ -79,6 +80,7 @@ async fn native() -> Backend {
         url,
         prefix: format!("kwn-{id}"),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     })
     .await
     .expect("Redis must be running (see README)")

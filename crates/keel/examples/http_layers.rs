@@ -92,6 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 url,
                 prefix: "bull".into(),
                 command_timeout: Duration::from_secs(5),
+                sharded_pubsub: false,
             })
             .await?
         }

@@ -9,6 +9,7 @@
 //! [redis]
 //! url = "redis://127.0.0.1:6379"   # absent (and no REDIS_URL): memory backend
 //! # cluster = ["10.0.0.1:7000", "10.0.0.2:7000"]  # or a Redis Cluster's seeds, instead of url
+//! # sharded_pubsub = true          # on a cluster: SPUBLISH/SSUBSCRIBE, no pattern subscriptions
 //! prefix = "bull"
 //!
 //! [defaults]                        # every queue inherits these
@@ -194,6 +195,7 @@ struct RawRedis {
     cluster: Option<Vec<String>>,
     prefix: Option<String>,
     command_timeout_ms: Option<u64>,
+    sharded_pubsub: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -333,6 +335,9 @@ pub struct Config {
     pub prefix: String,
     /// Bound on one Redis call.
     pub command_timeout: Duration,
+    /// On a Redis Cluster, the toolkit's pub/sub is sharded (`[redis] sharded_pubsub`,
+    /// `REDIS_SHARDED_PUBSUB`).
+    pub sharded_pubsub: bool,
     /// Settings every queue inherits (also for queues not listed).
     pub defaults: QueueConfig,
     /// Configured queues by name.
@@ -489,6 +494,17 @@ impl Config {
         if let Some(url) = &redis_url {
             check_redis_url(url).map_err(|m| ConfigError::invalid(key, m))?;
         }
+        let sharded_pubsub = match env("REDIS_SHARDED_PUBSUB").as_deref() {
+            None => raw.redis.sharded_pubsub.unwrap_or(false),
+            Some("1" | "true") => true,
+            Some("0" | "false") => false,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "REDIS_SHARDED_PUBSUB",
+                    format!("{other:?}: true or false (1 or 0)"),
+                ))
+            }
+        };
         let prefix = env("REDIS_KEY_PREFIX")
             .or(raw.redis.prefix)
             .unwrap_or_else(|| DEFAULT_PREFIX.to_string());
@@ -565,6 +581,7 @@ impl Config {
             redis_url,
             prefix,
             command_timeout,
+            sharded_pubsub,
             defaults,
             queues,
             source: None,
@@ -599,6 +616,7 @@ impl Config {
             url: url.clone(),
             prefix: self.prefix.clone(),
             command_timeout: self.command_timeout,
+            sharded_pubsub: self.sharded_pubsub,
         };
         let default = self.defaults.engine;
         let others: std::collections::BTreeSet<String> = self
@@ -1079,6 +1097,19 @@ remove_on_complete = 10
         assert!(err.to_string().contains("redis.cluster"), "{err}");
         let err = Config::parse("[redis]\ncluster = []\n", &no_env).unwrap_err();
         assert!(err.to_string().contains("redis.cluster"), "{err}");
+    }
+
+    #[test]
+    fn sharded_pubsub_is_read_from_the_file_and_the_env() {
+        assert!(!Config::parse("", &no_env).unwrap().sharded_pubsub);
+        let on = Config::parse("[redis]\nsharded_pubsub = true\n", &no_env).unwrap();
+        assert!(on.sharded_pubsub);
+        let env_off = |k: &str| (k == "REDIS_SHARDED_PUBSUB").then(|| "0".to_string());
+        let off = Config::parse("[redis]\nsharded_pubsub = true\n", &env_off).unwrap();
+        assert!(!off.sharded_pubsub);
+        let env_bad = |k: &str| (k == "REDIS_SHARDED_PUBSUB").then(|| "yes please".to_string());
+        let err = Config::parse("", &env_bad).unwrap_err().to_string();
+        assert!(err.contains("REDIS_SHARDED_PUBSUB"), "{err}");
     }
 
     #[test]

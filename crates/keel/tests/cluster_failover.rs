@@ -82,6 +82,7 @@ async fn failover(keels_engine: bool) {
         url: cluster.url(),
         prefix: "kfo".into(),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     };
     let backend = if keels_engine {
         Backend::native(settings).await.unwrap()

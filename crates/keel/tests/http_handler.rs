@@ -251,6 +251,7 @@ async fn http_handler_on_redis() {
         url: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
         prefix: format!("kh-{}", uuid::Uuid::new_v4().simple()),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     })
     .await
     .expect("Redis must be running");

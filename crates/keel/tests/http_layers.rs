@@ -131,6 +131,7 @@ async fn layers_on_redis() {
         url: std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
         prefix: format!("hl-{}", uuid::Uuid::new_v4().simple()),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     })
     .await
     .expect("Redis must be running");
@@ -147,6 +148,7 @@ async fn without_redis_the_app_still_answers() {
         url: format!("redis://127.0.0.1:{port}"),
         prefix: "down".into(),
         command_timeout: Duration::from_millis(300),
+        sharded_pubsub: false,
     })
     .await
     .unwrap();

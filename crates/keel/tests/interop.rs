@@ -93,6 +93,7 @@ async fn setup(tag: &str) -> (Backend, Queue, String) {
         url: "redis://127.0.0.1:6379".into(),
         prefix: prefix.clone(),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     })
     .await
     .expect("Redis must be running");
@@ -528,6 +529,7 @@ async fn a_rate_limit_removed_from_the_config_is_cleared_at_start() {
         url: "redis://127.0.0.1:6379".into(),
         prefix: prefix.clone(),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     })
     .await
     .unwrap();
@@ -577,6 +579,7 @@ async fn shares_a_queue_on_a_cluster(major: u8) {
         url: cluster.url(),
         prefix: prefix.clone(),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     })
     .await
     .expect("the cluster answers");

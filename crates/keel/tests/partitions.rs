@@ -21,6 +21,7 @@ fn settings(url: String) -> RedisSettings {
         url,
         prefix: format!("kp-{}", uuid::Uuid::new_v4().simple()),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     }
 }
 

@@ -92,6 +92,7 @@ async fn redis_killed_mid_run(native: bool) {
         url: format!("redis://127.0.0.1:{port}"),
         prefix: "kcrash".into(),
         command_timeout: Duration::from_secs(2),
+        sharded_pubsub: false,
     };
     let backend = if native {
         Backend::native(settings).await.unwrap()

@@ -29,6 +29,7 @@ async fn fail_open_fail_closed_and_recovery() {
         url: format!("redis://127.0.0.1:{port}"),
         prefix: "ko".into(),
         command_timeout: Duration::from_secs(1),
+        sharded_pubsub: false,
     })
     .await
     .unwrap();

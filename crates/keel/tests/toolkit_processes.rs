@@ -16,6 +16,7 @@ async fn backend(prefix: &str) -> Backend {
         url,
         prefix: "kp".into(),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     })
     .await
     .expect("Redis must be running (see README)")

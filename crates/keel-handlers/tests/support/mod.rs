@@ -18,6 +18,7 @@ pub async fn redis() -> Backend {
         url,
         prefix: format!("kh-{id}"),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     })
     .await
     .expect("Redis must be running (see README)")

@@ -63,6 +63,7 @@ pub async fn redis_with_prefix() -> (Backend, String) {
         url,
         prefix: prefix.clone(),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     })
     .await
     .expect("Redis must be running (see README)")
@@ -77,6 +78,7 @@ pub async fn native() -> Backend {
         url,
         prefix: format!("ks-{}", uuid::Uuid::new_v4().simple()),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     })
     .await
     .expect("Redis must be running (see README)")
@@ -132,6 +134,7 @@ pub async fn app_on_private_redis(
         url: format!("redis://127.0.0.1:{port}"),
         prefix: "ko".into(),
         command_timeout: timeout,
+        sharded_pubsub: false,
     })
     .await
     .unwrap()

@@ -25,6 +25,7 @@ pub async fn redis() -> Backend {
         url,
         prefix: format!("kc-{}", uuid::Uuid::new_v4().simple()),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     })
     .await
     .expect("Redis must be running for the conformance suite (see README)")
@@ -38,6 +39,7 @@ pub async fn native() -> Backend {
         url,
         prefix: format!("kn-{}", uuid::Uuid::new_v4().simple()),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     })
     .await
     .expect("Redis must be running for the conformance suite (see README)")
@@ -54,6 +56,7 @@ async fn cluster_settings(prefix: &str) -> RedisSettings {
         url,
         prefix: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
         command_timeout: Duration::from_secs(5),
+        sharded_pubsub: false,
     }
 }
 
