@@ -3,7 +3,8 @@
 //! - `redis://[user:password@]host:port[/db]` and `rediss://…` (TLS): one node.
 //! - `redis+cluster://[user:password@]host:port[,host:port…]` and `rediss+cluster://…`: a
 //!   cluster, reached through any of the seeds (each becomes `redis://[user:password@]host:port`
-//!   or `rediss://…`, carrying the same credentials and query). A cluster has only database 0.
+//!   or `rediss://…`, carrying the same credentials, query and fragment — `#insecure` skips
+//!   TLS certificate checks, as on one node). A cluster has only database 0.
 //!
 //! A node URL that turns out to name a cluster node is the connecting code's business (it asks
 //! the node and connects to the cluster through it).
@@ -23,6 +24,10 @@ pub fn parse(url: &str) -> Result<RedisTarget, String> {
         return Err(
             "must start with redis://, rediss://, redis+cluster:// or rediss+cluster://".into(),
         );
+    };
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((r, f)) => (r, format!("#{f}")),
+        None => (rest, String::new()),
     };
     let (authority, tail) = match rest.find(['/', '?']) {
         Some(i) => rest.split_at(i),
@@ -67,7 +72,7 @@ pub fn parse(url: &str) -> Result<RedisTarget, String> {
     Ok(RedisTarget::Cluster(
         hosts
             .iter()
-            .map(|h| format!("{node_scheme}://{userinfo}{h}{query}"))
+            .map(|h| format!("{node_scheme}://{userinfo}{h}{query}{fragment}"))
             .collect(),
     ))
 }
@@ -125,6 +130,13 @@ mod tests {
             RedisTarget::Cluster(vec![
                 "rediss://u:p@a:7000?insecure".into(),
                 "rediss://u:p@b:7001?insecure".into()
+            ])
+        );
+        assert_eq!(
+            parse("rediss+cluster://:pw@a:7000,b:7001/#insecure").unwrap(),
+            RedisTarget::Cluster(vec![
+                "rediss://:pw@a:7000#insecure".into(),
+                "rediss://:pw@b:7001#insecure".into()
             ])
         );
         assert_eq!(

@@ -5,7 +5,8 @@
 //! [`LocalCluster::shared`] starts one per test process, on first use, for the tests that only
 //! need a cluster (each under a key prefix of its own). A watchdog process stops its nodes, by
 //! their pids, when the test process ends, however it ends. [`LocalCluster::start`] makes a
-//! private one (a failover test's), stopped when dropped.
+//! private one (a failover test's), stopped when dropped; [`LocalCluster::start_secure`] one
+//! that speaks only TLS (a self-signed certificate made with `openssl`) and wants a password.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -18,6 +19,10 @@ pub struct LocalCluster {
     pub ports: Vec<u16>,
     children: Vec<Child>,
     dir: PathBuf,
+    /// `redis-cli`'s flags for this cluster (TLS and the password on a secure one).
+    cli_flags: Vec<String>,
+    /// The password of a secure cluster.
+    password: Option<String>,
 }
 
 /// Six ports whose cluster bus ports (port + 10000) are free too.
@@ -34,8 +39,9 @@ fn spare_ports() -> Vec<u16> {
     ports
 }
 
-fn cli(port: u16, args: &[&str]) -> String {
+fn cli(flags: &[String], port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
+        .args(flags)
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .output()
@@ -56,16 +62,86 @@ impl LocalCluster {
 
     /// Starts a cluster and waits until every node says `cluster_state:ok`.
     pub fn start() -> LocalCluster {
+        LocalCluster::start_with(None)
+    }
+
+    /// A cluster that speaks only TLS (nodes, cluster bus and replication; clients are not
+    /// asked for certificates) and wants `password` (`requirepass`, `masterauth`).
+    pub fn start_secure(password: &str) -> LocalCluster {
+        LocalCluster::start_with(Some(password))
+    }
+
+    fn start_with(password: Option<&str>) -> LocalCluster {
         let dir =
             std::env::temp_dir().join(format!("keel-cluster-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let mut cli_flags = Vec::new();
+        if let Some(pw) = password {
+            let made = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl must be installed for the TLS cluster");
+            assert!(made.success(), "openssl made no certificate");
+            cli_flags = vec![
+                "--tls".into(),
+                "--cacert".into(),
+                cert.display().to_string(),
+                "-a".into(),
+                pw.into(),
+                "--no-auth-warning".into(),
+            ];
+        }
         let ports = spare_ports();
         let mut children = Vec::new();
         for p in &ports {
-            let child = Command::new("redis-server")
+            let port = p.to_string();
+            let plain = ["--port", port.as_str()];
+            let secure = password.map(|pw| {
+                vec![
+                    "--port".to_string(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port.clone(),
+                    "--tls-cluster".into(),
+                    "yes".into(),
+                    "--tls-replication".into(),
+                    "yes".into(),
+                    "--tls-cert-file".into(),
+                    cert.display().to_string(),
+                    "--tls-key-file".into(),
+                    key.display().to_string(),
+                    "--tls-ca-cert-file".into(),
+                    cert.display().to_string(),
+                    "--tls-auth-clients".into(),
+                    "no".into(),
+                    "--requirepass".into(),
+                    pw.into(),
+                    "--masterauth".into(),
+                    pw.into(),
+                ]
+            });
+            let mut cmd = Command::new("redis-server");
+            match &secure {
+                Some(args) => cmd.args(args),
+                None => cmd.args(plain),
+            };
+            let child = cmd
                 .args([
-                    "--port",
-                    &p.to_string(),
                     "--bind",
                     "127.0.0.1",
                     "--save",
@@ -104,6 +180,7 @@ impl LocalCluster {
         }
         let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new("redis-cli")
+            .args(&cli_flags)
             .args(["--cluster", "create"])
             .args(&nodes)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
@@ -114,6 +191,8 @@ impl LocalCluster {
             ports,
             children,
             dir,
+            cli_flags,
+            password: password.map(str::to_string),
         };
         assert!(
             out.status.success(),
@@ -131,8 +210,8 @@ impl LocalCluster {
         loop {
             // Every node sees the cluster ok, every slot served, and every replica attached.
             let ok = self.ports.iter().all(|p| {
-                let info = cli(*p, &["cluster", "info"]);
-                let nodes = cli(*p, &["cluster", "nodes"]);
+                let info = self.cli(*p, &["cluster", "info"]);
+                let nodes = self.cli(*p, &["cluster", "nodes"]);
                 info.contains("cluster_state:ok")
                     && info.contains("cluster_slots_ok:16384")
                     && nodes
@@ -145,7 +224,7 @@ impl LocalCluster {
             // synced hands its slots to an empty node.
             let ok = ok
                 && self.ports.iter().all(|p| {
-                    let repl = cli(*p, &["info", "replication"]);
+                    let repl = self.cli(*p, &["info", "replication"]);
                     repl.contains("role:master")
                         || (repl.contains("master_link_status:up")
                             && repl.contains("master_sync_in_progress:0"))
@@ -158,14 +237,18 @@ impl LocalCluster {
         }
     }
 
-    /// `redis+cluster://` with every node as a seed.
+    /// `redis+cluster://` with every node as a seed (on a secure cluster
+    /// `rediss+cluster://:<password>@…#insecure`: the certificate is self-signed).
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .ports
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        match &self.password {
+            None => format!("redis+cluster://{}", hosts.join(",")),
+            Some(pw) => format!("rediss+cluster://:{pw}@{}#insecure", hosts.join(",")),
+        }
     }
 
     /// The ports of the nodes that are masters now.
@@ -173,13 +256,13 @@ impl LocalCluster {
         self.ports
             .iter()
             .copied()
-            .filter(|p| cli(*p, &["role"]).starts_with("master"))
+            .filter(|p| self.cli(*p, &["role"]).starts_with("master"))
             .collect()
     }
 
     /// Runs a `redis-cli` command on one node.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        cli(port, args)
+        cli(&self.cli_flags, port, args)
     }
 
     /// The last `n` lines of the log of the node on `port`.
