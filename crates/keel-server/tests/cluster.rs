@@ -7,39 +7,10 @@
 mod redis_cluster;
 mod support;
 
-use std::time::Duration;
-
 use axum::http::{Method, StatusCode};
-use futures::StreamExt;
 use keel::config::Config;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::{App, Db, Web};
-
-async fn next_matching<S>(ws: &mut S, what: &str, pred: impl Fn(&Value) -> bool) -> Value
-where
-    S: futures::Stream<
-            Item = Result<
-                tokio_tungstenite::tungstenite::Message,
-                tokio_tungstenite::tungstenite::Error,
-            >,
-        > + Unpin,
-{
-    let until = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let m = tokio::time::timeout_at(until, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("no {what} within 15 s"))
-            .expect("the socket is open")
-            .expect("a frame");
-        let Ok(text) = m.to_text() else { continue };
-        let Ok(v) = serde_json::from_str::<Value>(text) else {
-            continue;
-        };
-        if pred(&v) {
-            return v;
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_a_cluster_share_queues_realtime_and_show_every_master() {
@@ -80,7 +51,7 @@ async fn two_instances(sharded: bool) {
     let addr = a.serve_socket().await;
     let url = format!("ws://{addr}/api/owner/realtime?token={}", a.viewer);
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let snap = next_matching(&mut ws, "snapshot", |m| m["type"] == "snapshot").await;
+    let snap = support::ws_next_matching(&mut ws, "snapshot", |m| m["type"] == "snapshot").await;
     assert!(snap.to_string().contains("orders"), "{snap}");
     for i in 0..3 {
         let (s, v) = b
@@ -93,7 +64,7 @@ async fn two_instances(sharded: bool) {
             .await;
         assert!(s.is_success(), "{s}: {v}");
     }
-    next_matching(&mut ws, "3 waiting orders", |m| {
+    support::ws_next_matching(&mut ws, "3 waiting orders", |m| {
         m["type"] == "queue_stats" && m["queue"] == "orders" && m["stats"]["waiting"] == 3
     })
     .await;
@@ -106,7 +77,7 @@ async fn two_instances(sharded: bool) {
         )
         .await;
     assert!(s.is_success());
-    next_matching(&mut ws, "orders paused", |m| {
+    support::ws_next_matching(&mut ws, "orders paused", |m| {
         m["queue"] == "orders" && m.to_string().contains("\"paused\":true")
     })
     .await;
@@ -126,16 +97,7 @@ async fn two_instances(sharded: bool) {
     assert_eq!(nodes.len(), 3, "{info}");
     let mut ports: Vec<u16> = nodes
         .iter()
-        .map(|n| {
-            n["addr"]
-                .as_str()
-                .unwrap()
-                .rsplit(':')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
+        .map(|n| redis_cluster::port_of(n["addr"].as_str().unwrap()))
         .collect();
     ports.sort();
     let mut masters = cluster.masters();

@@ -966,13 +966,7 @@ where
             >,
         > + Unpin,
 {
-    use futures::StreamExt;
-    let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .expect("a message within 10 s")
-        .expect("the socket is open")
-        .expect("a frame");
-    serde_json::from_str(m.to_text().unwrap()).unwrap()
+    support::ws_next_matching(ws, "a message", |_| true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

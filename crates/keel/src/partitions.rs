@@ -196,11 +196,25 @@ fn too_few(field: &str, what: &str, n: usize) -> Error {
     )
 }
 
-/// The order `state` lists by, for merging partitions' pages (ties by id: generated ids are
-/// time-ordered UUIDv7s, so jobs added in one millisecond keep their add order).
+/// The order `state` lists by, for merging partitions' pages; ties by id.
 fn order_key(state: JobState, job: &Job) -> (u64, u64, &str) {
     let (a, b) = order_of(state, job);
     (a, b, &job.id)
+}
+
+/// When a job was added: a generated id is a UUIDv7 whose time (and, as the id breaks ties,
+/// counter) orders every add of its process — a bulk's jobs, stamped by several partitions'
+/// clocks, keep their order so; a custom id has the stored add time.
+fn added_at(job: &Job) -> u64 {
+    match uuid::Uuid::try_parse(&job.id) {
+        Ok(u) if u.get_version_num() == 7 && job.id.len() == 32 => {
+            u.get_timestamp().map_or(job.timestamp, |t| {
+                let (s, n) = t.to_unix();
+                s * 1000 + u64::from(n) / 1_000_000
+            })
+        }
+        _ => job.timestamp,
+    }
 }
 
 fn order_of(state: JobState, job: &Job) -> (u64, u64) {
@@ -210,11 +224,8 @@ fn order_of(state: JobState, job: &Job) -> (u64, u64) {
             job.timestamp + job.opts.delay_ms.unwrap_or(0),
             job.timestamp,
         ),
-        JobState::Prioritized => (
-            u64::from(job.opts.priority.unwrap_or(0)),
-            u64::MAX - job.timestamp,
-        ),
-        _ => (job.timestamp, 0),
+        JobState::Prioritized => (u64::from(job.opts.priority.unwrap_or(0)), added_at(job)),
+        _ => (added_at(job), 0),
     }
 }
 

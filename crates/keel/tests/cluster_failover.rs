@@ -18,37 +18,6 @@ use keel::{handler_fn, Backend, JobOptions, KeepJobs, Queue};
 use redis_cluster::LocalCluster;
 use serde_json::json;
 
-/// The master serving `slot` now and one of its replicas, by port.
-fn master_and_replica(c: &LocalCluster, slot: u16) -> (u16, u16) {
-    let nodes = c.cli(c.ports[0], &["cluster", "nodes"]);
-    let lines: Vec<Vec<&str>> = nodes.lines().map(|l| l.split(' ').collect()).collect();
-    let port_of = |f: &[&str]| -> u16 {
-        f[1].split('@')
-            .next()
-            .unwrap()
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let master = lines
-        .iter()
-        .find(|f| {
-            f[2].contains("master")
-                && f[8..].iter().any(|r| {
-                    let (a, b) = r.split_once('-').unwrap_or((r, r));
-                    matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
-                })
-        })
-        .expect("a master serves the slot");
-    let replica = lines
-        .iter()
-        .find(|f| f[2].contains("slave") && f[3] == master[0])
-        .expect("the master has a replica");
-    (port_of(master), port_of(replica))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_failover_under_keels_engine_loses_no_job() {
     failover(true).await;
@@ -154,19 +123,16 @@ async fn failover(keels_engine: bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Every key of the queue shares the tag `{orders}`: its slot is that of "orders".
-    let slot: u16 = cluster
-        .cli(cluster.ports[0], &["cluster", "keyslot", "orders"])
-        .trim()
-        .parse()
-        .unwrap();
-    let (master, replica) = master_and_replica(&cluster, slot);
+    let slot = cluster.slot_of("orders");
+    let (master, replica) = cluster.master_and_replica(slot);
+    let replica = replica.expect("the master has a replica");
     let answer = cluster.cli(replica, &["cluster", "failover"]);
     assert!(
         answer.trim() == "OK",
         "CLUSTER FAILOVER answered {answer:?}"
     );
     let until = Instant::now() + Duration::from_secs(20);
-    while master_and_replica(&cluster, slot).0 != replica {
+    while cluster.master_and_replica(slot).0 != replica {
         assert!(Instant::now() < until, "the replica did not take over");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

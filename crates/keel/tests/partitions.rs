@@ -121,31 +121,9 @@ async fn on_a_cluster_each_partition_lives_on_its_own_master() {
     let mut owners = BTreeSet::new();
     for part in partition_names(&q_name, 3) {
         let slot = slot_of(&part);
-        let answer = cluster.cli(
-            cluster.ports[0],
-            &["cluster", "keyslot", &format!("{{{part}}}:x")],
-        );
-        assert_eq!(
-            answer.trim(),
-            slot.to_string(),
-            "Redis agrees on {part}'s slot"
-        );
-        let nodes = cluster.cli(cluster.ports[0], &["cluster", "nodes"]);
-        let owner = nodes
-            .lines()
-            .find(|l| {
-                l.contains("master")
-                    && l.split(' ').skip(8).any(|r| {
-                        let (a, b) = r.split_once('-').unwrap_or((r, r));
-                        matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
-                    })
-            })
-            .expect("a master serves the slot")
-            .split(' ')
-            .next()
-            .unwrap()
-            .to_string();
-        owners.insert(owner);
+        let key = format!("{{{part}}}:x");
+        assert_eq!(cluster.slot_of(&key), slot, "Redis agrees on {part}'s slot");
+        owners.insert(cluster.master_and_replica(slot).0);
     }
     assert_eq!(owners.len(), 3, "three partitions on three masters");
     spread_and_seen_as_one(cluster.url()).await;

@@ -28,31 +28,7 @@ async fn backend(cluster: &LocalCluster, sharded: bool) -> Backend {
 
 /// The master serving `channel`'s slot, by port.
 fn owner(cluster: &LocalCluster, channel: &str) -> u16 {
-    let slot: u16 = cluster
-        .cli(cluster.ports[0], &["cluster", "keyslot", channel])
-        .trim()
-        .parse()
-        .unwrap();
-    let nodes = cluster.cli(cluster.ports[0], &["cluster", "nodes"]);
-    let line = nodes
-        .lines()
-        .find(|l| {
-            l.contains("master")
-                && l.split(' ').skip(8).any(|r| {
-                    let (a, b) = r.split_once('-').unwrap_or((r, r));
-                    matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
-                })
-        })
-        .expect("a master serves the slot");
-    let addr = line.split(' ').nth(1).unwrap();
-    addr.split('@')
-        .next()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    cluster.master_of(channel)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -547,3 +547,31 @@ pub fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// The next JSON message of a realtime socket for which `pred` holds (others skipped), within
+/// 15 s; `what` names it in the failure.
+pub async fn ws_next_matching<S>(ws: &mut S, what: &str, pred: impl Fn(&Value) -> bool) -> Value
+where
+    S: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    let until = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let m = tokio::time::timeout_at(until, futures::StreamExt::next(ws))
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within 15 s"))
+            .expect("the socket is open")
+            .expect("a frame");
+        let Ok(text) = m.to_text() else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
+            continue;
+        };
+        if pred(&v) {
+            return v;
+        }
+    }
+}

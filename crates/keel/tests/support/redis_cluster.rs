@@ -49,6 +49,16 @@ fn cli(flags: &[String], port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The port of a node's address as `CLUSTER NODES` or `INFO` shows it
+/// (`127.0.0.1:7000@17000`, `127.0.0.1:7000`).
+pub fn port_of(addr: &str) -> u16 {
+    addr.split('@')
+        .next()
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {addr:?}"))
+}
+
 impl LocalCluster {
     /// The process's shared cluster, started on first use.
     pub fn shared() -> &'static LocalCluster {
@@ -258,6 +268,40 @@ impl LocalCluster {
             .copied()
             .filter(|p| self.cli(*p, &["role"]).starts_with("master"))
             .collect()
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`: a hash tag's content when the key has one).
+    pub fn slot_of(&self, key: &str) -> u16 {
+        self.cli(self.ports[0], &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a slot")
+    }
+
+    /// The master serving `slot` now and one of its replicas (when it has one), by port.
+    pub fn master_and_replica(&self, slot: u16) -> (u16, Option<u16>) {
+        let nodes = self.cli(self.ports[0], &["cluster", "nodes"]);
+        let lines: Vec<Vec<&str>> = nodes.lines().map(|l| l.split(' ').collect()).collect();
+        let master = lines
+            .iter()
+            .find(|f| {
+                f.len() > 8
+                    && f[2].contains("master")
+                    && f[8..].iter().any(|r| {
+                        let (a, b) = r.split_once('-').unwrap_or((r, r));
+                        matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+                    })
+            })
+            .expect("a master serves the slot");
+        let replica = lines
+            .iter()
+            .find(|f| f.len() > 3 && f[2].contains("slave") && f[3] == master[0]);
+        (port_of(master[1]), replica.map(|r| port_of(r[1])))
+    }
+
+    /// The master serving `key`'s slot now, by port.
+    pub fn master_of(&self, key: &str) -> u16 {
+        self.master_and_replica(self.slot_of(key)).0
     }
 
     /// Runs a `redis-cli` command on one node.
