@@ -54,7 +54,19 @@ impl Backend {
         default: crate::engines::Engine,
         others: std::collections::BTreeSet<String>,
     ) -> Result<Backend> {
-        let native = Arc::new(
+        Backend::redis_engines_partitioned(settings, default, others, Default::default()).await
+    }
+
+    /// As [`Backend::redis_engines`], with each queue of `partitions` (all on Keel's engine)
+    /// spread over so many partitions: the partitions are queues of Keel's engine, each call
+    /// reaching them by the queue's own name first (so its engine is chosen by that name).
+    pub async fn redis_engines_partitioned(
+        settings: RedisSettings,
+        default: crate::engines::Engine,
+        others: std::collections::BTreeSet<String>,
+        partitions: std::collections::BTreeMap<String, u32>,
+    ) -> Result<Backend> {
+        let mut native: Arc<dyn QueueBackend> = Arc::new(
             keel_native::NativeEngine::connect(
                 &settings.url,
                 &settings.prefix,
@@ -62,6 +74,9 @@ impl Backend {
             )
             .await?,
         );
+        if partitions.values().any(|n| *n > 1) {
+            native = Arc::new(crate::partitions::Partitioned::new(native, partitions));
+        }
         let redis = Arc::new(keel_redis::RedisBackend::connect(settings).await?);
         Ok(Backend {
             inner: Arc::new(crate::engines::Routed::new(
@@ -85,7 +100,10 @@ impl Backend {
     }
 
     /// The same backend with each queue of `partitions` spread over so many partitions
-    /// ([`crate::partitions`]); a count of 1 is no partitioning.
+    /// ([`crate::partitions`]); a count of 1 is no partitioning. For a backend of one engine
+    /// (memory, [`Backend::native`], [`Backend::redis`]); queues on both Redis engines take
+    /// their partitions through [`Backend::redis_engines_partitioned`], which partitions below
+    /// the choice of engine.
     pub fn with_partitions(
         mut self,
         partitions: std::collections::BTreeMap<String, u32>,

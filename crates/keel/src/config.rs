@@ -625,14 +625,13 @@ impl Config {
             .filter(|q| q.engine != default)
             .map(|q| q.name.clone())
             .collect();
+        // Partitioned queues are on Keel's engine (`check_partitions`), so never on this path.
         let backend = if default == Engine::Bullmq && others.is_empty() {
             Backend::redis(settings).await?
         } else {
-            Backend::redis_engines(settings, default, others).await?
+            Backend::redis_engines_partitioned(settings, default, others, self.partitions()).await?
         };
-        Ok(backend
-            .with_partitions(self.partitions())
-            .with_keys(self.keys.clone()))
+        Ok(backend.with_keys(self.keys.clone()))
     }
 
     /// The partitioned queues and their partition counts.

@@ -130,7 +130,9 @@ impl Partitioned {
             inner,
             which,
             names: Mutex::default(),
-            turn: AtomicUsize::new(0),
+            // Where this process starts its turns: at random, so that many processes adding
+            // a job or two each do not all start with partition 0.
+            turn: AtomicUsize::new(rand::random::<u16>() as usize),
         }
     }
 

@@ -129,6 +129,59 @@ async fn on_a_cluster_each_partition_lives_on_its_own_master() {
     spread_and_seen_as_one(cluster.url()).await;
 }
 
+/// A configuration whose queues run on BullMQ's engine but for one partitioned queue on
+/// Keel's: the partitions are Keel's engine's queues (the engine is chosen by the queue's
+/// name, not a partition's), and the BullMQ queue beside it stays BullMQ's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_run_on_the_queues_engine_beside_bullmq_queues() {
+    let prefix = format!("kpe{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let (orders, mail) = (name("orders"), name("mail"));
+    let text = format!(
+        "[redis]\nurl = \"{}\"\nprefix = \"{prefix}\"\n\n[queues.{orders}]\nengine = \"keel\"\npartitions = 3\n\n[queues.{mail}]\n",
+        local()
+    );
+    let config = keel::config::Config::parse(&text, &|_| None).unwrap();
+    let b = config.backend().await.unwrap();
+    let q = config.queue(&b, &orders).unwrap();
+    for i in 0..6 {
+        q.add("o", json!(i), JobOptions::default()).await.unwrap();
+    }
+    config
+        .queue(&b, &mail)
+        .unwrap()
+        .add("m", json!(0), JobOptions::default())
+        .await
+        .unwrap();
+    // Seen through Keel's engine alone: 2 jobs in each partition.
+    let native = Backend::native(RedisSettings {
+        prefix: prefix.clone(),
+        ..settings(local())
+    })
+    .await
+    .unwrap();
+    for part in partition_names(&orders, 3) {
+        let below = Queue::new(&native, &part).unwrap();
+        assert_eq!(below.counts().await.unwrap().waiting, 2, "{part}");
+    }
+    // And the other queue through BullMQ's engine alone.
+    let bullmq = Backend::redis(RedisSettings {
+        prefix,
+        ..settings(local())
+    })
+    .await
+    .unwrap();
+    let m = Queue::new(&bullmq, &mail).unwrap();
+    assert_eq!(m.counts().await.unwrap().waiting, 1);
+    let names = b.queue_names().await.unwrap();
+    assert!(
+        names.contains(&orders) && names.contains(&mail),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.contains("~p")), "{names:?}");
+    q.obliterate(true).await.unwrap();
+    m.obliterate(true).await.unwrap();
+}
+
 /// What is split among partitions must give each at least one: a worker's concurrency, the
 /// rate limit and the global concurrency; the error names the field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
