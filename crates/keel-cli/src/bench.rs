@@ -76,7 +76,8 @@ pub struct BenchArgs {
     )]
     scenario: Vec<String>,
     /// Comma list of keel (Keel's own engine), bullmq (Keel over BullMQ's scripts),
-    /// bullmq-official; both = bullmq,bullmq-official.
+    /// bullmq-official; both = bullmq,bullmq-official. The server scenarios (http_enqueue,
+    /// process_runs, workflow, email, ai) run on Keel's engine when the list has keel.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "bullmq")]
     engine: Vec<Engine>,
     /// Open-loop add rate of the latency scenario (jobs/s).
@@ -186,13 +187,26 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<(), Failure> {
         url: config.redis_url.clone(),
         native,
     };
+    // The server scenarios run on one engine: Keel's own with `--engine keel`, else BullMQ's.
+    let server_backend = match (&config.redis_url, engines.contains(&Engine::Keel)) {
+        (Some(url), true) => {
+            Backend::native(keel::backend::RedisSettings {
+                url: url.clone(),
+                prefix: BENCH_PREFIX.into(),
+                command_timeout: config.command_timeout,
+                sharded_pubsub: false,
+            })
+            .await?
+        }
+        _ => bench.backend.clone(),
+    };
     for scenario in bench.args.scenario.clone() {
         if crate::bench_server::SCENARIOS.contains(&scenario.as_str()) {
             crate::bench_server::run(
                 &scenario,
                 crate::bench_server::Setup {
                     config,
-                    backend: bench.backend.clone().with_keys(
+                    backend: server_backend.clone().with_keys(
                         keel::Keys::new(BENCH_PREFIX, "bench").expect("a valid key space"),
                     ),
                     jobs: bench.args.jobs,
