@@ -31,6 +31,7 @@ mod circuit;
 mod cluster;
 pub mod conn;
 mod convert;
+mod info;
 mod kv;
 mod queue;
 mod scripts;

@@ -1,6 +1,8 @@
 //! One queue over several partitions (`[queues.Q] partitions = N`), so over several Redis
 //! Cluster masters: [`Partitioned`] wraps a backend and shows each partitioned queue as one
 //! while its jobs live in N queues of the engine below, each under its own hash tag.
+//! (Over 600 lines: the whole backend contract, each call once for a partitioned queue and
+//! passed through for the others, in one place.)
 //!
 //! # Layout
 //! Partition `i` of queue `Q` is the engine's queue `Q~p<i>` (or `Q~p<i>.<k>` with the first
@@ -32,9 +34,6 @@
 //! across them — the price of spreading one queue's load.
 //!
 //! The dead-letter queue of a partitioned queue is one queue, not partitioned.
-//!
-//! Over 600 lines: the whole backend contract, each call once for a partitioned queue and
-//! passed through for the others, in one place.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};

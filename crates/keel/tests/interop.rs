@@ -1,7 +1,8 @@
 //! Interop with real Node BullMQ 6 (and 5, which the seed projects pin) on the same Redis:
 //! either side adds, either side processes, each sees the other's results and failures; pause
 //! and resume from either side lose nothing; on a Redis Cluster too, with the queue named
-//! `{queue}` on Node's side as Keel names it there. Needs `node`,
+//! `{queue}` on Node's side as Keel names it there. (Over 600 lines: every interop scenario shares
+//! the Node helper and setup above, so they stay in one file.) Needs `node`,
 //! `npm install --prefix ../shared/bench/bullmq-peer` (bullmq 6.7.0) and
 //! `npm install --prefix crates/keel/tests/interop/bullmq5` (bullmq 5.81.5); `.ci/run` installs
 //! both.
