@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use keel::config::Config;
 use keel::{handler_fn, Backend, JobOptions, KeepJobs, NewJob, Queue};
-use keel_redis::conn::{Client, Conn};
 use serde_json::{json, Value};
 
 use crate::Failure;
@@ -45,18 +44,33 @@ pub async fn run(config: &Config, sizes: Sizes) -> Result<(), Failure> {
             "needs a Redis Cluster ([redis] cluster, REDIS_CLUSTER_NODES or a cluster node's URL)",
         )
     })?;
-    let mut conn = connect(&url).await?;
-    let masters = conn
-        .masters()
-        .await
-        .map_err(|e| keel::Error::BackendUnavailable(format!("CLUSTER SHARDS: {e}")))?
-        .filter(|m| m.len() > 1)
-        .ok_or_else(|| {
-            keel::Error::invalid(
-                "--cluster",
-                format!("{url} is not a Redis Cluster of two masters or more"),
-            )
-        })?;
+    let settings = keel::backend::RedisSettings {
+        url: url.clone(),
+        prefix: "keelbench".into(),
+        command_timeout: config.command_timeout,
+        sharded_pubsub: false,
+    };
+    let base = Backend::native(settings).await?;
+    // The masters, as the toolkit's INFO sees them (one entry each on a cluster, none on one
+    // server).
+    let masters: Vec<String> = base
+        .kv()
+        .info()
+        .await?
+        .nodes
+        .into_iter()
+        .map(|n| n.addr)
+        .collect();
+    if masters.len() < 2 {
+        return Err(keel::Error::invalid(
+            "--cluster",
+            format!(
+                "{} is not a Redis Cluster of two masters or more",
+                keel::secrets::redact_url(&url)
+            ),
+        )
+        .into());
+    }
     let n = masters.len() as u32;
     if sizes.concurrency < n as usize {
         return Err(keel::Error::invalid(
@@ -65,17 +79,10 @@ pub async fn run(config: &Config, sizes: Sizes) -> Result<(), Failure> {
         )
         .into());
     }
-    let settings = keel::backend::RedisSettings {
-        url: url.clone(),
-        prefix: "keelbench".into(),
-        command_timeout: config.command_timeout,
-        sharded_pubsub: false,
-    };
-    let base = Backend::native(settings).await?;
     let mut lines: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for round in 0..sizes.rounds {
         for (layout, parts) in [("one_master", 1), ("spread", n)] {
-            let line = round_of(&base, &mut conn, &masters, layout, parts, round, &sizes).await;
+            let line = round_of(&base, &masters, layout, parts, round, &sizes).await;
             println!("{line}");
             lines.entry(layout).or_default().push(line);
         }
@@ -84,57 +91,23 @@ pub async fn run(config: &Config, sizes: Sizes) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn connect(url: &str) -> Result<Conn, Failure> {
-    let client = Client::open(url)?;
-    let mut conn = client
-        .shared()
+/// Each master's CPU seconds (user + sys) now, in the order of `masters`.
+async fn cpu(backend: &Backend, masters: &[String]) -> Vec<f64> {
+    let nodes = backend
+        .kv()
+        .info()
         .await
-        .map_err(|e| keel::Error::BackendUnavailable(format!("redis: {e}")))?;
-    if let Conn::Cluster(_) = conn {
-        return Ok(conn);
-    }
-    // A node URL of a cluster node: connect to its cluster.
-    let info: String = redis::cmd("INFO")
-        .arg("cluster")
-        .query_async(&mut conn)
-        .await
+        .map(|i| i.nodes)
         .unwrap_or_default();
-    if !info.lines().any(|l| l.trim() == "cluster_enabled:1") {
-        return Err(
-            keel::Error::invalid("--cluster", format!("{url} is not a Redis Cluster")).into(),
-        );
-    }
-    Client::cluster(&[url.to_string()])
-        .map_err(|m| keel::Error::invalid("redis.url", m))?
-        .shared()
-        .await
-        .map_err(|e| keel::Error::BackendUnavailable(format!("redis: {e}")).into())
-}
-
-/// Each master's CPU seconds (user + sys) now.
-async fn cpu(conn: &mut Conn, masters: &[(String, u16)]) -> Vec<f64> {
-    let mut out = Vec::with_capacity(masters.len());
-    for m in masters {
-        let info = conn
-            .on(Some(m), redis::cmd("INFO").arg("cpu"))
-            .await
-            .ok()
-            .and_then(|v| redis::from_redis_value::<String>(v).ok())
-            .unwrap_or_default();
-        let field = |name: &str| -> f64 {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
-                .unwrap_or(0.0)
-        };
-        out.push(field("used_cpu_user") + field("used_cpu_sys"));
-    }
-    out
+    masters
+        .iter()
+        .map(|m| nodes.iter().find(|n| &n.addr == m).map_or(0.0, |n| n.cpu_s))
+        .collect()
 }
 
 async fn round_of(
     base: &Backend,
-    conn: &mut Conn,
-    masters: &[(String, u16)],
+    masters: &[String],
     layout: &str,
     parts: u32,
     round: usize,
@@ -152,11 +125,8 @@ async fn round_of(
         "partitions": parts, "masters": masters.len(), "n": sizes.jobs,
         "concurrency": sizes.concurrency, "payload_bytes": sizes.payload, "queue": name,
     });
-    let measured = tokio::time::timeout(
-        sizes.timeout,
-        measure(&backend, conn, masters, &name, sizes),
-    )
-    .await;
+    let measured =
+        tokio::time::timeout(sizes.timeout, measure(&backend, masters, &name, sizes)).await;
     match measured {
         Ok(Ok(fields)) => merge(&mut out, fields),
         Ok(Err(e)) => merge(&mut out, json!({"error": e})),
@@ -172,8 +142,7 @@ async fn round_of(
 
 async fn measure(
     backend: &Backend,
-    conn: &mut Conn,
-    masters: &[(String, u16)],
+    masters: &[String],
     name: &str,
     sizes: &Sizes,
 ) -> Result<Value, String> {
@@ -186,7 +155,7 @@ async fn measure(
         })
         .map_err(|e| e.to_string())?;
     let payload = json!({"p": "x".repeat(sizes.payload)});
-    let cpu0 = cpu(conn, masters).await;
+    let cpu0 = cpu(backend, masters).await;
     let t0 = Instant::now();
     let mut left = sizes.jobs;
     while left > 0 {
@@ -216,7 +185,7 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let process = t1.elapsed();
-    let cpu1 = cpu(conn, masters).await;
+    let cpu1 = cpu(backend, masters).await;
     let _ = worker.close(Duration::from_secs(10)).await;
     let wall = t0.elapsed().as_secs_f64();
     let used: Vec<f64> = cpu0
@@ -235,9 +204,9 @@ async fn measure(
     let per_master: Vec<Value> = masters
         .iter()
         .zip(&used)
-        .map(|((host, port), s)| {
+        .map(|(node, s)| {
             json!({
-                "node": format!("{host}:{port}"),
+                "node": node,
                 "cpu_pct": round1(s / wall * 100.0),
                 "cpu_us_per_job": round1(s * 1e6 / sizes.jobs as f64),
                 "off_mean_pct": round1(off(*s)),
