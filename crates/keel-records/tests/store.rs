@@ -58,7 +58,7 @@ both!(
 
 async fn migrations_up_down_up(s: &SqlStore) {
     let applied = s.migrate_up().await.unwrap();
-    assert_eq!(applied.len(), 6, "{applied:?}");
+    assert_eq!(applied.len(), 7, "{applied:?}");
     assert!(s.migrate_up().await.unwrap().is_empty(), "up is idempotent");
     s.create_token("t", Role::Owner, None).await.unwrap();
     // The newest migration (the AI records' foreign keys dropped) goes down and up again with
@@ -81,11 +81,29 @@ async fn migrations_up_down_up(s: &SqlStore) {
     };
     let before = messages(s).await;
     assert!(before.0 > 0 && before.1 > 0, "{before:?}");
+    // The newest (the instances' revisions) goes down and up again with the instances kept;
+    // the state this store remembers at a revision that is gone is read again.
+    let wf = hex_id(7);
+    s.write_workflows(&[WorkflowWrite::Create(instance(&wf, &[("a", &[])]))])
+        .await
+        .unwrap();
+    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[6]]);
+    assert!(s.workflow_state(&Scope::All, &wf).await.unwrap().is_some());
+    assert_eq!(s.migrate_up().await.unwrap(), vec![applied[6]]);
+    let done = s
+        .write_workflows(&[step(&wf, "a", StepEvent::Completed { output: json!(1) })])
+        .await
+        .unwrap();
+    assert_eq!(done[0].state.instance.status, InstanceStatus::Completed);
+    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[6]]);
     assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[5]]);
     assert_eq!(messages(s).await, before);
-    assert_eq!(s.migrate_up().await.unwrap(), vec![applied[5]]);
+    assert_eq!(s.migrate_up().await.unwrap(), vec![applied[5], applied[6]]);
     assert_eq!(messages(s).await, before);
-    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[5]]);
+    assert_eq!(
+        s.migrate_down(2).await.unwrap(),
+        vec![applied[6], applied[5]]
+    );
     // One step further down drops the email and AI tables: the others stay.
     assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[4]]);
     assert!(s
@@ -778,7 +796,15 @@ async fn workflow_instances_settle_in_one_transaction(s: &SqlStore) {
         .unwrap();
     assert_eq!(r[0].ready, vec!["seo"]);
     assert!(r[0].instance_changed, "pending -> running");
-    assert_eq!(r[0].steps_changed, vec!["draft", "draft", "draft"]);
+    // Started and completed; seo queued under its job id by the same write.
+    assert_eq!(r[0].steps_changed, vec!["draft", "draft", "seo"]);
+    let seo = r[0].state.step("seo").unwrap();
+    assert_eq!(seo.status, StepStatus::Queued);
+    assert_eq!(
+        seo.job_id,
+        Some(keel_records::workflow::step_job_id(&id, "seo", 0))
+    );
+    assert!(seo.queued_at.is_some());
     let st = s.workflow_state(&Scope::All, &id).await.unwrap().unwrap();
     assert_eq!(st.instance.status, InstanceStatus::Running);
     let draft = st.step("draft").unwrap();
@@ -817,6 +843,80 @@ async fn workflow_instances_settle_in_one_transaction(s: &SqlStore) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// Two stores on one database, as two processes: each remembers the states it wrote, and a
+/// write never builds on a state the other has moved on.
+mod two_processes {
+    use keel_records::{PoolSettings, SqlStore};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let db = crate::postgres().await;
+        let other = SqlStore::connect(&db.url(), &PoolSettings::default())
+            .await
+            .unwrap();
+        crate::a_write_builds_on_the_other_process_s_writes(&db.store, &other).await;
+        db.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let db = crate::sqlite().await;
+        let other = SqlStore::connect(&db.url(), &PoolSettings::default())
+            .await
+            .unwrap();
+        crate::a_write_builds_on_the_other_process_s_writes(&db.store, &other).await;
+        db.close().await;
+    }
+}
+
+async fn a_write_builds_on_the_other_process_s_writes(a: &SqlStore, b: &SqlStore) {
+    a.migrate_up().await.unwrap();
+    let id = hex_id(500);
+    a.write_workflows(&[WorkflowWrite::Create(instance(
+        &id,
+        &[("one", &[]), ("two", &["one"]), ("three", &["two"])],
+    ))])
+    .await
+    .unwrap();
+    // b completes `one` (a remembers the instance before that), then a completes `two`.
+    let r = b
+        .write_workflows(&[step(&id, "one", StepEvent::Completed { output: json!(1) })])
+        .await
+        .unwrap();
+    assert_eq!(r[0].ready, vec!["two"]);
+    let r = a
+        .write_workflows(&[step(&id, "two", StepEvent::Completed { output: json!(2) })])
+        .await
+        .unwrap();
+    assert_eq!(r[0].ready, vec!["three"], "a saw b's write");
+    assert_eq!(r[0].state.step("one").unwrap().output, Some(json!(1)));
+    // And back: b remembers the instance at its own write; a moved it on since.
+    let r = b
+        .write_workflows(&[step(
+            &id,
+            "three",
+            StepEvent::Completed { output: json!(3) },
+        )])
+        .await
+        .unwrap();
+    assert_eq!(r[0].state.instance.status, InstanceStatus::Completed);
+    let st = a.workflow_state(&Scope::All, &id).await.unwrap().unwrap();
+    let outputs: Vec<_> = st.steps.iter().map(|s| s.output.clone()).collect();
+    assert_eq!(
+        outputs,
+        vec![Some(json!(1)), Some(json!(2)), Some(json!(3))]
+    );
+    assert_eq!(st.instance.status, InstanceStatus::Completed);
+    // A cancel through a (the API's path) after b's last write is refused: a reads it ended.
+    assert_eq!(
+        a.cancel_instance(&Scope::All, &id)
+            .await
+            .unwrap_err()
+            .code(),
+        "conflict"
+    );
 }
 
 async fn a_fan_in_finishing_at_once_is_seen_ready(s: &SqlStore) {

@@ -23,8 +23,8 @@ use futures::future::join_all;
 use keel::config::Config;
 use keel::{Backend, JobOptions, NewJob, Queue};
 use keel_records::workflow::{
-    step_job_id, Definition, NewDefinition, NewInstance, Settled, StepEvent, StepStatus,
-    StepUpdate, Trigger, WorkflowState, WorkflowWrite,
+    step_job_id, Definition, NewDefinition, NewInstance, Settled, StepStatus, Trigger,
+    WorkflowState, WorkflowWrite,
 };
 use keel_records::{Scope, StoreError, WorkflowStore};
 use serde_json::{json, Map, Value};
@@ -452,7 +452,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Adds the job of step `name` of `st` and reports it queued.
+    /// Adds the job of step `name` of `st`.
     async fn add_step(&self, st: &WorkflowState, c: &Compiled, name: &str) -> Result<()> {
         let Some(spec) = c.step(name) else {
             return Err(StoreError::NotFound(format!("step {name} of {}", c.name)).into());
@@ -480,29 +480,20 @@ impl Engine {
         };
         let job_id = step_job_id(&inst.id, name, inst.reruns);
         let opts = JobOptions {
-            job_id: Some(job_id.clone()),
+            job_id: Some(job_id),
             attempts: spec.attempts,
             backoff: spec.backoff.clone(),
             ..JobOptions::default()
         };
+        // The step was recorded queued under this id by the write that made it ready; its
+        // input is recorded with its attempt (the job's data), so adding it writes nothing.
         self.queue(&spec.queue)?
             .add_job(NewJob {
                 name: spec.job_name().to_string(),
-                data: data.clone(),
+                data,
                 opts,
             })
             .await?;
-        self.inner.writer.report(
-            StepUpdate::now(
-                &inst.id,
-                name,
-                StepEvent::Queued {
-                    job_id,
-                    input: data,
-                },
-            )
-            .write(),
-        );
         Ok(())
     }
 

@@ -14,6 +14,8 @@ mod copy;
 mod logs;
 mod messages;
 mod runs;
+mod workflow_cache;
+mod workflow_rows;
 mod workflows;
 
 use std::time::Duration;
@@ -61,6 +63,8 @@ pub struct SqlStore {
     /// PostgreSQL only: a small native pool for `COPY`, which `sqlx::Any` cannot do (bulk run
     /// records cost a fraction of INSERTs that way).
     copy: Option<sqlx::PgPool>,
+    /// The live workflow instances this process wrote, at their revisions.
+    wf_states: std::sync::Arc<workflow_cache::StateCache>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -279,6 +283,7 @@ impl SqlStore {
             database,
             max,
             copy,
+            wf_states: Default::default(),
         })
     }
 

@@ -26,7 +26,7 @@ use crate::workflow::{
     StepExecution, StepStatus, Trigger, WorkflowState, WorkflowWrite,
 };
 
-use super::{clamp_page, db_err, multi_insert, Listing, SqlStore, Where};
+use super::{clamp_page, db_err, Listing, SqlStore, Where};
 
 const INSTANCE_COLUMNS: &str = "id, tenant_id, workflow, version, status, input, error, trigger_kind, trigger_ref, actor, reruns, created_at, started_at, finished_at, updated_at";
 const STEP_COLUMNS: &str = "instance_id, step, position, queue, job_name, needs, on_failure, status, attempts, job_id, input, output, error, stack, queued_at, started_at, finished_at, duration_ms";
@@ -129,10 +129,6 @@ fn bind_ids<'q>(mut q: AnyQuery<'q>, ids: &'q [String]) -> AnyQuery<'q> {
     q
 }
 
-fn text(v: &Option<Value>) -> Option<String> {
-    v.as_ref().map(|v| v.to_string())
-}
-
 /// A definition is visible to a tenant when it is global or the tenant's own.
 fn definition_scope(w: &mut Where, scope: &Scope) {
     if let Some(t) = scope.tenant() {
@@ -140,32 +136,48 @@ fn definition_scope(w: &mut Where, scope: &Scope) {
     }
 }
 
+/// Column `col` of a locked row.
+fn rev_of<T>(row: &AnyRow, col: &str) -> Result<T>
+where
+    T: for<'r> sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+{
+    row.try_get(col)
+        .map_err(|e| db_err("workflow instances", e))
+}
+
+/// Instances locked by a transaction: their states, and the revision each was at.
+struct Locked {
+    states: Vec<WorkflowState>,
+    revs: HashMap<String, i64>,
+}
+
 impl SqlStore {
-    /// Locks the instance rows `ids` for the rest of `tx` and loads their state.
+    /// Locks the instance rows `ids` for the rest of `tx` and loads their state: what this
+    /// process remembers when the row's revision is the remembered one, else the rows.
     async fn lock_states(
         &self,
         tx: &mut Transaction<'static, Any>,
         ids: &[String],
-    ) -> Result<Vec<WorkflowState>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
+    ) -> Result<Locked> {
         let mut sorted = ids.to_vec();
         sorted.sort();
         sorted.dedup();
-        let mut states = HashMap::new();
+        let mut revs = HashMap::new();
         for chunk in sorted.chunks(CHUNK) {
             let sql = if self.database == "postgres" {
-                // Locked in id order, so two batches never wait on each other in a circle.
+                // Locked in id order, so two batches never wait on each other in a circle. One
+                // parameter an id (not one JSON array): the planner then knows each matches at
+                // most one row and looks them up by key, even in a plan made when the table was
+                // small.
                 format!(
-                    "SELECT {INSTANCE_COLUMNS} FROM keel_wf_instances WHERE id IN ({}) ORDER BY id FOR UPDATE",
+                    "SELECT id, rev FROM keel_wf_instances WHERE id IN ({}) ORDER BY id FOR UPDATE",
                     placeholders(1, chunk.len())
                 )
             } else {
                 // SQLite: begin with a write, so the transaction holds the write lock before it
                 // reads (a read-then-write transaction can fail to upgrade under WAL).
                 let sql = format!(
-                    "UPDATE keel_wf_instances SET updated_at = updated_at WHERE id IN ({})",
+                    "UPDATE keel_wf_instances SET rev = rev WHERE id IN ({})",
                     placeholders(1, chunk.len())
                 );
                 let q = bind_ids(sqlx::query(&sql), chunk);
@@ -173,7 +185,7 @@ impl SqlStore {
                     .await
                     .map_err(|e| db_err("workflow instances", e))?;
                 format!(
-                    "SELECT {INSTANCE_COLUMNS} FROM keel_wf_instances WHERE id IN ({})",
+                    "SELECT id, rev FROM keel_wf_instances WHERE id IN ({})",
                     placeholders(1, chunk.len())
                 )
             };
@@ -183,48 +195,87 @@ impl SqlStore {
                 .await
                 .map_err(|e| db_err("workflow instances", e))?
             {
-                let i = instance_from(&row).map_err(|e| db_err("workflow instances", e))?;
-                states.insert(
-                    i.id.clone(),
-                    WorkflowState {
-                        instance: i,
-                        steps: Vec::new(),
-                    },
-                );
-            }
-            let sql = format!(
-                "SELECT {STEP_COLUMNS} FROM keel_wf_steps WHERE instance_id IN ({}) ORDER BY instance_id, position",
-                placeholders(1, chunk.len())
-            );
-            let q = bind_ids(sqlx::query(&sql), chunk);
-            for row in q
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(|e| db_err("workflow steps", e))?
-            {
-                let (id, s) = step_from(&row).map_err(|e| db_err("workflow steps", e))?;
-                if let Some(st) = states.get_mut(&id) {
-                    st.steps.push(s);
-                }
+                revs.insert(rev_of(&row, "id")?, rev_of(&row, "rev")?);
             }
         }
-        Ok(ids.iter().filter_map(|id| states.remove(id)).collect())
+        let mut states = HashMap::new();
+        let mut missed = Vec::new();
+        for id in &sorted {
+            let Some(rev) = revs.get(id) else { continue };
+            match self.wf_states.take(id, *rev) {
+                Some(st) => {
+                    states.insert(id.clone(), st);
+                }
+                None => missed.push(id.clone()),
+            }
+        }
+        for chunk in missed.chunks(CHUNK) {
+            self.read_states(tx, chunk, &mut states).await?;
+        }
+        Ok(Locked {
+            states: ids.iter().filter_map(|id| states.remove(id)).collect(),
+            revs,
+        })
     }
 
-    /// Writes back the instances and steps of `after` that differ from `before`.
+    /// Reads the instances `ids` (locked already) and their steps into `states`.
+    async fn read_states(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ids: &[String],
+        states: &mut HashMap<String, WorkflowState>,
+    ) -> Result<()> {
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM keel_wf_instances WHERE id IN ({})",
+            placeholders(1, ids.len())
+        );
+        for row in bind_ids(sqlx::query(&sql), ids)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| db_err("workflow instances", e))?
+        {
+            let i = instance_from(&row).map_err(|e| db_err("workflow instances", e))?;
+            states.insert(
+                i.id.clone(),
+                WorkflowState {
+                    instance: i,
+                    steps: Vec::new(),
+                },
+            );
+        }
+        let sql = format!(
+            "SELECT {STEP_COLUMNS} FROM keel_wf_steps WHERE instance_id IN ({}) ORDER BY instance_id, position",
+            placeholders(1, ids.len())
+        );
+        for row in bind_ids(sqlx::query(&sql), ids)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| db_err("workflow steps", e))?
+        {
+            let (id, s) = step_from(&row).map_err(|e| db_err("workflow steps", e))?;
+            if let Some(st) = states.get_mut(&id) {
+                st.steps.push(s);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes back the instances and steps of `after` that differ from `before`, raising the
+    /// revision of every instance written (`revs`: the revisions locked; a new instance starts
+    /// at 1). Returns the revision of each state of `after` once committed.
     async fn write_back(
         &self,
         tx: &mut Transaction<'static, Any>,
         before: &HashMap<String, WorkflowState>,
         after: &[WorkflowState],
-    ) -> Result<()> {
+        revs: &HashMap<String, i64>,
+    ) -> Result<Vec<i64>> {
         let mut instances = Vec::new();
         let mut steps = Vec::new();
+        let mut committed = Vec::with_capacity(after.len());
         for st in after {
             let old = before.get(&st.instance.id);
-            if old.map(|o| o.instance != st.instance).unwrap_or(true) {
-                instances.push(&st.instance);
-            }
+            let mut changed = old.map(|o| o.instance != st.instance).unwrap_or(true);
             for s in &st.steps {
                 let unchanged = old
                     .and_then(|o| o.step(&s.step))
@@ -232,69 +283,27 @@ impl SqlStore {
                     .unwrap_or(false);
                 if !unchanged {
                     steps.push((st.instance.id.as_str(), s));
+                    changed = true;
                 }
             }
-        }
-        for chunk in instances.chunks(CHUNK) {
-            let sql = format!(
-                "{} ON CONFLICT (id) DO UPDATE SET status = excluded.status, error = excluded.error, started_at = excluded.started_at, finished_at = excluded.finished_at, reruns = excluded.reruns, updated_at = excluded.updated_at",
-                multi_insert(&format!("keel_wf_instances ({INSTANCE_COLUMNS})"), 15, chunk.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for i in chunk {
-                q = q
-                    .bind(i.id.as_str())
-                    .bind(i.tenant_id.as_deref())
-                    .bind(i.workflow.as_str())
-                    .bind(i.version)
-                    .bind(i.status.as_str())
-                    .bind(i.input.to_string())
-                    .bind(i.error.as_deref())
-                    .bind(i.trigger.kind.as_str())
-                    .bind(i.trigger.reference.as_deref())
-                    .bind(i.actor.as_str())
-                    .bind(i.reruns)
-                    .bind(i.created_at)
-                    .bind(i.started_at)
-                    .bind(i.finished_at)
-                    .bind(i.updated_at);
+            let rev = revs.get(&st.instance.id).copied().unwrap_or(0);
+            if changed {
+                instances.push((&st.instance, rev + 1));
+                committed.push(rev + 1);
+            } else {
+                committed.push(rev);
             }
-            q.execute(&mut **tx)
-                .await
-                .map_err(|e| db_err("workflow instances", e))?;
         }
-        for chunk in steps.chunks(CHUNK) {
-            let sql = format!(
-                "{} ON CONFLICT (instance_id, step) DO UPDATE SET status = excluded.status, attempts = excluded.attempts, job_id = excluded.job_id, input = excluded.input, output = excluded.output, error = excluded.error, stack = excluded.stack, queued_at = excluded.queued_at, started_at = excluded.started_at, finished_at = excluded.finished_at, duration_ms = excluded.duration_ms",
-                multi_insert(&format!("keel_wf_steps ({STEP_COLUMNS})"), 18, chunk.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for (id, s) in chunk {
-                q = q
-                    .bind(*id)
-                    .bind(s.step.as_str())
-                    .bind(s.position)
-                    .bind(s.queue.as_str())
-                    .bind(s.job_name.as_str())
-                    .bind(serde_json::to_string(&s.needs).unwrap_or_else(|_| "[]".into()))
-                    .bind(s.on_failure.as_str())
-                    .bind(s.status.as_str())
-                    .bind(s.attempts)
-                    .bind(s.job_id.as_deref())
-                    .bind(text(&s.input))
-                    .bind(text(&s.output))
-                    .bind(s.error.as_deref())
-                    .bind(s.stack.as_deref())
-                    .bind(s.queued_at)
-                    .bind(s.started_at)
-                    .bind(s.finished_at)
-                    .bind(s.duration_ms);
-            }
-            q.execute(&mut **tx)
-                .await
-                .map_err(|e| db_err("workflow steps", e))?;
+        super::workflow_rows::upsert_instances(self.database, tx, &instances).await?;
+        super::workflow_rows::upsert_steps(self.database, tx, &steps).await?;
+        Ok(committed)
+    }
+
+    /// Remembers each state at the revision it was committed at.
+    fn remember(&self, states: &[&WorkflowState], revs: &[i64]) {
+        for (st, rev) in states.iter().zip(revs) {
+            self.wf_states.put(*rev, st);
         }
-        Ok(())
     }
 
     /// Locks one instance in scope, lets `change` alter it, writes it back.
@@ -310,7 +319,7 @@ impl SqlStore {
             .begin()
             .await
             .map_err(|e| db_err("workflow instances", e))?;
-        let mut states = self.lock_states(&mut tx, &[id.to_string()]).await?;
+        let Locked { mut states, revs } = self.lock_states(&mut tx, &[id.to_string()]).await?;
         let Some(mut st) = states.pop() else {
             return Err(StoreError::NotFound(format!("workflow instance {id}")));
         };
@@ -325,11 +334,13 @@ impl SqlStore {
         let (ready, more) = st.settle(now);
         changed.extend(more);
         st.instance.updated_at = now;
-        self.write_back(&mut tx, &before, std::slice::from_ref(&st))
+        let committed = self
+            .write_back(&mut tx, &before, std::slice::from_ref(&st), &revs)
             .await?;
         tx.commit()
             .await
             .map_err(|e| db_err("workflow instances", e))?;
+        self.remember(&[&st], &committed);
         Ok(Settled {
             instance_changed: st.instance.status != was,
             state: st,
@@ -460,7 +471,7 @@ impl WorkflowStore for SqlStore {
             }
         }
         // Lock and read what exists; creations of new ids are written with the rest.
-        let mut states: Vec<WorkflowState> = self.lock_states(&mut tx, &ids).await?;
+        let Locked { mut states, revs } = self.lock_states(&mut tx, &ids).await?;
         let before: HashMap<String, WorkflowState> = states
             .iter()
             .map(|s| (s.instance.id.clone(), s.clone()))
@@ -517,10 +528,11 @@ impl WorkflowStore for SqlStore {
         }
         // New instances go first (their steps reference them).
         let states: Vec<WorkflowState> = settled.iter().map(|s| s.state.clone()).collect();
-        self.write_back(&mut tx, &before, &states).await?;
+        let committed = self.write_back(&mut tx, &before, &states, &revs).await?;
         tx.commit()
             .await
             .map_err(|e| db_err("workflow instances", e))?;
+        self.remember(&states.iter().collect::<Vec<_>>(), &committed);
         Ok(settled)
     }
 

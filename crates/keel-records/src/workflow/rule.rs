@@ -93,7 +93,8 @@ impl WorkflowState {
     }
 
     /// Moves the instance forward at `now`: starts it, fails it, completes it, cancels what can
-    /// no longer run. Returns the ready steps and the steps whose status changed.
+    /// no longer run, queues the steps whose needs are met. Returns the steps just queued
+    /// (their jobs are to be added, under [`step_job_id`]) and the steps whose status changed.
     pub fn settle(&mut self, now: i64) -> (Vec<String>, Vec<String>) {
         let mut changed = Vec::new();
         let inst = &mut self.instance;
@@ -133,7 +134,20 @@ impl WorkflowState {
                     .all(|n| self.step(n).map(|d| d.satisfies()).unwrap_or(false))
             })
             .map(|s| s.step.clone())
-            .collect();
+            .collect::<Vec<_>>();
+        // Queued in the same write that made them ready, under the job ids they are added
+        // with: no second write when the jobs are added, and a later settle does not hand them
+        // out again. A crash before the jobs exist leaves queued steps without jobs, which the
+        // reconciler adds.
+        let (id, reruns) = (self.instance.id.clone(), self.instance.reruns);
+        for name in &ready {
+            if let Some(s) = self.step_mut(name) {
+                s.status = StepStatus::Queued;
+                s.job_id = Some(step_job_id(&id, name, reruns));
+                s.queued_at = Some(now);
+                changed.push(name.clone());
+            }
+        }
         (ready, changed)
     }
 
@@ -287,8 +301,13 @@ mod tests {
         assert_eq!(s.settle(2).0, vec!["a", "b"]);
         ev(&mut s, "a", StepEvent::Started { attempt: 1 });
         ev(&mut s, "a", StepEvent::Completed { output: json!(1) });
+        assert_eq!(s.step("b").unwrap().status, StepStatus::Queued);
+        assert_eq!(
+            s.step("b").unwrap().job_id.as_deref(),
+            Some(step_job_id(&s.instance.id, "b", 0).as_str())
+        );
         let (ready, _) = s.settle(3);
-        assert_eq!(ready, vec!["b"], "c waits for b");
+        assert!(ready.is_empty(), "c waits for b, queued already");
         assert_eq!(s.instance.status, InstanceStatus::Running);
         ev(&mut s, "b", StepEvent::Completed { output: json!(2) });
         assert_eq!(s.settle(4).0, vec!["c"]);

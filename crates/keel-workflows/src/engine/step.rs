@@ -108,7 +108,7 @@ impl Engine {
                         started_at: keel::now_ms() as i64,
                         attempt,
                     };
-                    let settled = self
+                    let mut settled = self
                         .finish(
                             &at,
                             instance,
@@ -118,6 +118,19 @@ impl Engine {
                             },
                         )
                         .await?;
+                    // The run that recorded this output may have died before adding the jobs
+                    // of the steps it queued: add them again (a job that exists is kept).
+                    let next: Vec<String> = settled
+                        .state
+                        .steps
+                        .iter()
+                        .filter(|s| {
+                            s.status == StepStatus::Queued && s.needs.iter().any(|n| n == step)
+                        })
+                        .map(|s| s.step.clone())
+                        .filter(|s| !settled.ready.contains(s))
+                        .collect();
+                    settled.ready.extend(next);
                     self.enqueue(&settled).await.map_err(|e| queue_down(&e))?;
                     return Ok(output);
                 }

@@ -1,0 +1,1 @@
+ALTER TABLE keel_wf_instances DROP COLUMN rev;

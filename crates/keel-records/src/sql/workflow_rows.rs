@@ -1,0 +1,243 @@
+//! Writing instance and step rows. PostgreSQL takes a batch as one JSON parameter
+//! (`json_to_recordset`): one statement text whatever the batch size, so each connection
+//! prepares it once and plans it generically, and the client binds one value instead of 16 or
+//! 18 a row. SQLite takes multi-row `VALUES` (it has no planner cost to save and binds cheaply
+//! in process).
+
+use serde::Serialize;
+use sqlx::{Any, Transaction};
+
+use super::{db_err, multi_insert};
+use crate::error::Result;
+use crate::workflow::{Instance, StepExecution};
+
+/// Rows per multi-row statement on SQLite (18 columns: far inside its parameter limit).
+const CHUNK: usize = 400;
+
+const INSTANCE_COLUMNS: &str = "id, tenant_id, workflow, version, status, input, error, trigger_kind, trigger_ref, actor, reruns, created_at, started_at, finished_at, updated_at, rev";
+const INSTANCE_TYPES: &str = "id text, tenant_id text, workflow text, version bigint, status text, input text, error text, trigger_kind text, trigger_ref text, actor text, reruns bigint, created_at bigint, started_at bigint, finished_at bigint, updated_at bigint, rev bigint";
+const INSTANCE_UPDATE: &str = "ON CONFLICT (id) DO UPDATE SET status = excluded.status, error = excluded.error, started_at = excluded.started_at, finished_at = excluded.finished_at, reruns = excluded.reruns, updated_at = excluded.updated_at, rev = excluded.rev";
+const STEP_COLUMNS: &str = "instance_id, step, position, queue, job_name, needs, on_failure, status, attempts, job_id, input, output, error, stack, queued_at, started_at, finished_at, duration_ms";
+const STEP_TYPES: &str = "instance_id text, step text, position bigint, queue text, job_name text, needs text, on_failure text, status text, attempts bigint, job_id text, input text, output text, error text, stack text, queued_at bigint, started_at bigint, finished_at bigint, duration_ms bigint";
+const STEP_UPDATE: &str = "ON CONFLICT (instance_id, step) DO UPDATE SET status = excluded.status, attempts = excluded.attempts, job_id = excluded.job_id, input = excluded.input, output = excluded.output, error = excluded.error, stack = excluded.stack, queued_at = excluded.queued_at, started_at = excluded.started_at, finished_at = excluded.finished_at, duration_ms = excluded.duration_ms";
+
+/// An instance row, in [`INSTANCE_COLUMNS`] order.
+#[derive(Serialize)]
+struct InstanceRow<'a> {
+    id: &'a str,
+    tenant_id: Option<&'a str>,
+    workflow: &'a str,
+    version: i64,
+    status: &'a str,
+    input: String,
+    error: Option<&'a str>,
+    trigger_kind: &'a str,
+    trigger_ref: Option<&'a str>,
+    actor: &'a str,
+    reruns: i64,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    updated_at: i64,
+    rev: i64,
+}
+
+impl<'a> InstanceRow<'a> {
+    fn of(i: &'a Instance, rev: i64) -> InstanceRow<'a> {
+        InstanceRow {
+            id: &i.id,
+            tenant_id: i.tenant_id.as_deref(),
+            workflow: &i.workflow,
+            version: i.version,
+            status: i.status.as_str(),
+            input: i.input.to_string(),
+            error: i.error.as_deref(),
+            trigger_kind: &i.trigger.kind,
+            trigger_ref: i.trigger.reference.as_deref(),
+            actor: &i.actor,
+            reruns: i.reruns,
+            created_at: i.created_at,
+            started_at: i.started_at,
+            finished_at: i.finished_at,
+            updated_at: i.updated_at,
+            rev,
+        }
+    }
+}
+
+/// A step row, in [`STEP_COLUMNS`] order (JSON values as their text, as stored).
+#[derive(Serialize)]
+struct StepRow<'a> {
+    instance_id: &'a str,
+    step: &'a str,
+    position: i64,
+    queue: &'a str,
+    job_name: &'a str,
+    needs: String,
+    on_failure: &'a str,
+    status: &'a str,
+    attempts: i64,
+    job_id: Option<&'a str>,
+    input: Option<String>,
+    output: Option<String>,
+    error: Option<&'a str>,
+    stack: Option<&'a str>,
+    queued_at: Option<i64>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    duration_ms: Option<i64>,
+}
+
+impl<'a> StepRow<'a> {
+    fn of(instance_id: &'a str, s: &'a StepExecution) -> StepRow<'a> {
+        StepRow {
+            instance_id,
+            step: &s.step,
+            position: s.position,
+            queue: &s.queue,
+            job_name: &s.job_name,
+            needs: serde_json::to_string(&s.needs).unwrap_or_else(|_| "[]".into()),
+            on_failure: s.on_failure.as_str(),
+            status: s.status.as_str(),
+            attempts: s.attempts,
+            job_id: s.job_id.as_deref(),
+            input: s.input.as_ref().map(|v| v.to_string()),
+            output: s.output.as_ref().map(|v| v.to_string()),
+            error: s.error.as_deref(),
+            stack: s.stack.as_deref(),
+            queued_at: s.queued_at,
+            started_at: s.started_at,
+            finished_at: s.finished_at,
+            duration_ms: s.duration_ms,
+        }
+    }
+}
+
+/// The statement that upserts a JSON array of rows on PostgreSQL.
+fn from_json(table: &str, columns: &str, types: &str, update: &str) -> String {
+    format!(
+        "INSERT INTO {table} ({columns}) SELECT {columns} FROM json_to_recordset($1::json) AS x({types}) {update}"
+    )
+}
+
+/// Inserts or updates the instance rows `rows` (each with the revision it is written at).
+pub(super) async fn upsert_instances(
+    database: &str,
+    tx: &mut Transaction<'static, Any>,
+    rows: &[(&Instance, i64)],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if database == "postgres" {
+        let json: Vec<InstanceRow> = rows.iter().map(|(i, r)| InstanceRow::of(i, *r)).collect();
+        let json = serde_json::to_string(&json)
+            .map_err(|e| db_err("workflow instances", sqlx::Error::Encode(Box::new(e))))?;
+        sqlx::query(&from_json(
+            "keel_wf_instances",
+            INSTANCE_COLUMNS,
+            INSTANCE_TYPES,
+            INSTANCE_UPDATE,
+        ))
+        .bind(json)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| db_err("workflow instances", e))?;
+        return Ok(());
+    }
+    for chunk in rows.chunks(CHUNK) {
+        let sql = format!(
+            "{} {INSTANCE_UPDATE}",
+            multi_insert(
+                &format!("keel_wf_instances ({INSTANCE_COLUMNS})"),
+                16,
+                chunk.len()
+            )
+        );
+        let mut q = sqlx::query(&sql);
+        for (i, rev) in chunk {
+            let r = InstanceRow::of(i, *rev);
+            q = q
+                .bind(r.id)
+                .bind(r.tenant_id)
+                .bind(r.workflow)
+                .bind(r.version)
+                .bind(r.status)
+                .bind(r.input)
+                .bind(r.error)
+                .bind(r.trigger_kind)
+                .bind(r.trigger_ref)
+                .bind(r.actor)
+                .bind(r.reruns)
+                .bind(r.created_at)
+                .bind(r.started_at)
+                .bind(r.finished_at)
+                .bind(r.updated_at)
+                .bind(r.rev);
+        }
+        q.execute(&mut **tx)
+            .await
+            .map_err(|e| db_err("workflow instances", e))?;
+    }
+    Ok(())
+}
+
+/// Inserts or updates the step rows `rows` (instance id, step).
+pub(super) async fn upsert_steps(
+    database: &str,
+    tx: &mut Transaction<'static, Any>,
+    rows: &[(&str, &StepExecution)],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if database == "postgres" {
+        let json: Vec<StepRow> = rows.iter().map(|(id, s)| StepRow::of(id, s)).collect();
+        let json = serde_json::to_string(&json)
+            .map_err(|e| db_err("workflow steps", sqlx::Error::Encode(Box::new(e))))?;
+        sqlx::query(&from_json(
+            "keel_wf_steps",
+            STEP_COLUMNS,
+            STEP_TYPES,
+            STEP_UPDATE,
+        ))
+        .bind(json)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| db_err("workflow steps", e))?;
+        return Ok(());
+    }
+    for chunk in rows.chunks(CHUNK) {
+        let sql = format!(
+            "{} {STEP_UPDATE}",
+            multi_insert(&format!("keel_wf_steps ({STEP_COLUMNS})"), 18, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for (id, s) in chunk {
+            let r = StepRow::of(id, s);
+            q = q
+                .bind(r.instance_id)
+                .bind(r.step)
+                .bind(r.position)
+                .bind(r.queue)
+                .bind(r.job_name)
+                .bind(r.needs)
+                .bind(r.on_failure)
+                .bind(r.status)
+                .bind(r.attempts)
+                .bind(r.job_id)
+                .bind(r.input)
+                .bind(r.output)
+                .bind(r.error)
+                .bind(r.stack)
+                .bind(r.queued_at)
+                .bind(r.started_at)
+                .bind(r.finished_at)
+                .bind(r.duration_ms);
+        }
+        q.execute(&mut **tx)
+            .await
+            .map_err(|e| db_err("workflow steps", e))?;
+    }
+    Ok(())
+}
