@@ -12,7 +12,7 @@ use keel::config::Config;
 use keel::{handler_fn, Backend, JobError, Keys, Worker};
 use keel_records::testing::{postgres, sqlite, TestDb};
 use keel_records::workflow::{
-    InstanceStatus, NewInstance, StepStatus, Trigger, WorkflowState, WorkflowWrite,
+    step_job_id, InstanceStatus, NewInstance, StepStatus, Trigger, WorkflowState, WorkflowWrite,
 };
 use keel_records::{Scope, WorkflowStore};
 use keel_workflows::spec::from_toml;
@@ -706,7 +706,12 @@ async fn the_reconciler_enqueues_what_a_crash_left_out(backend: Backend, db: Tes
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(r.state(&id).await.instance.status, InstanceStatus::Pending);
+    let left = r.state(&id).await;
+    assert_eq!(left.instance.status, InstanceStatus::Pending);
+    // The write that created it queued `a` under its job id; the job does not exist.
+    let a = left.step("a").unwrap();
+    assert_eq!(a.status, StepStatus::Queued);
+    assert_eq!(a.job_id, Some(step_job_id(&id, "a", 0)));
     let reconciler = Reconciler::new(
         r.engine.clone(),
         ReconcilerConfig {

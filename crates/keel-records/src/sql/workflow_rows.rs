@@ -114,14 +114,56 @@ impl<'a> StepRow<'a> {
 }
 
 /// The statement that upserts a JSON array of rows on PostgreSQL.
-fn from_json(table: &str, columns: &str, types: &str, update: &str) -> String {
+fn from_json(table: &str, columns: &str, types: &str, update: &str, param: usize) -> String {
     format!(
-        "INSERT INTO {table} ({columns}) SELECT {columns} FROM json_to_recordset($1::json) AS x({types}) {update}"
+        "INSERT INTO {table} ({columns}) SELECT {columns} FROM json_to_recordset(${param}::json) AS x({types}) {update}"
     )
 }
 
+/// Inserts or updates the instance rows and the step rows of one batch: on PostgreSQL in one
+/// statement (the instances' upsert a data-modifying `WITH` of the steps'), one round trip.
+pub(super) async fn upsert(
+    database: &str,
+    tx: &mut Transaction<'static, Any>,
+    instances: &[(&Instance, i64)],
+    steps: &[(&str, &StepExecution)],
+) -> Result<()> {
+    if database != "postgres" || instances.is_empty() || steps.is_empty() {
+        upsert_instances(database, tx, instances).await?;
+        return upsert_steps(database, tx, steps).await;
+    }
+    let i: Vec<InstanceRow> = instances
+        .iter()
+        .map(|(i, r)| InstanceRow::of(i, *r))
+        .collect();
+    let s: Vec<StepRow> = steps.iter().map(|(id, s)| StepRow::of(id, s)).collect();
+    let encode = |e| db_err("workflow instances", sqlx::Error::Encode(Box::new(e)));
+    let (i, s) = (
+        serde_json::to_string(&i).map_err(encode)?,
+        serde_json::to_string(&s).map_err(encode)?,
+    );
+    let sql = format!(
+        "WITH i AS ({} RETURNING 1) {}",
+        from_json(
+            "keel_wf_instances",
+            INSTANCE_COLUMNS,
+            INSTANCE_TYPES,
+            INSTANCE_UPDATE,
+            1
+        ),
+        from_json("keel_wf_steps", STEP_COLUMNS, STEP_TYPES, STEP_UPDATE, 2)
+    );
+    sqlx::query(&sql)
+        .bind(i)
+        .bind(s)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| db_err("workflow instances", e))?;
+    Ok(())
+}
+
 /// Inserts or updates the instance rows `rows` (each with the revision it is written at).
-pub(super) async fn upsert_instances(
+async fn upsert_instances(
     database: &str,
     tx: &mut Transaction<'static, Any>,
     rows: &[(&Instance, i64)],
@@ -138,6 +180,7 @@ pub(super) async fn upsert_instances(
             INSTANCE_COLUMNS,
             INSTANCE_TYPES,
             INSTANCE_UPDATE,
+            1,
         ))
         .bind(json)
         .execute(&mut **tx)
@@ -183,7 +226,7 @@ pub(super) async fn upsert_instances(
 }
 
 /// Inserts or updates the step rows `rows` (instance id, step).
-pub(super) async fn upsert_steps(
+async fn upsert_steps(
     database: &str,
     tx: &mut Transaction<'static, Any>,
     rows: &[(&str, &StepExecution)],
@@ -200,6 +243,7 @@ pub(super) async fn upsert_steps(
             STEP_COLUMNS,
             STEP_TYPES,
             STEP_UPDATE,
+            1,
         ))
         .bind(json)
         .execute(&mut **tx)

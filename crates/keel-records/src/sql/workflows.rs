@@ -294,8 +294,7 @@ impl SqlStore {
                 committed.push(rev);
             }
         }
-        super::workflow_rows::upsert_instances(self.database, tx, &instances).await?;
-        super::workflow_rows::upsert_steps(self.database, tx, &steps).await?;
+        super::workflow_rows::upsert(self.database, tx, &instances, &steps).await?;
         Ok(committed)
     }
 
