@@ -113,11 +113,51 @@ impl<'a> StepRow<'a> {
     }
 }
 
-/// The statement that upserts a JSON array of rows on PostgreSQL.
+/// The statement that upserts a JSON array of rows (parameter `param`) on PostgreSQL.
 fn from_json(table: &str, columns: &str, types: &str, update: &str, param: usize) -> String {
     format!(
         "INSERT INTO {table} ({columns}) SELECT {columns} FROM json_to_recordset(${param}::json) AS x({types}) {update}"
     )
+}
+
+fn instances_sql(param: usize) -> String {
+    from_json(
+        "keel_wf_instances",
+        INSTANCE_COLUMNS,
+        INSTANCE_TYPES,
+        INSTANCE_UPDATE,
+        param,
+    )
+}
+
+fn steps_sql(param: usize) -> String {
+    from_json(
+        "keel_wf_steps",
+        STEP_COLUMNS,
+        STEP_TYPES,
+        STEP_UPDATE,
+        param,
+    )
+}
+
+/// `rows` as one JSON array.
+fn encode<T: Serialize>(what: &str, rows: &[T]) -> Result<String> {
+    serde_json::to_string(rows).map_err(|e| db_err(what, sqlx::Error::Encode(Box::new(e))))
+}
+
+/// Runs `sql` with the JSON texts `params` bound in order.
+async fn run_json(
+    tx: &mut Transaction<'static, Any>,
+    what: &str,
+    sql: &str,
+    params: Vec<String>,
+) -> Result<()> {
+    let mut q = sqlx::query(sql);
+    for p in params {
+        q = q.bind(p);
+    }
+    q.execute(&mut **tx).await.map_err(|e| db_err(what, e))?;
+    Ok(())
 }
 
 /// Inserts or updates the instance rows and the step rows of one batch: on PostgreSQL in one
@@ -137,29 +177,16 @@ pub(super) async fn upsert(
         .map(|(i, r)| InstanceRow::of(i, *r))
         .collect();
     let s: Vec<StepRow> = steps.iter().map(|(id, s)| StepRow::of(id, s)).collect();
-    let encode = |e| db_err("workflow instances", sqlx::Error::Encode(Box::new(e)));
-    let (i, s) = (
-        serde_json::to_string(&i).map_err(encode)?,
-        serde_json::to_string(&s).map_err(encode)?,
-    );
     let sql = format!(
         "WITH i AS ({} RETURNING 1) {}",
-        from_json(
-            "keel_wf_instances",
-            INSTANCE_COLUMNS,
-            INSTANCE_TYPES,
-            INSTANCE_UPDATE,
-            1
-        ),
-        from_json("keel_wf_steps", STEP_COLUMNS, STEP_TYPES, STEP_UPDATE, 2)
+        instances_sql(1),
+        steps_sql(2)
     );
-    sqlx::query(&sql)
-        .bind(i)
-        .bind(s)
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| db_err("workflow instances", e))?;
-    Ok(())
+    let params = vec![
+        encode("workflow instances", &i)?,
+        encode("workflow steps", &s)?,
+    ];
+    run_json(tx, "workflow instances", &sql, params).await
 }
 
 /// Inserts or updates the instance rows `rows` (each with the revision it is written at).
@@ -173,20 +200,8 @@ async fn upsert_instances(
     }
     if database == "postgres" {
         let json: Vec<InstanceRow> = rows.iter().map(|(i, r)| InstanceRow::of(i, *r)).collect();
-        let json = serde_json::to_string(&json)
-            .map_err(|e| db_err("workflow instances", sqlx::Error::Encode(Box::new(e))))?;
-        sqlx::query(&from_json(
-            "keel_wf_instances",
-            INSTANCE_COLUMNS,
-            INSTANCE_TYPES,
-            INSTANCE_UPDATE,
-            1,
-        ))
-        .bind(json)
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| db_err("workflow instances", e))?;
-        return Ok(());
+        let params = vec![encode("workflow instances", &json)?];
+        return run_json(tx, "workflow instances", &instances_sql(1), params).await;
     }
     for chunk in rows.chunks(CHUNK) {
         let sql = format!(
@@ -236,20 +251,8 @@ async fn upsert_steps(
     }
     if database == "postgres" {
         let json: Vec<StepRow> = rows.iter().map(|(id, s)| StepRow::of(id, s)).collect();
-        let json = serde_json::to_string(&json)
-            .map_err(|e| db_err("workflow steps", sqlx::Error::Encode(Box::new(e))))?;
-        sqlx::query(&from_json(
-            "keel_wf_steps",
-            STEP_COLUMNS,
-            STEP_TYPES,
-            STEP_UPDATE,
-            1,
-        ))
-        .bind(json)
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| db_err("workflow steps", e))?;
-        return Ok(());
+        let params = vec![encode("workflow steps", &json)?];
+        return run_json(tx, "workflow steps", &steps_sql(1), params).await;
     }
     for chunk in rows.chunks(CHUNK) {
         let sql = format!(
