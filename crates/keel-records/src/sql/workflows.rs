@@ -7,9 +7,11 @@
 //! [`WorkflowStore::write_workflows`] is the engine's one write: a batch of creations and step
 //! events in one transaction that first locks the instance rows it touches (PostgreSQL `FOR
 //! UPDATE`, in id order so two batches never deadlock; SQLite by taking the write lock with an
-//! `UPDATE`), reads their state, applies [`WorkflowState::apply`] and
-//! [`WorkflowState::settle`] and writes back only the rows that changed, with multi-row
-//! upserts — a handful of statements per batch whatever its size.
+//! `UPDATE`) reading their revisions, takes their state from what this process remembers at
+//! that revision ([`super::workflow_cache`]) or reads it, applies [`WorkflowState::apply`] and
+//! [`WorkflowState::settle`] and writes back only the rows that changed, raising each written
+//! instance's revision ([`super::workflow_rows`]) — three statements per batch whatever its
+//! size when the states are remembered.
 
 use std::collections::HashMap;
 
