@@ -27,8 +27,10 @@ impl StateCache {
     /// takes it puts back the state it commits; one that fails leaves it to be read again).
     pub(super) fn take(&self, id: &str, rev: i64) -> Option<WorkflowState> {
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        match states.get(id) {
-            Some((r, _)) if *r == rev => states.remove(id).map(|(_, st)| st),
+        // Taken out whether or not it matches: an entry at another revision is stale (the row
+        // moved on, or was rewritten under it), and must never be handed out later.
+        match states.remove(id) {
+            Some((r, st)) if r == rev => Some(st),
             _ => None,
         }
     }
@@ -49,5 +51,46 @@ impl StateCache {
             states.clear();
         }
         states.insert(st.instance.id.clone(), (rev, st.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StateCache;
+    use crate::workflow::{NewInstance, Trigger};
+    use serde_json::json;
+
+    fn state(id: &str) -> crate::workflow::WorkflowState {
+        NewInstance {
+            id: id.into(),
+            tenant_id: None,
+            workflow: "w".into(),
+            version: 1,
+            input: json!({}),
+            trigger: Trigger {
+                kind: "api".into(),
+                reference: None,
+            },
+            actor: "test".into(),
+            steps: Vec::new(),
+        }
+        .state(1)
+    }
+
+    #[test]
+    fn a_state_is_handed_out_only_at_its_revision_and_only_once() {
+        let c = StateCache::default();
+        c.put(3, &state("x"));
+        assert_eq!(c.take("x", 3).map(|s| s.instance.id), Some("x".into()));
+        assert!(c.take("x", 3).is_none(), "taken out");
+        c.put(3, &state("x"));
+        c.put(2, &state("x"));
+        // An older revision does not replace a newer one.
+        assert!(c.take("x", 3).is_some());
+        // A mismatch — the row moved on, or was rewritten lower — forgets the entry, so it
+        // cannot be handed out when the row's revision comes to equal it.
+        c.put(3, &state("x"));
+        assert!(c.take("x", 4).is_none());
+        assert!(c.take("x", 3).is_none());
     }
 }
