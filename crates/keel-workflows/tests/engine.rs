@@ -12,7 +12,8 @@ use keel::config::Config;
 use keel::{handler_fn, Backend, JobError, Keys, Worker};
 use keel_records::testing::{postgres, sqlite, TestDb};
 use keel_records::workflow::{
-    step_job_id, InstanceStatus, NewInstance, StepStatus, Trigger, WorkflowState, WorkflowWrite,
+    step_job_id, InstanceStatus, NewInstance, StepEvent, StepStatus, StepUpdate, Trigger,
+    WorkflowState, WorkflowWrite,
 };
 use keel_records::{Scope, WorkflowStore};
 use keel_workflows::spec::from_toml;
@@ -52,6 +53,7 @@ matrix!(
     a_rerun_skips_completed_steps,
     schedules_and_job_completions_start_instances,
     the_reconciler_enqueues_what_a_crash_left_out,
+    a_step_found_recorded_hands_out_what_it_queued,
 );
 
 fn memory() -> Backend {
@@ -728,6 +730,74 @@ async fn the_reconciler_enqueues_what_a_crash_left_out(backend: Backend, db: Tes
     assert_eq!(runs.load(Ordering::SeqCst), 2, "each step ran once");
     // A finished instance is not looked at again.
     assert_eq!(reconciler.run_once().await.unwrap().looked_at, 0);
+    r.close().await;
+}
+
+async fn a_step_found_recorded_hands_out_what_it_queued(backend: Backend, db: TestDb) {
+    let runs = Arc::new(AtomicU32::new(0));
+    let n = runs.clone();
+    let r = rig(
+        backend,
+        db,
+        r#"
+        [[workflows.again.steps]]
+        name = "a"
+        queue = "wa"
+        [[workflows.again.steps]]
+        name = "b"
+        queue = "wb"
+        needs = ["a"]
+        "#,
+        ok_handler(move |name, _, _| {
+            n.fetch_add(1, Ordering::SeqCst);
+            Ok(json!(name))
+        }),
+    )
+    .await;
+    // As if `a`'s end was committed (queuing `b`) and the process died before adding `b`'s
+    // job and acknowledging `a`'s: `a`'s job is delivered again.
+    let def = r.engine.latest(&Scope::All, "again").await.unwrap();
+    let id = format!("{:032x}", rand_id());
+    r.store
+        .write_workflows(&[WorkflowWrite::Create(NewInstance {
+            id: id.clone(),
+            tenant_id: None,
+            workflow: "again".into(),
+            version: def.version,
+            input: json!({}),
+            trigger: Trigger {
+                kind: "api".into(),
+                reference: None,
+            },
+            actor: "test".into(),
+            steps: def.new_steps(),
+        })])
+        .await
+        .unwrap();
+    let done = r
+        .store
+        .write_workflows(&[StepUpdate::now(
+            &id,
+            "a",
+            StepEvent::Completed {
+                output: json!("stored"),
+            },
+        )
+        .write()])
+        .await
+        .unwrap();
+    let b = done[0].state.step("b").unwrap();
+    assert_eq!(b.status, StepStatus::Queued, "the write that ended `a` queued `b`");
+    assert!(done[0].ready.contains(&"b".to_string()));
+    let mut redelivered = done[0].clone();
+    redelivered.ready = vec!["a".into()];
+    r.engine.enqueue(&redelivered).await.unwrap();
+    // No reconciler runs: the redelivered `a` finds its end recorded and adds `b` again.
+    let st = r.ended(&id).await;
+    assert_eq!(st.instance.status, InstanceStatus::Completed);
+    assert_eq!(st.step("a").unwrap().output, Some(json!("stored")), "`a` is not run again");
+    assert_eq!(st.step("b").unwrap().output, Some(json!("b")));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "only `b` ran");
     r.close().await;
 }
 

@@ -108,7 +108,9 @@ impl Engine {
                         started_at: keel::now_ms() as i64,
                         attempt,
                     };
-                    let mut settled = self
+                    // The run that recorded this output may have died before adding the jobs
+                    // of the steps it queued: `finish` hands them out again.
+                    let settled = self
                         .finish(
                             &at,
                             instance,
@@ -118,19 +120,6 @@ impl Engine {
                             },
                         )
                         .await?;
-                    // The run that recorded this output may have died before adding the jobs
-                    // of the steps it queued: add them again (a job that exists is kept).
-                    let next: Vec<String> = settled
-                        .state
-                        .steps
-                        .iter()
-                        .filter(|s| {
-                            s.status == StepStatus::Queued && s.needs.iter().any(|n| n == step)
-                        })
-                        .map(|s| s.step.clone())
-                        .filter(|s| !settled.ready.contains(s))
-                        .collect();
-                    settled.ready.extend(next);
                     self.enqueue(&settled).await.map_err(|e| queue_down(&e))?;
                     return Ok(output);
                 }
@@ -227,7 +216,10 @@ impl Engine {
     }
 
     /// Records a step's end, waiting for the commit (a few tries: the job is acknowledged
-    /// only once it is recorded).
+    /// only once it is recorded). When the end was already recorded — by a run that died
+    /// after its commit, or by an earlier try whose commit succeeded but was reported failed —
+    /// the steps it queued then are handed out again as ready: nothing else would add their
+    /// jobs until the reconciler's pass (adding a job that exists keeps it).
     async fn finish(
         &self,
         at: &Attempt<'_>,
@@ -251,7 +243,22 @@ impl Engine {
                 )
                 .await
             {
-                Ok(s) => return Ok(s),
+                Ok(mut s) => {
+                    if !s.steps_changed.iter().any(|c| c == step) {
+                        let again: Vec<String> = s
+                            .state
+                            .steps
+                            .iter()
+                            .filter(|n| {
+                                n.status == StepStatus::Queued && n.needs.iter().any(|x| x == step)
+                            })
+                            .map(|n| n.step.clone())
+                            .filter(|n| !s.ready.contains(n))
+                            .collect();
+                        s.ready.extend(again);
+                    }
+                    return Ok(s);
+                }
                 Err(StoreError::NotFound(_)) => {
                     return Err(JobError::unrecoverable(format!(
                         "workflow instance {instance} does not exist"
