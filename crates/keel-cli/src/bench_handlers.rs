@@ -166,21 +166,19 @@ pub async fn email(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), Strin
     Ok(())
 }
 
-/// A server answering chat completions (with usage) and a plain hook at once.
+/// A server answering chat completions (with usage) and a plain hook at once, each with a
+/// body made once: it stands in for a remote provider and a remote hook, so what it spends per
+/// request (in this process) is kept small and the same for both.
 async fn provider() -> Result<String, String> {
+    use axum::http::header::CONTENT_TYPE;
     use axum::routing::post;
+    const COMPLETION: &str = r#"{"id":"gen","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"A short summary."},"finish_reason":"stop"}],"usage":{"prompt_tokens":120,"completion_tokens":30,"total_tokens":150}}"#;
+    const HOOK: &str = r#"{"ok":true}"#;
+    let json =
+        |body: &'static str| move || async move { ([(CONTENT_TYPE, "application/json")], body) };
     let app = axum::Router::new()
-        .route(
-            "/v1/chat/completions",
-            post(|| async {
-                axum::Json(json!({
-                    "id": "gen", "object": "chat.completion",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "A short summary."}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}
-                }))
-            }),
-        )
-        .route("/hook", post(|| async { axum::Json(json!({"ok": true})) }));
+        .route("/v1/chat/completions", post(json(COMPLETION)))
+        .route("/hook", post(json(HOOK)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
