@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use keel_core::{Error, JobContext, JobError, Processor, Result};
 use keel_records::messages::{NewAiEvent, NewAiMessage, NewAiRun};
 use reqwest::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::template::Templates;
@@ -229,7 +229,9 @@ pub(crate) fn build(
 /// What one attempt produced, for the record.
 #[derive(Default)]
 struct Call {
-    messages: Vec<(String, String)>,
+    /// Whether anything reads the record (else no events are made).
+    observed: bool,
+    messages: Vec<(&'static str, String)>,
     prompt_tokens: i64,
     completion_tokens: i64,
     http_status: Option<i64>,
@@ -237,22 +239,46 @@ struct Call {
 }
 
 impl Call {
-    fn event(&mut self, kind: &str, message: String) {
-        self.events.push(NewAiEvent {
-            at: keel::now_ms() as i64,
-            kind: kind.into(),
-            message,
-        });
+    fn event(&mut self, kind: &str, message: impl FnOnce() -> String) {
+        if self.observed {
+            self.events.push(NewAiEvent {
+                at: keel::now_ms() as i64,
+                kind: kind.into(),
+                message: message(),
+            });
+        }
     }
+}
+
+/// A chat-completions request, serialized as it is borrowed.
+#[derive(Serialize)]
+struct Request<'a> {
+    model: &'a str,
+    messages: Vec<Message<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'a str,
+    content: &'a str,
 }
 
 impl AiHandler {
     async fn run(&self, ctx: JobContext) -> std::result::Result<Value, JobError> {
         let started_at = keel::now_ms() as i64;
         let started = Instant::now();
-        let mut call = Call::default();
+        let mut call = Call {
+            observed: self.shared.observed(),
+            ..Call::default()
+        };
         let result = self.call(&ctx, &mut call).await;
-        if !self.shared.observed() {
+        if !call.observed {
             return result;
         }
         let latency_ms = started.elapsed().as_millis() as i64;
@@ -270,16 +296,19 @@ impl AiHandler {
                     / 1_000_000.0
             })
             .unwrap_or(0.0);
+        let (prompt_tokens, completion_tokens) = (call.prompt_tokens, call.completion_tokens);
         call.event(
             if result.is_ok() {
                 "completed"
             } else {
                 "failed"
             },
-            json!({"model": self.model, "status": status, "promptTokens": call.prompt_tokens,
-                   "completionTokens": call.completion_tokens, "costUsd": cost_usd,
-                   "durationMs": latency_ms, "error": error})
-            .to_string(),
+            || {
+                json!({"model": self.model, "status": status, "promptTokens": prompt_tokens,
+                       "completionTokens": completion_tokens, "costUsd": cost_usd,
+                       "durationMs": latency_ms, "error": error})
+                .to_string()
+            },
         );
         let messages = call
             .messages
@@ -288,7 +317,7 @@ impl AiHandler {
                 let masked = keel_core::secrets::mask_str(content);
                 let truncated = masked.chars().count() > self.max_record;
                 NewAiMessage {
-                    role: role.clone(),
+                    role: role.to_string(),
                     content: if truncated {
                         masked.chars().take(self.max_record).collect()
                     } else {
@@ -330,51 +359,50 @@ impl AiHandler {
     ) -> std::result::Result<Value, JobError> {
         let job = &ctx.job;
         let data = crate::template_context("ai", &self.queue, job)?;
-        let mut messages = Vec::new();
+        let value = crate::template::prepare(&data);
         if self.templates.has(SYSTEM) {
             let system = self
                 .templates
-                .render(SYSTEM, &data)
+                .render_prepared(SYSTEM, &data, &value)
                 .map_err(JobError::unrecoverable)?;
-            messages.push(("system".to_string(), system));
+            call.messages.push(("system", system));
         }
         let prompt = self
             .templates
-            .render(PROMPT, &data)
+            .render_prepared(PROMPT, &data, &value)
             .map_err(JobError::unrecoverable)?;
-        messages.push(("user".to_string(), prompt));
-        call.messages = messages.clone();
-        let size: usize = messages.iter().map(|(_, c)| c.chars().count()).sum();
+        call.messages.push(("user", prompt));
+        let size: usize = call.messages.iter().map(|(_, c)| c.chars().count()).sum();
         if size > self.max_prompt {
             return Err(JobError::unrecoverable(format!(
                 "the prompt is {size} characters; max_prompt_chars is {}",
                 self.max_prompt
             )));
         }
-        let mut body = json!({
-            "model": self.model,
-            "messages": messages.iter().map(|(r, c)| json!({"role": r, "content": c})).collect::<Vec<_>>(),
+        let body = Request {
+            model: &self.model,
+            messages: call
+                .messages
+                .iter()
+                .map(|(role, content)| Message { role, content })
+                .collect(),
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            response_format: (self.format == Format::Json).then(|| json!({"type": "json_object"})),
+        };
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| JobError::unrecoverable(format!("encoding the request: {e}")))?;
+        call.event("request", || {
+            json!({"model": self.model, "url": self.url, "promptChars": size}).to_string()
         });
-        if let Some(m) = self.max_tokens {
-            body["max_tokens"] = json!(m);
-        }
-        if let Some(t) = self.temperature {
-            body["temperature"] = json!(t);
-        }
-        if self.format == Format::Json {
-            body["response_format"] = json!({"type": "json_object"});
-        }
-        call.event(
-            "request",
-            json!({"model": self.model, "url": self.url, "promptChars": size}).to_string(),
-        );
         let sent = self
             .shared
             .http
             .post(&self.url)
             .timeout(self.timeout)
             .bearer_auth(&self.key)
-            .json(&body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .await;
         let mut resp = match sent {
@@ -425,10 +453,9 @@ impl AiHandler {
                 }
             }
         }
-        call.event(
-            "response",
-            json!({"status": status.as_u16(), "bytes": bytes.len()}).to_string(),
-        );
+        call.event("response", || {
+            json!({"status": status.as_u16(), "bytes": bytes.len()}).to_string()
+        });
         if !status.is_success() {
             let excerpt: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
             let message = format!("{} answered {status}: {excerpt}", self.provider);
@@ -441,10 +468,9 @@ impl AiHandler {
             let err = JobError::retry(message);
             return Err(match retry_after {
                 Some(wait) => {
-                    call.event(
-                        "retry",
-                        json!({"retryAfterMs": wait.as_millis() as u64}).to_string(),
-                    );
+                    call.event("retry", || {
+                        json!({"retryAfterMs": wait.as_millis() as u64}).to_string()
+                    });
                     err.with_retry_after(wait)
                 }
                 None => err,
@@ -465,7 +491,7 @@ impl AiHandler {
                 ))
             })?
             .to_string();
-        call.messages.push(("assistant".into(), content.clone()));
+        call.messages.push(("assistant", content.clone()));
         match self.format {
             Format::Text => Ok(Value::String(content)),
             Format::Json => serde_json::from_str(strip_fence(&content)).map_err(|e| {

@@ -386,13 +386,14 @@ impl EmailHandler {
             data["code"] = json!(issued.code);
             data["expires_in_minutes"] = json!(issued.ttl.as_secs().div_ceil(60));
         }
+        let value = crate::template::prepare(&data);
         let render = |part: &str| -> std::result::Result<Option<String>, JobError> {
             let name = part_name(&template, part);
             if !self.templates.has(&name) {
                 return Ok(None);
             }
             self.templates
-                .render(&name, &data)
+                .render_prepared(&name, &data, &value)
                 .map(Some)
                 .map_err(JobError::unrecoverable)
         };

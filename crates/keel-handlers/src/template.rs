@@ -28,6 +28,11 @@ impl Default for Templates {
     }
 }
 
+/// A job's data as the templates read it.
+pub fn prepare(ctx: &serde_json::Value) -> Value {
+    Value::from(minijinja::value::Serde(ctx))
+}
+
 impl Templates {
     /// No templates yet.
     pub fn new() -> Templates {
@@ -59,21 +64,31 @@ impl Templates {
 
     /// Renders `name` over `ctx` (a JSON object). An undefined variable is named.
     pub fn render(&self, name: &str, ctx: &serde_json::Value) -> Result<String, String> {
+        self.render_prepared(name, ctx, &prepare(ctx))
+    }
+
+    /// Renders `name` over `ctx` already [`prepare`]d as `value` (a job's data converted once
+    /// for all the templates rendered from it).
+    pub fn render_prepared(
+        &self,
+        name: &str,
+        ctx: &serde_json::Value,
+        value: &Value,
+    ) -> Result<String, String> {
         let t = self
             .env
             .get_template(name)
             .map_err(|_| format!("no template {name:?}"))?;
-        t.render(Value::from(minijinja::value::Serde(ctx)))
-            .map_err(|e| {
-                if e.kind() == ErrorKind::UndefinedError {
-                    if let Some(var) = self.missing(name, ctx) {
-                        return format!(
-                            "template {name}: variable {var} is undefined in the job's data"
-                        );
-                    }
+        t.render(value).map_err(|e| {
+            if e.kind() == ErrorKind::UndefinedError {
+                if let Some(var) = self.missing(name, ctx) {
+                    return format!(
+                        "template {name}: variable {var} is undefined in the job's data"
+                    );
                 }
-                format!("template {name}: {}", describe(&e))
-            })
+            }
+            format!("template {name}: {}", describe(&e))
+        })
     }
 
     /// The first variable of `name` that `ctx` lacks.
