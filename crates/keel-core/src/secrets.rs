@@ -132,18 +132,23 @@ pub fn mask_str(s: &str) -> String {
             out.push_str(MASK);
             mask_next = false;
         } else {
-            let scheme = token.to_ascii_lowercase();
-            if scheme == "digest" && !after.is_empty() {
+            if token.eq_ignore_ascii_case("digest") && !after.is_empty() {
                 out.push_str(token);
                 out.push(' ');
                 out.push_str(MASK);
                 return out;
             }
-            mask_next = AUTH_SCHEMES.contains(&scheme.as_str())
+            mask_next = AUTH_SCHEMES.iter().any(|a| token.eq_ignore_ascii_case(a))
                 && !after.is_empty()
                 && sep.chars().all(|c| c == ' ')
                 && looks_like_credential(after);
-            out.push_str(&redact_url(token));
+            // Only a token with a scheme or a query can hold a URL's secrets (most of a
+            // prompt's or a message's words have neither, and are copied as they are).
+            if token.contains("://") || token.contains('?') {
+                out.push_str(&redact_url(token));
+            } else {
+                out.push_str(token);
+            }
         }
         out.push_str(sep);
         rest = after;
