@@ -116,20 +116,28 @@ async fn run(
             // Every sender is gone.
             return;
         };
-        let mut batch = vec![first];
+        let mut batch = Vec::with_capacity(BATCH);
+        batch.push(first);
         let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
-        while batch.len() < BATCH && !matches!(batch.last(), Some(Record::Flush(_))) {
-            let next = if stopping {
-                rx.try_recv().ok()
+        // Whatever is waiting is taken at once (one wake-up, not one timer, per many records).
+        while batch.len() < BATCH && !batch.iter().any(|r| matches!(r, Record::Flush(_))) {
+            let room = BATCH - batch.len();
+            let got = if stopping {
+                let before = batch.len();
+                while batch.len() < before + room {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+                batch.len() - before
             } else {
-                tokio::time::timeout_at(deadline, rx.recv())
+                tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room))
                     .await
-                    .ok()
-                    .flatten()
+                    .unwrap_or(0)
             };
-            match next {
-                Some(r) => batch.push(r),
-                None => break,
+            if got == 0 {
+                break;
             }
         }
         write(&*store, observer.as_ref(), batch, &counts).await;
