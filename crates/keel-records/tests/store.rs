@@ -58,7 +58,7 @@ both!(
 
 async fn migrations_up_down_up(s: &SqlStore) {
     let applied = s.migrate_up().await.unwrap();
-    assert_eq!(applied.len(), 7, "{applied:?}");
+    assert_eq!(applied.len(), 8, "{applied:?}");
     assert!(s.migrate_up().await.unwrap().is_empty(), "up is idempotent");
     s.create_token("t", Role::Owner, None).await.unwrap();
     // The newest migration (the AI records' foreign keys dropped) goes down and up again with
@@ -81,28 +81,42 @@ async fn migrations_up_down_up(s: &SqlStore) {
     };
     let before = messages(s).await;
     assert!(before.0 > 0 && before.1 > 0, "{before:?}");
-    // The newest (the instances' revisions) goes down and up again with the instances kept;
+    // The newest (the AI records' keys) goes down and up with them kept.
+    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[7]]);
+    assert_eq!(messages(s).await, before);
+    assert_eq!(s.migrate_up().await.unwrap(), vec![applied[7]]);
+    assert_eq!(messages(s).await, before);
+    // The next (the instances' revisions) goes down and up again with the instances kept;
     // the state this store remembers at a revision that is gone is read again.
     let wf = hex_id(7);
     s.write_workflows(&[WorkflowWrite::Create(instance(&wf, &[("a", &[])]))])
         .await
         .unwrap();
-    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[6]]);
+    assert_eq!(
+        s.migrate_down(2).await.unwrap(),
+        vec![applied[7], applied[6]]
+    );
     assert!(s.workflow_state(&Scope::All, &wf).await.unwrap().is_some());
-    assert_eq!(s.migrate_up().await.unwrap(), vec![applied[6]]);
+    assert_eq!(s.migrate_up().await.unwrap(), vec![applied[6], applied[7]]);
     let done = s
         .write_workflows(&[step(&wf, "a", StepEvent::Completed { output: json!(1) })])
         .await
         .unwrap();
     assert_eq!(done[0].state.instance.status, InstanceStatus::Completed);
-    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[6]]);
-    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[5]]);
-    assert_eq!(messages(s).await, before);
-    assert_eq!(s.migrate_up().await.unwrap(), vec![applied[5], applied[6]]);
-    assert_eq!(messages(s).await, before);
     assert_eq!(
         s.migrate_down(2).await.unwrap(),
-        vec![applied[6], applied[5]]
+        vec![applied[7], applied[6]]
+    );
+    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[5]]);
+    assert_eq!(messages(s).await, before);
+    assert_eq!(
+        s.migrate_up().await.unwrap(),
+        vec![applied[5], applied[6], applied[7]]
+    );
+    assert_eq!(messages(s).await, before);
+    assert_eq!(
+        s.migrate_down(3).await.unwrap(),
+        vec![applied[7], applied[6], applied[5]]
     );
     // One step further down drops the email and AI tables: the others stay.
     assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[4]]);

@@ -455,7 +455,8 @@ impl MessageStore for SqlStore {
                 what: "AI events",
                 table: "keel_ai_events",
                 columns: EVENT_COLUMNS,
-                order: "id DESC",
+                // Newest first, in the events' key: run ids grow as event ids do.
+                order: "run_id DESC, id DESC",
             },
             &child_where(scope, f, "at"),
             (page, limit),
