@@ -109,6 +109,8 @@ struct AiHandler {
     tenant_id: Option<String>,
     provider: String,
     url: String,
+    /// `url` parsed once.
+    target: reqwest::Url,
     key: String,
     model: String,
     format: Format,
@@ -203,11 +205,14 @@ pub(crate) fn build(
     templates
         .add(PROMPT, &s.prompt)
         .map_err(|e| Error::invalid(k("prompt"), e))?;
+    let url = format!("{}/chat/completions", base.trim_end_matches('/'));
     let handler = Arc::new(AiHandler {
         queue: queue.to_string(),
         tenant_id: shared.tenants.get(queue).cloned(),
         provider: s.provider,
-        url: format!("{}/chat/completions", base.trim_end_matches('/')),
+        target: reqwest::Url::parse(&url)
+            .map_err(|e| Error::invalid(k("base_url"), e.to_string()))?,
+        url,
         key: api_key,
         price: s.prices.get(&s.model).copied(),
         model: s.model,
@@ -398,7 +403,7 @@ impl AiHandler {
         let sent = self
             .shared
             .http
-            .post(&self.url)
+            .post(self.target.clone())
             .timeout(self.timeout)
             .bearer_auth(&self.key)
             .header(reqwest::header::CONTENT_TYPE, "application/json")

@@ -31,6 +31,8 @@ const ERROR_EXCERPT_CHARS: usize = 200;
 #[derive(Clone)]
 pub struct HttpHandler {
     url: String,
+    /// `url` parsed once (parsing it for every request was a measurable part of a job).
+    target: reqwest::Url,
     timeout: Duration,
     secret: Option<String>,
     client: reqwest::Client,
@@ -63,6 +65,7 @@ impl HttpHandler {
             .map_err(|e| Error::Backend(format!("building the HTTP client: {e}")))?;
         Ok(HttpHandler {
             url: url.to_string(),
+            target: parsed,
             timeout,
             secret: secret.filter(|s| !s.is_empty()),
             client,
@@ -94,7 +97,7 @@ impl HttpHandler {
         .map_err(|e| JobError::unrecoverable(format!("encoding the job: {e}")))?;
         let mut req = self
             .client
-            .post(&self.url)
+            .post(self.target.clone())
             .timeout(self.timeout)
             .header("Content-Type", "application/json")
             .header("X-Keel-Job-Id", job.id.as_str())
