@@ -17,6 +17,8 @@ use serde_json::Value;
 use crate::error::{Result, StoreError};
 
 mod rule;
+#[cfg(test)]
+pub(crate) use rule::tests::new as test_state;
 
 pub use rule::{parse_step_job_id, step_job_id};
 

@@ -667,46 +667,62 @@ async fn schedules_and_job_completions_start_instances(backend: Backend, db: Tes
     r.close().await;
 }
 
-async fn the_reconciler_enqueues_what_a_crash_left_out(backend: Backend, db: TestDb) {
-    let runs = Arc::new(AtomicU32::new(0));
-    let n = runs.clone();
-    let r = rig(
-        backend,
-        db,
+/// Workflow `name`: step `a` on queue `wa`, then `b` on `wb`.
+fn a_then_b(name: &str) -> String {
+    format!(
         r#"
-        [[workflows.repair.steps]]
+        [[workflows.{name}.steps]]
         name = "a"
         queue = "wa"
-        [[workflows.repair.steps]]
+        [[workflows.{name}.steps]]
         name = "b"
         queue = "wb"
         needs = ["a"]
-        "#,
-        ok_handler(move |_, _, _| {
-            n.fetch_add(1, Ordering::SeqCst);
-            Ok(json!("done"))
-        }),
+        "#
     )
-    .await;
-    // As if a process died after committing the instance and before adding its first job.
-    let def = r.engine.latest(&Scope::All, "repair").await.unwrap();
-    let id = format!("{:032x}", rand_id());
-    r.store
-        .write_workflows(&[WorkflowWrite::Create(NewInstance {
-            id: id.clone(),
-            tenant_id: None,
-            workflow: "repair".into(),
-            version: def.version,
-            input: json!({}),
-            trigger: Trigger {
-                kind: "api".into(),
-                reference: None,
-            },
-            actor: "test".into(),
-            steps: def.new_steps(),
-        })])
-        .await
-        .unwrap();
+}
+
+/// A handler answering with the job's name, and how many times it ran.
+fn counting() -> (Arc<AtomicU32>, Handler) {
+    let runs = Arc::new(AtomicU32::new(0));
+    let n = runs.clone();
+    let h = ok_handler(move |name, _, _| {
+        n.fetch_add(1, Ordering::SeqCst);
+        Ok(json!(name))
+    });
+    (runs, h)
+}
+
+impl Rig {
+    /// An instance of `workflow` written straight to the records, no job added: as if a
+    /// process died after committing it and before adding its first job.
+    async fn created_without_jobs(&self, workflow: &str) -> String {
+        let def = self.engine.latest(&Scope::All, workflow).await.unwrap();
+        let id = format!("{:032x}", rand_id());
+        self.store
+            .write_workflows(&[WorkflowWrite::Create(NewInstance {
+                id: id.clone(),
+                tenant_id: None,
+                workflow: workflow.into(),
+                version: def.version,
+                input: json!({}),
+                trigger: Trigger {
+                    kind: "api".into(),
+                    reference: None,
+                },
+                actor: "test".into(),
+                steps: def.new_steps(),
+            })])
+            .await
+            .unwrap();
+        id
+    }
+}
+
+async fn the_reconciler_enqueues_what_a_crash_left_out(backend: Backend, db: TestDb) {
+    let (runs, handler) = counting();
+    let r = rig(backend, db, &a_then_b("repair"), handler).await;
+    let id = r.created_without_jobs("repair").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let left = r.state(&id).await;
     assert_eq!(left.instance.status, InstanceStatus::Pending);
@@ -734,46 +750,11 @@ async fn the_reconciler_enqueues_what_a_crash_left_out(backend: Backend, db: Tes
 }
 
 async fn a_step_found_recorded_hands_out_what_it_queued(backend: Backend, db: TestDb) {
-    let runs = Arc::new(AtomicU32::new(0));
-    let n = runs.clone();
-    let r = rig(
-        backend,
-        db,
-        r#"
-        [[workflows.again.steps]]
-        name = "a"
-        queue = "wa"
-        [[workflows.again.steps]]
-        name = "b"
-        queue = "wb"
-        needs = ["a"]
-        "#,
-        ok_handler(move |name, _, _| {
-            n.fetch_add(1, Ordering::SeqCst);
-            Ok(json!(name))
-        }),
-    )
-    .await;
+    let (runs, handler) = counting();
+    let r = rig(backend, db, &a_then_b("again"), handler).await;
     // As if `a`'s end was committed (queuing `b`) and the process died before adding `b`'s
     // job and acknowledging `a`'s: `a`'s job is delivered again.
-    let def = r.engine.latest(&Scope::All, "again").await.unwrap();
-    let id = format!("{:032x}", rand_id());
-    r.store
-        .write_workflows(&[WorkflowWrite::Create(NewInstance {
-            id: id.clone(),
-            tenant_id: None,
-            workflow: "again".into(),
-            version: def.version,
-            input: json!({}),
-            trigger: Trigger {
-                kind: "api".into(),
-                reference: None,
-            },
-            actor: "test".into(),
-            steps: def.new_steps(),
-        })])
-        .await
-        .unwrap();
+    let id = r.created_without_jobs("again").await;
     let done = r
         .store
         .write_workflows(&[StepUpdate::now(
@@ -787,7 +768,11 @@ async fn a_step_found_recorded_hands_out_what_it_queued(backend: Backend, db: Te
         .await
         .unwrap();
     let b = done[0].state.step("b").unwrap();
-    assert_eq!(b.status, StepStatus::Queued, "the write that ended `a` queued `b`");
+    assert_eq!(
+        b.status,
+        StepStatus::Queued,
+        "the write that ended `a` queued `b`"
+    );
     assert!(done[0].ready.contains(&"b".to_string()));
     let mut redelivered = done[0].clone();
     redelivered.ready = vec!["a".into()];
@@ -795,7 +780,11 @@ async fn a_step_found_recorded_hands_out_what_it_queued(backend: Backend, db: Te
     // No reconciler runs: the redelivered `a` finds its end recorded and adds `b` again.
     let st = r.ended(&id).await;
     assert_eq!(st.instance.status, InstanceStatus::Completed);
-    assert_eq!(st.step("a").unwrap().output, Some(json!("stored")), "`a` is not run again");
+    assert_eq!(
+        st.step("a").unwrap().output,
+        Some(json!("stored")),
+        "`a` is not run again"
+    );
     assert_eq!(st.step("b").unwrap().output, Some(json!("b")));
     assert_eq!(runs.load(Ordering::SeqCst), 1, "only `b` ran");
     r.close().await;

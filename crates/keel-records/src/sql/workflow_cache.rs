@@ -57,40 +57,24 @@ impl StateCache {
 #[cfg(test)]
 mod tests {
     use super::StateCache;
-    use crate::workflow::{NewInstance, Trigger};
-    use serde_json::json;
-
-    fn state(id: &str) -> crate::workflow::WorkflowState {
-        NewInstance {
-            id: id.into(),
-            tenant_id: None,
-            workflow: "w".into(),
-            version: 1,
-            input: json!({}),
-            trigger: Trigger {
-                kind: "api".into(),
-                reference: None,
-            },
-            actor: "test".into(),
-            steps: Vec::new(),
-        }
-        .state(1)
-    }
+    use crate::workflow::test_state;
 
     #[test]
     fn a_state_is_handed_out_only_at_its_revision_and_only_once() {
         let c = StateCache::default();
-        c.put(3, &state("x"));
-        assert_eq!(c.take("x", 3).map(|s| s.instance.id), Some("x".into()));
-        assert!(c.take("x", 3).is_none(), "taken out");
-        c.put(3, &state("x"));
-        c.put(2, &state("x"));
+        let st = test_state(&[]);
+        let x = st.instance.id.clone();
+        c.put(3, &st);
+        assert_eq!(c.take(&x, 3).map(|s| s.instance.id), Some(x.clone()));
+        assert!(c.take(&x, 3).is_none(), "taken out");
+        c.put(3, &st);
+        c.put(2, &st);
         // An older revision does not replace a newer one.
-        assert!(c.take("x", 3).is_some());
+        assert!(c.take(&x, 3).is_some());
         // A mismatch — the row moved on, or was rewritten lower — forgets the entry, so it
         // cannot be handed out when the row's revision comes to equal it.
-        c.put(3, &state("x"));
-        assert!(c.take("x", 4).is_none());
-        assert!(c.take("x", 3).is_none());
+        c.put(3, &st);
+        assert!(c.take(&x, 4).is_none());
+        assert!(c.take(&x, 3).is_none());
     }
 }

@@ -251,11 +251,12 @@ pub fn parse_step_job_id(job_id: &str) -> Option<(&str, &str)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::workflow::*;
     use serde_json::json;
 
-    fn new(steps: &[(&str, &[&str], OnFailure)]) -> WorkflowState {
+    /// A new instance (id `a…a`) of the steps `(name, needs, on failure)`.
+    pub(crate) fn new(steps: &[(&str, &[&str], OnFailure)]) -> WorkflowState {
         NewInstance {
             id: "a".repeat(32),
             tenant_id: None,
