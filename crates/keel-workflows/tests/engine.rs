@@ -752,33 +752,39 @@ async fn the_reconciler_enqueues_what_a_crash_left_out(backend: Backend, db: Tes
 async fn a_step_found_recorded_hands_out_what_it_queued(backend: Backend, db: TestDb) {
     let (runs, handler) = counting();
     let r = rig(backend, db, &a_then_b("again"), handler).await;
-    // As if `a`'s end was committed (queuing `b`) and the process died before adding `b`'s
-    // job and acknowledging `a`'s: `a`'s job is delivered again.
-    let id = r.created_without_jobs("again").await;
-    let done = r
-        .store
-        .write_workflows(&[StepUpdate::now(
-            &id,
-            "a",
-            StepEvent::Completed {
-                output: json!("stored"),
-            },
-        )
-        .write()])
-        .await
-        .unwrap();
-    let b = done[0].state.step("b").unwrap();
-    assert_eq!(
-        b.status,
-        StepStatus::Queued,
-        "the write that ended `a` queued `b`"
-    );
-    assert!(done[0].ready.contains(&"b".to_string()));
-    let mut redelivered = done[0].clone();
-    redelivered.ready = vec!["a".into()];
-    r.engine.enqueue(&redelivered).await.unwrap();
-    // No reconciler runs: the redelivered `a` finds its end recorded and adds `b` again.
-    let st = r.ended(&id).await;
+    // `a`'s end committed (queuing `b`) and `b`'s job never added, then `a`'s job delivered
+    // again. The instance's end is recorded without any reconciler.
+    let redeliver = |id: String| {
+        let r = &r;
+        async move {
+            let done = r
+                .store
+                .write_workflows(&[StepUpdate::now(
+                    &id,
+                    "a",
+                    StepEvent::Completed {
+                        output: json!("stored"),
+                    },
+                )
+                .write()])
+                .await
+                .unwrap();
+            let b = done[0].state.step("b").unwrap();
+            assert_eq!(
+                b.status,
+                StepStatus::Queued,
+                "the write that ended `a` queued `b`"
+            );
+            assert!(done[0].ready.contains(&"b".to_string()));
+            let mut again = done[0].clone();
+            again.ready = vec!["a".into()];
+            r.engine.enqueue(&again).await.unwrap();
+            r.ended(&id).await
+        }
+    };
+    // An instance this engine does not know (another process's, which died after the
+    // commit): `a`'s job reads the stored state, is not run again, and adds `b`.
+    let st = redeliver(r.created_without_jobs("again").await).await;
     assert_eq!(st.instance.status, InstanceStatus::Completed);
     assert_eq!(
         st.step("a").unwrap().output,
@@ -787,6 +793,38 @@ async fn a_step_found_recorded_hands_out_what_it_queued(backend: Backend, db: Te
     );
     assert_eq!(st.step("b").unwrap().output, Some(json!("b")));
     assert_eq!(runs.load(Ordering::SeqCst), 1, "only `b` ran");
+    // An instance this engine started, so `a`'s job runs on what it remembers (as when the
+    // commit of `a`'s end succeeded but was reported failed, and the job was tried again):
+    // its `finish` finds the end recorded and adds `b` again.
+    let known = r.created_without_jobs("again").await;
+    let same = r
+        .engine
+        .start(Start {
+            workflow: "again".into(),
+            input: json!({}),
+            trigger: Trigger {
+                kind: "api".into(),
+                reference: None,
+            },
+            actor: "test".into(),
+            scope: Scope::All,
+            id: Some(known.clone()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        same.step("a").unwrap().status,
+        StepStatus::Queued,
+        "an existing id is returned as it stands"
+    );
+    let st = redeliver(known).await;
+    assert_eq!(st.instance.status, InstanceStatus::Completed);
+    assert_eq!(st.step("b").unwrap().output, Some(json!("b")));
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        3,
+        "`a` ran on the remembered path, then `b`"
+    );
     r.close().await;
 }
 
