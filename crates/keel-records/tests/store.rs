@@ -883,6 +883,72 @@ mod two_processes {
         crate::a_write_builds_on_the_other_process_s_writes(&db.store, &other).await;
         db.close().await;
     }
+
+    /// PostgreSQL only: SQLite's write lock, taken by the batch's first statement, keeps a
+    /// row from appearing under a transaction that found none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_creates_at_once() {
+        let db = crate::postgres().await;
+        let other = SqlStore::connect(&db.url(), &PoolSettings::default())
+            .await
+            .unwrap();
+        crate::a_create_meeting_another_keeps_the_other(&db.store, &other).await;
+        db.close().await;
+    }
+}
+
+async fn a_create_meeting_another_keeps_the_other(a: &SqlStore, other: &SqlStore) {
+    a.migrate_up().await.unwrap();
+    let id = hex_id(600);
+    // Another process creates the same id and has not committed yet (its step already
+    // running): `a`'s lock finds no row, and its insert waits on the other's.
+    let mut tx = other.pool().begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO keel_wf_instances (id, workflow, version, status, input, trigger_kind, actor, reruns, created_at, updated_at, rev) \
+         VALUES ($1, 'publish', 1, 'running', '{\"by\":\"other\"}', 'api', 'other', 0, 1, 1, 1)",
+    )
+    .bind(&id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO keel_wf_steps (instance_id, step, position, queue, job_name, needs, on_failure, status, attempts, job_id, queued_at, started_at) \
+         VALUES ($1, 'one', 0, 'q', 'j', '[]', 'fail', 'running', 1, 'job-1', 1, 1)",
+    )
+    .bind(&id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let create = {
+        let (a, id) = (a.clone(), id.clone());
+        tokio::spawn(async move {
+            a.write_workflows(&[WorkflowWrite::Create(instance(&id, &[("one", &[])]))])
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!create.is_finished(), "the create waits on the other's row");
+    tx.commit().await.unwrap();
+    let r = create.await.unwrap().unwrap();
+    // The create changed nothing: the instance is the other's, as it stands.
+    assert_eq!(r[0].state.instance.input, json!({"by": "other"}));
+    assert_eq!(r[0].state.step("one").unwrap().status, StepStatus::Running);
+    assert!(r[0].ready.is_empty(), "{:?}", r[0].ready);
+    let stored = a.workflow_state(&Scope::All, &id).await.unwrap().unwrap();
+    assert_eq!(stored, r[0].state);
+    let rev: i64 = sqlx::query_scalar("SELECT rev FROM keel_wf_instances WHERE id = $1")
+        .bind(&id)
+        .fetch_one(a.pool())
+        .await
+        .unwrap();
+    assert_eq!(rev, 1, "not written over");
+    // What `a` remembers builds on it: the step's end completes the instance.
+    let done = a
+        .write_workflows(&[step(&id, "one", StepEvent::Completed { output: json!(1) })])
+        .await
+        .unwrap();
+    assert_eq!(done[0].state.instance.status, InstanceStatus::Completed);
+    assert_eq!(done[0].state.instance.input, json!({"by": "other"}));
 }
 
 async fn a_write_builds_on_the_other_process_s_writes(a: &SqlStore, b: &SqlStore) {

@@ -16,6 +16,9 @@ const CHUNK: usize = 400;
 
 const INSTANCE_COLUMNS: &str = "id, tenant_id, workflow, version, status, input, error, trigger_kind, trigger_ref, actor, reruns, created_at, started_at, finished_at, updated_at, rev";
 const INSTANCE_TYPES: &str = "id text, tenant_id text, workflow text, version bigint, status text, input text, error text, trigger_kind text, trigger_ref text, actor text, reruns bigint, created_at bigint, started_at bigint, finished_at bigint, updated_at bigint, rev bigint";
+/// A new instance never overwrites one that exists: a create that meets a row another
+/// transaction committed meanwhile inserts nothing, and the batch is written again.
+const INSTANCE_CREATE: &str = "ON CONFLICT (id) DO NOTHING";
 const INSTANCE_UPDATE: &str = "ON CONFLICT (id) DO UPDATE SET status = excluded.status, error = excluded.error, started_at = excluded.started_at, finished_at = excluded.finished_at, reruns = excluded.reruns, updated_at = excluded.updated_at, rev = keel_wf_instances.rev + 1";
 const STEP_COLUMNS: &str = "instance_id, step, position, queue, job_name, needs, on_failure, status, attempts, job_id, input, output, error, stack, queued_at, started_at, finished_at, duration_ms";
 const STEP_TYPES: &str = "instance_id text, step text, position bigint, queue text, job_name text, needs text, on_failure text, status text, attempts bigint, job_id text, input text, output text, error text, stack text, queued_at bigint, started_at bigint, finished_at bigint, duration_ms bigint";
@@ -120,12 +123,12 @@ fn from_json(table: &str, columns: &str, types: &str, update: &str, param: usize
     )
 }
 
-fn instances_sql(param: usize) -> String {
+fn instances_sql(on_conflict: &str, param: usize) -> String {
     from_json(
         "keel_wf_instances",
         INSTANCE_COLUMNS,
         INSTANCE_TYPES,
-        INSTANCE_UPDATE,
+        on_conflict,
         param,
     )
 }
@@ -145,67 +148,72 @@ fn encode<T: Serialize>(what: &str, rows: &[T]) -> Result<String> {
     serde_json::to_string(rows).map_err(|e| db_err(what, sqlx::Error::Encode(Box::new(e))))
 }
 
-/// Runs `sql` with the JSON texts `params` bound in order.
-async fn run_json(
-    tx: &mut Transaction<'static, Any>,
-    what: &str,
-    sql: &str,
-    params: Vec<String>,
-) -> Result<()> {
-    let mut q = sqlx::query(sql);
-    for p in params {
-        q = q.bind(p);
-    }
-    q.execute(&mut **tx).await.map_err(|e| db_err(what, e))?;
-    Ok(())
+/// The instance rows of one batch: those it creates (no row was there when it locked) and
+/// those it updates (locked), each with the revision it is written at.
+pub(super) struct InstanceWrites<'a> {
+    pub(super) created: Vec<(&'a Instance, i64)>,
+    pub(super) updated: Vec<(&'a Instance, i64)>,
 }
 
-/// Inserts or updates the instance rows and the step rows of one batch: on PostgreSQL in one
-/// statement (the instances' upsert a data-modifying `WITH` of the steps'), one round trip.
+/// Inserts the created instances, updates the updated ones and upserts the step rows of one
+/// batch: on PostgreSQL in one statement (data-modifying `WITH`s), one round trip. Returns
+/// whether every created instance was inserted — `false` when another transaction created
+/// one of them meanwhile (PostgreSQL locks no row that does not exist yet), and the caller
+/// must roll back and write the batch again, on the row that now exists.
 pub(super) async fn upsert(
     database: &str,
     tx: &mut Transaction<'static, Any>,
-    instances: &[(&Instance, i64)],
+    instances: &InstanceWrites<'_>,
     steps: &[(&str, &StepExecution)],
-) -> Result<()> {
-    if database != "postgres" || instances.is_empty() || steps.is_empty() {
-        upsert_instances(database, tx, instances).await?;
-        return upsert_steps(database, tx, steps).await;
+) -> Result<bool> {
+    if database != "postgres" {
+        let created = insert_instances(tx, &instances.created, INSTANCE_CREATE).await?;
+        insert_instances(tx, &instances.updated, INSTANCE_UPDATE).await?;
+        upsert_steps(tx, steps).await?;
+        return Ok(created == instances.created.len() as u64);
     }
-    let i: Vec<InstanceRow> = instances
-        .iter()
-        .map(|(i, r)| InstanceRow::of(i, *r))
-        .collect();
+    if instances.created.is_empty() && instances.updated.is_empty() && steps.is_empty() {
+        return Ok(true);
+    }
     let s: Vec<StepRow> = steps.iter().map(|(id, s)| StepRow::of(id, s)).collect();
+    // One statement text whatever the batch: empty arrays insert nothing.
     let sql = format!(
-        "WITH i AS ({} RETURNING 1) {}",
-        instances_sql(1),
-        steps_sql(2)
+        "WITH c AS ({} RETURNING 1), u AS ({} RETURNING 1), s AS ({} RETURNING 1) \
+         SELECT CAST(COUNT(*) AS BIGINT) FROM c",
+        instances_sql(INSTANCE_CREATE, 1),
+        instances_sql(INSTANCE_UPDATE, 2),
+        steps_sql(3)
     );
-    let params = vec![
-        encode("workflow instances", &i)?,
+    let mut q = sqlx::query_scalar::<_, i64>(&sql);
+    for p in [
+        encode("workflow instances", &instance_rows(&instances.created))?,
+        encode("workflow instances", &instance_rows(&instances.updated))?,
         encode("workflow steps", &s)?,
-    ];
-    run_json(tx, "workflow instances", &sql, params).await
+    ] {
+        q = q.bind(p);
+    }
+    let created = q
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| db_err("workflow instances", e))?;
+    Ok(created == instances.created.len() as i64)
 }
 
-/// Inserts or updates the instance rows `rows` (each with the revision it is written at).
-async fn upsert_instances(
-    database: &str,
+fn instance_rows<'a>(v: &[(&'a Instance, i64)]) -> Vec<InstanceRow<'a>> {
+    v.iter().map(|(i, r)| InstanceRow::of(i, *r)).collect()
+}
+
+/// Inserts the instance rows `rows` (each with the revision it is written at) with
+/// `on_conflict` (SQLite); the number of rows written.
+async fn insert_instances(
     tx: &mut Transaction<'static, Any>,
     rows: &[(&Instance, i64)],
-) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    if database == "postgres" {
-        let json: Vec<InstanceRow> = rows.iter().map(|(i, r)| InstanceRow::of(i, *r)).collect();
-        let params = vec![encode("workflow instances", &json)?];
-        return run_json(tx, "workflow instances", &instances_sql(1), params).await;
-    }
+    on_conflict: &str,
+) -> Result<u64> {
+    let mut written = 0;
     for chunk in rows.chunks(CHUNK) {
         let sql = format!(
-            "{} {INSTANCE_UPDATE}",
+            "{} {on_conflict}",
             multi_insert(
                 &format!("keel_wf_instances ({INSTANCE_COLUMNS})"),
                 16,
@@ -233,27 +241,20 @@ async fn upsert_instances(
                 .bind(r.updated_at)
                 .bind(r.rev);
         }
-        q.execute(&mut **tx)
+        written += q
+            .execute(&mut **tx)
             .await
-            .map_err(|e| db_err("workflow instances", e))?;
+            .map_err(|e| db_err("workflow instances", e))?
+            .rows_affected();
     }
-    Ok(())
+    Ok(written)
 }
 
-/// Inserts or updates the step rows `rows` (instance id, step).
+/// Inserts or updates the step rows `rows` (instance id, step) (SQLite).
 async fn upsert_steps(
-    database: &str,
     tx: &mut Transaction<'static, Any>,
     rows: &[(&str, &StepExecution)],
 ) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    if database == "postgres" {
-        let json: Vec<StepRow> = rows.iter().map(|(id, s)| StepRow::of(id, s)).collect();
-        let params = vec![encode("workflow steps", &json)?];
-        return run_json(tx, "workflow steps", &steps_sql(1), params).await;
-    }
     for chunk in rows.chunks(CHUNK) {
         let sql = format!(
             "{} {STEP_UPDATE}",

@@ -36,6 +36,9 @@ const DEFINITION_COLUMNS: &str = "name, version, tenant_id, spec, source, create
 /// Rows per multi-row statement (18 columns: far inside both databases' parameter limits).
 const CHUNK: usize = 400;
 
+/// Tries of a batch whose new instances another writer created meanwhile.
+const CREATE_TRIES: usize = 3;
+
 fn json_of(row: &AnyRow, col: &str) -> std::result::Result<Value, sqlx::Error> {
     let s: String = row.try_get(col)?;
     serde_json::from_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
@@ -264,15 +267,20 @@ impl SqlStore {
 
     /// Writes back the instances and steps of `after` that differ from `before`, raising the
     /// revision of every instance written (`revs`: the revisions locked; a new instance starts
-    /// at 1). Returns the revision of each state of `after` once committed.
+    /// at 1). Returns the revision of each state of `after` once committed, or `None` when
+    /// another transaction created one of the new instances meanwhile: the caller rolls back
+    /// and writes again.
     async fn write_back(
         &self,
         tx: &mut Transaction<'static, Any>,
         before: &HashMap<String, WorkflowState>,
         after: &[WorkflowState],
         revs: &HashMap<String, i64>,
-    ) -> Result<Vec<i64>> {
-        let mut instances = Vec::new();
+    ) -> Result<Option<Vec<i64>>> {
+        let mut instances = super::workflow_rows::InstanceWrites {
+            created: Vec::new(),
+            updated: Vec::new(),
+        };
         let mut steps = Vec::new();
         let mut committed = Vec::with_capacity(after.len());
         for st in after {
@@ -288,16 +296,21 @@ impl SqlStore {
                     changed = true;
                 }
             }
-            let rev = revs.get(&st.instance.id).copied().unwrap_or(0);
-            if changed {
-                instances.push((&st.instance, rev + 1));
-                committed.push(rev + 1);
-            } else {
-                committed.push(rev);
+            match revs.get(&st.instance.id) {
+                None => {
+                    instances.created.push((&st.instance, 1));
+                    committed.push(1);
+                }
+                Some(rev) if changed => {
+                    instances.updated.push((&st.instance, rev + 1));
+                    committed.push(rev + 1);
+                }
+                Some(rev) => committed.push(*rev),
             }
         }
-        super::workflow_rows::upsert(self.database, tx, &instances, &steps).await?;
-        Ok(committed)
+        let all_created =
+            super::workflow_rows::upsert(self.database, tx, &instances, &steps).await?;
+        Ok(all_created.then_some(committed))
     }
 
     /// Remembers each state at the revision it was committed at.
@@ -305,6 +318,96 @@ impl SqlStore {
         for (st, rev) in states.iter().zip(revs) {
             self.wf_states.put(*rev, st);
         }
+    }
+
+    /// A transaction for workflow rows.
+    async fn begin_workflows(&self) -> Result<Transaction<'static, Any>> {
+        self.pool
+            .begin()
+            .await
+            .map_err(|e| db_err("workflow instances", e))
+    }
+
+    /// One try of [`WorkflowStore::write_workflows`]: `None` (rolled back) when another
+    /// transaction created one of its new instances meanwhile.
+    async fn try_write_workflows(&self, writes: &[WorkflowWrite]) -> Result<Option<Vec<Settled>>> {
+        if writes.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let now = keel_core::now_ms() as i64;
+        let mut tx = self.begin_workflows().await?;
+        let mut ids: Vec<String> = Vec::new();
+        for w in writes {
+            if !ids.iter().any(|i| i == w.instance_id()) {
+                ids.push(w.instance_id().to_string());
+            }
+        }
+        // Lock and read what exists; creations of new ids are written with the rest.
+        let Locked { mut states, revs } = self.lock_states(&mut tx, &ids).await?;
+        let before: HashMap<String, WorkflowState> = states
+            .iter()
+            .map(|s| (s.instance.id.clone(), s.clone()))
+            .collect();
+        let mut changed: HashMap<String, Vec<String>> = HashMap::new();
+        for w in writes {
+            match w {
+                WorkflowWrite::Create(n) => {
+                    if !states.iter().any(|s| s.instance.id == n.id) {
+                        states.push(n.state(now));
+                    }
+                }
+                WorkflowWrite::Step(u) => {
+                    if let Some(st) = states.iter_mut().find(|s| s.instance.id == u.instance_id) {
+                        let was = st.step(&u.step).map(|s| s.status);
+                        if st.apply(u) && st.step(&u.step).map(|s| s.status) != was {
+                            changed
+                                .entry(u.instance_id.clone())
+                                .or_default()
+                                .push(u.step.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let mut settled = Vec::with_capacity(states.len());
+        for mut st in states {
+            let was = before.get(&st.instance.id).map(|b| b.instance.status);
+            let (ready, more) = st.settle(now);
+            let mut steps_changed = changed.remove(&st.instance.id).unwrap_or_default();
+            steps_changed.extend(more);
+            // `updated_at` marks progress for the reconciler: a new instance, a change of its
+            // own, or a step ending. Progress reports (queued, started) leave the instance row
+            // alone — rewriting it at every report only made dead rows.
+            let progressed = match before.get(&st.instance.id) {
+                None => true,
+                Some(b) => {
+                    b.instance != st.instance
+                        || st.steps.iter().any(|s| {
+                            s.status.is_final()
+                                && b.step(&s.step).map(|o| o.status) != Some(s.status)
+                        })
+                }
+            };
+            if progressed {
+                st.instance.updated_at = now;
+            }
+            settled.push(Settled {
+                instance_changed: was != Some(st.instance.status),
+                state: st,
+                ready,
+                steps_changed,
+            });
+        }
+        // New instances go first (their steps reference them).
+        let states: Vec<WorkflowState> = settled.iter().map(|s| s.state.clone()).collect();
+        let Some(committed) = self.write_back(&mut tx, &before, &states, &revs).await? else {
+            return Ok(None);
+        };
+        tx.commit()
+            .await
+            .map_err(|e| db_err("workflow instances", e))?;
+        self.remember(&states.iter().collect::<Vec<_>>(), &committed);
+        Ok(Some(settled))
     }
 
     /// Locks one instance in scope, lets `change` alter it, writes it back.
@@ -315,11 +418,7 @@ impl SqlStore {
         change: impl FnOnce(&mut WorkflowState, i64) -> Result<Vec<String>> + Send,
     ) -> Result<Settled> {
         let now = keel_core::now_ms() as i64;
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| db_err("workflow instances", e))?;
+        let mut tx = self.begin_workflows().await?;
         let Locked { mut states, revs } = self.lock_states(&mut tx, &[id.to_string()]).await?;
         let Some(mut st) = states.pop() else {
             return Err(StoreError::NotFound(format!("workflow instance {id}")));
@@ -335,9 +434,11 @@ impl SqlStore {
         let (ready, more) = st.settle(now);
         changed.extend(more);
         st.instance.updated_at = now;
+        // The instance was locked, so it is updated, never created.
         let committed = self
             .write_back(&mut tx, &before, std::slice::from_ref(&st), &revs)
-            .await?;
+            .await?
+            .ok_or_else(|| StoreError::Database(format!("workflow instance {id} vanished")))?;
         tx.commit()
             .await
             .map_err(|e| db_err("workflow instances", e))?;
@@ -456,85 +557,16 @@ impl WorkflowStore for SqlStore {
     }
 
     async fn write_workflows(&self, writes: &[WorkflowWrite]) -> Result<Vec<Settled>> {
-        if writes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = keel_core::now_ms() as i64;
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| db_err("workflow instances", e))?;
-        let mut ids: Vec<String> = Vec::new();
-        for w in writes {
-            if !ids.iter().any(|i| i == w.instance_id()) {
-                ids.push(w.instance_id().to_string());
+        // A create that met an instance another process created meanwhile writes the batch
+        // again: then the row is there, locked and read, and the create changes nothing.
+        for _ in 0..CREATE_TRIES {
+            if let Some(settled) = self.try_write_workflows(writes).await? {
+                return Ok(settled);
             }
         }
-        // Lock and read what exists; creations of new ids are written with the rest.
-        let Locked { mut states, revs } = self.lock_states(&mut tx, &ids).await?;
-        let before: HashMap<String, WorkflowState> = states
-            .iter()
-            .map(|s| (s.instance.id.clone(), s.clone()))
-            .collect();
-        let mut changed: HashMap<String, Vec<String>> = HashMap::new();
-        for w in writes {
-            match w {
-                WorkflowWrite::Create(n) => {
-                    if !states.iter().any(|s| s.instance.id == n.id) {
-                        states.push(n.state(now));
-                    }
-                }
-                WorkflowWrite::Step(u) => {
-                    if let Some(st) = states.iter_mut().find(|s| s.instance.id == u.instance_id) {
-                        let was = st.step(&u.step).map(|s| s.status);
-                        if st.apply(u) && st.step(&u.step).map(|s| s.status) != was {
-                            changed
-                                .entry(u.instance_id.clone())
-                                .or_default()
-                                .push(u.step.clone());
-                        }
-                    }
-                }
-            }
-        }
-        let mut settled = Vec::with_capacity(states.len());
-        for mut st in states {
-            let was = before.get(&st.instance.id).map(|b| b.instance.status);
-            let (ready, more) = st.settle(now);
-            let mut steps_changed = changed.remove(&st.instance.id).unwrap_or_default();
-            steps_changed.extend(more);
-            // `updated_at` marks progress for the reconciler: a new instance, a change of its
-            // own, or a step ending. Progress reports (queued, started) leave the instance row
-            // alone — rewriting it at every report only made dead rows.
-            let progressed = match before.get(&st.instance.id) {
-                None => true,
-                Some(b) => {
-                    b.instance != st.instance
-                        || st.steps.iter().any(|s| {
-                            s.status.is_final()
-                                && b.step(&s.step).map(|o| o.status) != Some(s.status)
-                        })
-                }
-            };
-            if progressed {
-                st.instance.updated_at = now;
-            }
-            settled.push(Settled {
-                instance_changed: was != Some(st.instance.status),
-                state: st,
-                ready,
-                steps_changed,
-            });
-        }
-        // New instances go first (their steps reference them).
-        let states: Vec<WorkflowState> = settled.iter().map(|s| s.state.clone()).collect();
-        let committed = self.write_back(&mut tx, &before, &states, &revs).await?;
-        tx.commit()
-            .await
-            .map_err(|e| db_err("workflow instances", e))?;
-        self.remember(&states.iter().collect::<Vec<_>>(), &committed);
-        Ok(settled)
+        Err(StoreError::Conflict(format!(
+            "workflow instances created by another writer at each of {CREATE_TRIES} tries"
+        )))
     }
 
     async fn workflow_state(&self, scope: &Scope, id: &str) -> Result<Option<WorkflowState>> {
