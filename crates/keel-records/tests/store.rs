@@ -61,8 +61,9 @@ async fn migrations_up_down_up(s: &SqlStore) {
     assert_eq!(applied.len(), 8, "{applied:?}");
     assert!(s.migrate_up().await.unwrap().is_empty(), "up is idempotent");
     s.create_token("t", Role::Owner, None).await.unwrap();
-    // The newest migration (the AI records' foreign keys dropped) goes down and up again with
-    // the rows it rebuilds: an AI run's messages and events are still its own.
+    // The AI records' migrations (20261204: foreign keys dropped, rows rebuilt on SQLite;
+    // 20261206: their keys) go down and up again: an AI run's messages and events are still
+    // its own.
     let ids = s
         .record_ai_runs(&[ai_run(None, "j1", "m", "completed", 1_000)])
         .await
@@ -81,10 +82,30 @@ async fn migrations_up_down_up(s: &SqlStore) {
     };
     let before = messages(s).await;
     assert!(before.0 > 0 && before.1 > 0, "{before:?}");
-    // The newest (the AI records' keys) goes down and up with them kept.
+    // The newest (the AI records' keys) goes down and up with them kept; on PostgreSQL the
+    // messages' own (run_id, position) index is there only while it is down.
+    let run_index = |s: &SqlStore| {
+        let s = s.clone();
+        async move {
+            if s.database() != "postgres" {
+                return None;
+            }
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'keel_ai_messages_run'",
+            )
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+            Some(n)
+        }
+    };
+    let pg = s.database() == "postgres";
+    assert_eq!(run_index(s).await, pg.then_some(0));
     assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[7]]);
+    assert_eq!(run_index(s).await, pg.then_some(1));
     assert_eq!(messages(s).await, before);
     assert_eq!(s.migrate_up().await.unwrap(), vec![applied[7]]);
+    assert_eq!(run_index(s).await, pg.then_some(0));
     assert_eq!(messages(s).await, before);
     // The next (the instances' revisions) goes down and up again with the instances kept;
     // the state this store remembers at a revision that is gone is read again.
