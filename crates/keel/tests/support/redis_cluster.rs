@@ -39,6 +39,23 @@ fn spare_ports() -> Vec<u16> {
     ports
 }
 
+/// Whether every node listens on its port within `limit` (`false` at once if one exited).
+fn all_listening(ports: &[u16], children: &mut [std::process::Child], limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    for p in ports {
+        while std::net::TcpStream::connect(("127.0.0.1", *p)).is_err() {
+            let exited = children
+                .iter_mut()
+                .any(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    true
+}
+
 fn cli(flags: &[String], port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .args(flags)
@@ -116,78 +133,87 @@ impl LocalCluster {
                 "--no-auth-warning".into(),
             ];
         }
-        let ports = spare_ports();
-        let mut children = Vec::new();
-        for p in &ports {
-            let port = p.to_string();
-            let plain = ["--port", port.as_str()];
-            let secure = password.map(|pw| {
-                vec![
-                    "--port".to_string(),
-                    "0".into(),
-                    "--tls-port".into(),
-                    port.clone(),
-                    "--tls-cluster".into(),
-                    "yes".into(),
-                    "--tls-replication".into(),
-                    "yes".into(),
-                    "--tls-cert-file".into(),
-                    cert.display().to_string(),
-                    "--tls-key-file".into(),
-                    key.display().to_string(),
-                    "--tls-ca-cert-file".into(),
-                    cert.display().to_string(),
-                    "--tls-auth-clients".into(),
-                    "no".into(),
-                    "--requirepass".into(),
-                    pw.into(),
-                    "--masterauth".into(),
-                    pw.into(),
-                ]
-            });
-            let mut cmd = Command::new("redis-server");
-            match &secure {
-                Some(args) => cmd.args(args),
-                None => cmd.args(plain),
-            };
-            let child = cmd
-                .args([
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--cluster-enabled",
-                    "yes",
-                    // Long enough that a node slowed by a busy 2-core machine is not failed over
-                    // (an automatic failover drops the writes not yet replicated, by design).
-                    "--cluster-node-timeout",
-                    "5000",
-                    // A replica's first full sync at once, not after the default 5 s wait for
-                    // other replicas (a test may fail a master over right after the start).
-                    "--repl-diskless-sync-delay",
-                    "0",
-                    "--cluster-config-file",
-                    &format!("nodes-{p}.conf"),
-                    "--dir",
-                    dir.to_str().unwrap(),
-                    "--logfile",
-                    &format!("node-{p}.log"),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (see README)");
-            children.push(child);
-        }
-        let until = Instant::now() + Duration::from_secs(10);
-        for p in &ports {
-            while std::net::TcpStream::connect(("127.0.0.1", *p)).is_err() {
-                assert!(Instant::now() < until, "cluster node {p} did not start");
-                std::thread::sleep(Duration::from_millis(10));
+        // A port picked free can be taken before its node binds it (another test's outgoing
+        // connection gets it from the same ephemeral range): then the cluster starts again
+        // on other ports.
+        let mut started = None;
+        for _ in 0..3 {
+            let ports = spare_ports();
+            let mut children = Vec::new();
+            for p in &ports {
+                let port = p.to_string();
+                let plain = ["--port", port.as_str()];
+                let secure = password.map(|pw| {
+                    vec![
+                        "--port".to_string(),
+                        "0".into(),
+                        "--tls-port".into(),
+                        port.clone(),
+                        "--tls-cluster".into(),
+                        "yes".into(),
+                        "--tls-replication".into(),
+                        "yes".into(),
+                        "--tls-cert-file".into(),
+                        cert.display().to_string(),
+                        "--tls-key-file".into(),
+                        key.display().to_string(),
+                        "--tls-ca-cert-file".into(),
+                        cert.display().to_string(),
+                        "--tls-auth-clients".into(),
+                        "no".into(),
+                        "--requirepass".into(),
+                        pw.into(),
+                        "--masterauth".into(),
+                        pw.into(),
+                    ]
+                });
+                let mut cmd = Command::new("redis-server");
+                match &secure {
+                    Some(args) => cmd.args(args),
+                    None => cmd.args(plain),
+                };
+                let child = cmd
+                    .args([
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--cluster-enabled",
+                        "yes",
+                        // Long enough that a node slowed by a busy 2-core machine is not failed over
+                        // (an automatic failover drops the writes not yet replicated, by design).
+                        "--cluster-node-timeout",
+                        "5000",
+                        // A replica's first full sync at once, not after the default 5 s wait for
+                        // other replicas (a test may fail a master over right after the start).
+                        "--repl-diskless-sync-delay",
+                        "0",
+                        "--cluster-config-file",
+                        &format!("nodes-{p}.conf"),
+                        "--dir",
+                        dir.to_str().unwrap(),
+                        "--logfile",
+                        &format!("node-{p}.log"),
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-server must be installed (see README)");
+                children.push(child);
+            }
+            if all_listening(&ports, &mut children, Duration::from_secs(10)) {
+                started = Some((ports, children));
+                break;
+            }
+            for mut c in children {
+                let _ = c.kill();
+                let _ = c.wait();
             }
         }
+        let (ports, children) =
+            started.expect("the cluster's nodes did not start on 3 sets of ports");
         let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new("redis-cli")
             .args(&cli_flags)
