@@ -124,12 +124,7 @@ async fn run(
             let room = BATCH - batch.len();
             let got = if stopping {
                 let before = batch.len();
-                while batch.len() < before + room {
-                    match rx.try_recv() {
-                        Ok(r) => batch.push(r),
-                        Err(_) => break,
-                    }
-                }
+                batch.extend(std::iter::from_fn(|| rx.try_recv().ok()).take(room));
                 batch.len() - before
             } else {
                 tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room))

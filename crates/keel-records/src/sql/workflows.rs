@@ -398,7 +398,6 @@ impl SqlStore {
                 steps_changed,
             });
         }
-        // New instances go first (their steps reference them).
         let states: Vec<WorkflowState> = settled.iter().map(|s| s.state.clone()).collect();
         let Some(committed) = self.write_back(&mut tx, &before, &states, &revs).await? else {
             return Ok(None);

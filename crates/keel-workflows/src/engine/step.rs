@@ -245,17 +245,7 @@ impl Engine {
             {
                 Ok(mut s) => {
                     if !s.steps_changed.iter().any(|c| c == step) {
-                        let again: Vec<String> = s
-                            .state
-                            .steps
-                            .iter()
-                            .filter(|n| {
-                                n.status == StepStatus::Queued && n.needs.iter().any(|x| x == step)
-                            })
-                            .map(|n| n.step.clone())
-                            .filter(|n| !s.ready.contains(n))
-                            .collect();
-                        s.ready.extend(again);
+                        hand_out_queued_after(&mut s, step);
                     }
                     return Ok(s);
                 }
@@ -269,6 +259,19 @@ impl Engine {
         }
         Err(records_down(&last.expect("a failed try")))
     }
+}
+
+/// Adds to `s.ready` the steps queued after `step` (needing it) that are not there yet.
+fn hand_out_queued_after(s: &mut Settled, step: &str) {
+    let again: Vec<String> = s
+        .state
+        .steps
+        .iter()
+        .filter(|n| n.status == StepStatus::Queued && n.needs.iter().any(|x| x == step))
+        .map(|n| n.step.clone())
+        .filter(|n| !s.ready.contains(n))
+        .collect();
+    s.ready.extend(again);
 }
 
 fn records_down(e: &StoreError) -> JobError {
