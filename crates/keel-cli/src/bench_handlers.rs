@@ -9,8 +9,8 @@
 //! - `ai`: `jobs` preloaded jobs through the `ai` handler against an in-process server speaking
 //!   the chat-completions protocol that answers at once (records on and off), and through the
 //!   plain `http` handler against the same server's hook, alternated per round; then both as
-//!   `keel serve` runs them (`http_served`, `ai_served`: every attempt a run record, and the AI
-//!   records on top). `overhead` = per-job time of `ai` / per-job time of `http` − 1 (bare, AI
+//!   `keel serve` runs them (`http_served`, `ai_served`: every attempt a run record, an AI
+//!   call's written on its run's row). `overhead` = per-job time of `ai` / per-job time of `http` − 1 (bare, AI
 //!   records only, and served).
 //!
 //! Records go to `DATABASE_URL` (else a SQLite file in a temporary directory).
@@ -205,8 +205,8 @@ pub async fn ai(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), String> 
         "kind = \"ai\"\nbase_url = \"{base}/v1\"\nmodel = \"openai/gpt-4o-mini\"\nsystem = \"You summarize.\"\nprompt = \"Summarize article {{{{ i }}}}.\"\nprices = {{ \"openai/gpt-4o-mini\" = {{ prompt = 0.15, completion = 0.60 }} }}\n"
     );
     let http = format!("kind = \"http\"\nurl = \"{base}/hook\"\n");
-    // Each handler bare, and as `keel serve` runs it: every attempt a run record, and the AI
-    // calls with their AI records (run, messages, events) on top.
+    // Each handler bare, and as `keel serve` runs it: every attempt a run record, an AI call
+    // (with its messages and events) on its run's row.
     let rounds: [(&str, &keel_handlers::Handlers, &String, bool); 5] = [
         ("http", &plain, &http, false),
         ("ai", &plain, &ai, false),

@@ -366,6 +366,7 @@ impl Served {
             store.clone(),
             keel_server::runs::RunRecorderConfig::default(),
             None,
+            None,
         );
         let (realtime, _) = keel_server::realtime::Realtime::start(&setup.backend, setup.config)
             .await

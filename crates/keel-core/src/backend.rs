@@ -210,6 +210,33 @@ pub struct JobContext {
     /// (or lost the job's lock) and that were recovered, each reported once across workers.
     /// Always 0 in memory (nothing stalls within one process).
     pub recovered_stalls: u32,
+    /// Where the layer recording this attempt as a run (the server's run recorder) takes what
+    /// the handler has to add to that record (the `ai` handler's call), so both are one row;
+    /// `None` when nothing records the attempt (the handler then writes its own).
+    pub run_note: Option<RunNote>,
+}
+
+/// A slot for one value, lent by the layer that records an attempt to the handler inside it.
+#[derive(Clone, Default)]
+pub struct RunNote(Arc<std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>>);
+
+impl RunNote {
+    /// Leaves `value` for the recorder (replacing what was left before).
+    pub fn put<T: Send + 'static>(&self, value: T) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(value));
+    }
+
+    /// Takes what was left, when it is a `T`.
+    pub fn take<T: Send + 'static>(&self) -> Option<T> {
+        let value = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        value.downcast::<T>().ok().map(|b| *b)
+    }
+}
+
+impl std::fmt::Debug for RunNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunNote")
+    }
 }
 
 impl JobContext {

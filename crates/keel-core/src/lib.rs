@@ -34,7 +34,7 @@ pub mod state;
 
 pub use backend::{
     delay_log_line, BackendKind, BoxFuture, JobContext, JobControl, JobError, Processor,
-    QueueBackend, WorkerEvent, WorkerEventSink, WorkerHandle, WorkerOptions,
+    QueueBackend, RunNote, WorkerEvent, WorkerEventSink, WorkerHandle, WorkerOptions,
 };
 pub use error::{Error, Result};
 pub use events::{EventStream, QueueEvent};

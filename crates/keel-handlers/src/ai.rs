@@ -278,8 +278,11 @@ impl AiHandler {
     async fn run(&self, ctx: JobContext) -> std::result::Result<Value, JobError> {
         let started_at = keel::now_ms() as i64;
         let started = Instant::now();
+        // A run recorder around this attempt takes the record onto the attempt's run row;
+        // without one the handler writes its own (when it has records or an observer).
+        let note = ctx.run_note.clone();
         let mut call = Call {
-            observed: self.shared.observed(),
+            observed: note.is_some() || self.shared.observed(),
             ..Call::default()
         };
         let result = self.call(&ctx, &mut call).await;
@@ -347,13 +350,21 @@ impl AiHandler {
             latency_ms,
             http_status: call.http_status,
             error,
-            trace_id: trace_id(&job.data),
+            // The run's own, when a recorder writes it.
+            trace_id: if note.is_some() {
+                String::new()
+            } else {
+                trace_id(&job.data)
+            },
             started_at,
             finished_at: started_at + latency_ms,
             messages,
             events: std::mem::take(&mut call.events),
         };
-        self.shared.ai_called(record);
+        match note {
+            Some(note) => note.put(record),
+            None => self.shared.ai_called(record),
+        }
         result
     }
 

@@ -121,6 +121,7 @@ async fn run_one(shared: &Arc<Shared>, job: Job) {
             job_id: job_id.clone(),
         }),
         recovered_stalls: 0,
+        run_note: None,
     };
     // Its own task: a panic stays inside it, and close() can abort it at the deadline.
     let handle = tokio::spawn((shared.processor)(ctx));

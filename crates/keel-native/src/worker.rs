@@ -305,6 +305,7 @@ pub(crate) async fn process(s: Arc<Shared>, taken: Taken, done: mpsc::UnboundedS
         job: job.clone(),
         control,
         recovered_stalls: fresh,
+        run_note: None,
     };
     // A handler that panics fails its attempt like an error (its job is never left leased).
     let processor = s.processor.clone();

@@ -294,6 +294,11 @@ pub struct NewRun {
     /// The failure's stack, when the handler gave one.
     #[serde(default)]
     pub error_stack: Option<String>,
+    /// The AI call this attempt made (the `ai` handler's record), written on the run's row:
+    /// the AI runs, messages and events listings read it there. Its queue, job, attempt,
+    /// times, error and trace id are the run's.
+    #[serde(skip)]
+    pub ai: Option<Box<crate::messages::NewAiRun>>,
 }
 
 /// A recorded job run.

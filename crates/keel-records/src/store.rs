@@ -113,8 +113,9 @@ pub trait LogStore: Send + Sync + 'static {
 /// Job runs.
 #[async_trait]
 pub trait RunStore: Send + Sync + 'static {
-    /// Inserts job runs (one transaction) with their events.
-    async fn insert_runs(&self, runs: &[NewRun]) -> Result<()>;
+    /// Inserts job runs (one transaction) with their events and the AI calls they carry;
+    /// returns their ids, in order.
+    async fn insert_runs(&self, runs: &[NewRun]) -> Result<Vec<i64>>;
     /// Job runs, newest first.
     async fn list_runs(
         &self,
@@ -189,8 +190,10 @@ pub trait MessageStore: Send + Sync + 'static {
         page: i64,
         limit: i64,
     ) -> Result<Page<EmailLog>>;
-    /// Records AI call attempts with their messages and events (one transaction); returns
-    /// their ids, in order.
+    /// Records AI call attempts with their messages and events (one transaction) that no run
+    /// recorder carries: each becomes a job run of its own (worker `keel-handlers`, the call's
+    /// status as a run's: `completed`, `failed` when retried, `dead`); returns their ids, in
+    /// order.
     async fn record_ai_runs(&self, runs: &[NewAiRun]) -> Result<Vec<i64>>;
     /// AI runs, newest first.
     async fn list_ai_runs(

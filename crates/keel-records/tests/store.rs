@@ -58,32 +58,118 @@ both!(
 
 async fn migrations_up_down_up(s: &SqlStore) {
     let applied = s.migrate_up().await.unwrap();
-    assert_eq!(applied.len(), 8, "{applied:?}");
+    assert_eq!(applied.len(), 9, "{applied:?}");
     assert!(s.migrate_up().await.unwrap().is_empty(), "up is idempotent");
     s.create_token("t", Role::Owner, None).await.unwrap();
-    // The AI records' migrations (20261204: foreign keys dropped, rows rebuilt on SQLite;
-    // 20261206: their keys) go down and up again: an AI run's messages and events are still
-    // its own.
-    let ids = s
-        .record_ai_runs(&[ai_run(None, "j1", "m", "completed", 1_000)])
+    // Two AI calls on their runs (20261207): one the handler wrote alone (job j1) and one a
+    // run recorder wrote on its attempt's run (j2, failed, to be retried). Going down they are
+    // AI runs of the AI tables again, with their messages and events; going up each is on a
+    // run again: j2's on the same row, j1's on a run of its own (the handler's run was no run
+    // before).
+    s.record_ai_runs(&[ai_run(None, "j1", "m", "completed", 1_000)])
         .await
         .unwrap();
-    let run = AiFilter {
-        run_id: Some(ids[0]),
-        ..AiFilter::default()
-    };
-    let messages = |s: &SqlStore| {
-        let (s, run) = (s.clone(), run.clone());
+    let mut carried = run(None, "ai-content", "j2", "failed");
+    carried.ai = Some(Box::new(ai_run(None, "j2", "m", "retrying", 2_000)));
+    let j2 = s.insert_runs(&[carried]).await.unwrap()[0];
+    let calls = |s: &SqlStore| {
+        let s = s.clone();
         async move {
-            let m = s.list_ai_messages(&Scope::All, &run, 1, 50).await.unwrap();
-            let e = s.list_ai_events(&Scope::All, &run, 1, 50).await.unwrap();
-            (m.total, e.total)
+            let runs = s
+                .list_ai_runs(&Scope::All, &AiFilter::default(), 1, 50)
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            for r in runs.items {
+                let of = AiFilter {
+                    run_id: Some(r.id),
+                    ..AiFilter::default()
+                };
+                let m = s.list_ai_messages(&Scope::All, &of, 1, 50).await.unwrap();
+                let e = s.list_ai_events(&Scope::All, &of, 1, 50).await.unwrap();
+                let m: Vec<_> = m
+                    .items
+                    .into_iter()
+                    .map(|m| (m.role, m.content, m.truncated))
+                    .collect();
+                let e: Vec<_> = e
+                    .items
+                    .into_iter()
+                    .map(|e| (e.at, e.kind, e.message, e.trace_id))
+                    .collect();
+                out.push((r.run.job_id, r.run.status, r.run.trace_id, m, e));
+            }
+            out.sort();
+            out
         }
     };
-    let before = messages(s).await;
-    assert!(before.0 > 0 && before.1 > 0, "{before:?}");
-    // The newest (the AI records' keys) goes down and up with them kept; on PostgreSQL the
-    // messages' own (run_id, position) index is there only while it is down.
+    let runs_of = |s: &SqlStore| {
+        let s = s.clone();
+        async move {
+            let mut runs: Vec<_> = s
+                .list_runs(&Scope::All, &RunFilter::default(), 1, 50)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|r| (r.job_id, r.status, r.worker, r.error))
+                .collect();
+            runs.sort();
+            runs
+        }
+    };
+    // What the AI tables hold while the newest is down: runs, messages, events.
+    let ai_tables = |s: &SqlStore| {
+        let s = s.clone();
+        async move {
+            let mut n = Vec::new();
+            for t in ["keel_ai_runs", "keel_ai_messages", "keel_ai_events"] {
+                let c: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {t}"))
+                    .fetch_one(s.pool())
+                    .await
+                    .unwrap();
+                n.push(c);
+            }
+            n
+        }
+    };
+    let before = calls(s).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(
+        before.iter().all(|c| c.3.len() == 3 && c.4.len() == 2),
+        "{before:?}"
+    );
+    assert_eq!(before[1].1, "retrying");
+    let job_runs = runs_of(s).await;
+    assert_eq!(
+        job_runs
+            .iter()
+            .map(|r| (r.0.as_str(), r.1.as_str(), r.2.as_str()))
+            .collect::<Vec<_>>(),
+        [("j1", "completed", "keel-handlers"), ("j2", "failed", "w1")]
+    );
+    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[8]]);
+    assert_eq!(ai_tables(s).await, [2, 6, 4]);
+    let same_id: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keel_ai_runs WHERE id = $1")
+        .bind(j2)
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(same_id, 1, "a call keeps its run's id");
+    assert_eq!(
+        runs_of(s).await,
+        job_runs[1..],
+        "the handler's run was no run before"
+    );
+    assert_eq!(s.migrate_up().await.unwrap(), vec![applied[8]]);
+    assert_eq!(calls(s).await, before);
+    assert_eq!(runs_of(s).await, job_runs);
+    assert_eq!(
+        s.ai_run(&Scope::All, j2).await.unwrap().unwrap().run.job_id,
+        "j2"
+    );
+    // The AI records' keys (20261206) go down and up with them kept; on PostgreSQL the
+    // messages' own (run_id, position) index is there only while that one is down.
     let run_index = |s: &SqlStore| {
         let s = s.clone();
         async move {
@@ -100,13 +186,14 @@ async fn migrations_up_down_up(s: &SqlStore) {
         }
     };
     let pg = s.database() == "postgres";
+    assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[8]]);
     assert_eq!(run_index(s).await, pg.then_some(0));
     assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[7]]);
     assert_eq!(run_index(s).await, pg.then_some(1));
-    assert_eq!(messages(s).await, before);
-    assert_eq!(s.migrate_up().await.unwrap(), vec![applied[7]]);
+    assert_eq!(ai_tables(s).await, [2, 6, 4]);
+    assert_eq!(s.migrate_up().await.unwrap(), vec![applied[7], applied[8]]);
     assert_eq!(run_index(s).await, pg.then_some(0));
-    assert_eq!(messages(s).await, before);
+    assert_eq!(calls(s).await, before);
     // The next (the instances' revisions) goes down and up again with the instances kept;
     // the state this store remembers at a revision that is gone is read again.
     let wf = hex_id(7);
@@ -114,30 +201,33 @@ async fn migrations_up_down_up(s: &SqlStore) {
         .await
         .unwrap();
     assert_eq!(
-        s.migrate_down(2).await.unwrap(),
-        vec![applied[7], applied[6]]
+        s.migrate_down(3).await.unwrap(),
+        vec![applied[8], applied[7], applied[6]]
     );
     assert!(s.workflow_state(&Scope::All, &wf).await.unwrap().is_some());
-    assert_eq!(s.migrate_up().await.unwrap(), vec![applied[6], applied[7]]);
+    assert_eq!(
+        s.migrate_up().await.unwrap(),
+        vec![applied[6], applied[7], applied[8]]
+    );
     let done = s
         .write_workflows(&[step(&wf, "a", StepEvent::Completed { output: json!(1) })])
         .await
         .unwrap();
     assert_eq!(done[0].state.instance.status, InstanceStatus::Completed);
     assert_eq!(
-        s.migrate_down(2).await.unwrap(),
-        vec![applied[7], applied[6]]
+        s.migrate_down(3).await.unwrap(),
+        vec![applied[8], applied[7], applied[6]]
     );
     assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[5]]);
-    assert_eq!(messages(s).await, before);
+    assert_eq!(ai_tables(s).await, [2, 6, 4]);
     assert_eq!(
         s.migrate_up().await.unwrap(),
-        vec![applied[5], applied[6], applied[7]]
+        vec![applied[5], applied[6], applied[7], applied[8]]
     );
-    assert_eq!(messages(s).await, before);
+    assert_eq!(calls(s).await, before);
     assert_eq!(
-        s.migrate_down(3).await.unwrap(),
-        vec![applied[7], applied[6], applied[5]]
+        s.migrate_down(4).await.unwrap(),
+        vec![applied[8], applied[7], applied[6], applied[5]]
     );
     // One step further down drops the email and AI tables: the others stay.
     assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[4]]);
@@ -258,6 +348,7 @@ fn run(tenant: Option<&str>, queue: &str, job: &str, status: &str) -> NewRun {
         trace_id: "t1".into(),
         plugin_id: None,
         error_stack: None,
+        ai: None,
     }
 }
 
@@ -1451,4 +1542,77 @@ async fn ai_runs_messages_events_and_tasks(s: &SqlStore) {
     assert_eq!(usage[0].total_tokens, 220);
     assert_eq!(usage[1].model, "m-large");
     assert!((usage[0].avg_latency_ms - 40.0).abs() < 1e-9);
+
+    // Each call is its job's run: written by the handler alone, a run of worker
+    // `keel-handlers` with the call's status as a run's.
+    let job_1 = RunFilter {
+        job_id: Some("1".into()),
+        ..Default::default()
+    };
+    let runs_1 = s.list_runs(&Scope::All, &job_1, 1, 10).await.unwrap().items;
+    assert_eq!(
+        runs_1
+            .iter()
+            .map(|r| (r.id, r.status.as_str(), r.worker.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (r2, "completed", "keel-handlers"),
+            (r1, "failed", "keel-handlers")
+        ]
+    );
+    // A run recorder's run carrying a call is one row that the AI listings read, with the
+    // run's trace id and error; a run without a call is no AI run. Contents survive both
+    // write paths whatever they hold (COPY's and JSON's escapes).
+    let tricky = "line one\nline\ttwo \"quoted\" back\\slash \\N é 🦀";
+    let mut call = ai_run(None, "3", "m-small", "failed", 9_000_000);
+    call.messages[1].content = tricky.into();
+    call.events[1].message = tricky.into();
+    let carried = NewRun {
+        ai: Some(Box::new(call)),
+        ..run(None, "ai-content", "3", "dead")
+    };
+    let plain = run(None, "ai-content", "4", "completed");
+    let ids = s.insert_runs(&[carried, plain]).await.unwrap();
+    let got = s.ai_run(&Scope::All, ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            got.run.status.as_str(),
+            got.run.trace_id.as_str(),
+            got.run.error.as_deref(),
+            got.run.job_name.as_str()
+        ),
+        ("failed", "t1", Some("boom"), "send")
+    );
+    assert_eq!(s.ai_run(&Scope::All, ids[1]).await.unwrap(), None);
+    let of_3 = AiFilter {
+        run_id: Some(ids[0]),
+        ..Default::default()
+    };
+    let m = s.list_ai_messages(&Scope::All, &of_3, 1, 10).await.unwrap();
+    assert_eq!(
+        m.items.iter().map(|m| m.position).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert_eq!(m.items[1].content, tricky);
+    assert_eq!(m.items[1].created_at, 1_000, "the run's start");
+    let e = s.list_ai_events(&Scope::All, &of_3, 1, 10).await.unwrap();
+    assert_eq!(
+        e.items
+            .iter()
+            .map(|e| (e.kind.as_str(), e.message.as_str()))
+            .collect::<Vec<_>>(),
+        [("response", tricky), ("request", "model m-small")],
+        "newest first"
+    );
+    let (_, events) = s.get_run(&Scope::All, ids[0]).await.unwrap().unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.kind == "error" && e.detail.as_deref() == Some("boom")));
+    assert_eq!(
+        s.list_ai_runs(&Scope::All, &all, 1, 10)
+            .await
+            .unwrap()
+            .total,
+        4
+    );
 }

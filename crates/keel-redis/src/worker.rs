@@ -166,6 +166,7 @@ fn wrap(
                 job: snapshot.clone(),
                 control: Arc::new(RedisControl { job: job.clone() }),
                 recovered_stalls,
+                run_note: None,
             };
             let err = match processor(ctx).await {
                 Ok(value) => return Ok(value),

@@ -1,20 +1,24 @@
 //! Job-run records off the hot path: each finished attempt is handed to a bounded buffer
 //! (`try_send`, never waiting), and one task writes batches (up to 2000 rows or every 200 ms) in
 //! one transaction. When the buffer is full the record is dropped and counted
-//! (`keel_run_records_dropped_total`), so a slow database never slows the queue.
+//! (`keel_run_records_dropped_total`), so a slow database never slows the queue. An `ai`
+//! handler's call is left in the attempt's [`RunNote`] and written on its run's row; once
+//! written, it is told to the handlers' observer (`ai_task`, the AI listings' cache).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel::config::QueueConfig;
-use keel::{JobContext, Processor};
+use keel::{JobContext, Processor, RunNote};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
 use crate::realtime::Realtime;
+use keel_handlers::{HandlerEvent, Observer};
+use keel_records::messages::NewAiRun;
 use keel_records::{NewRun, RecordStore};
 
 /// Default most records one insert holds.
@@ -113,11 +117,12 @@ impl RunRecorder {
     }
 
     /// Starts the writer; after each batch it invalidates the `runs` tag of `cache` (the
-    /// owner API's cached run lists).
+    /// owner API's cached run lists) and tells `observer` of the AI calls it wrote.
     pub fn start(
         store: Arc<dyn RecordStore>,
         config: RunRecorderConfig,
         cache: Option<keel::Cache>,
+        observer: Option<Observer>,
     ) -> (RunRecorder, JoinHandle<()>) {
         let RunRecorderConfig {
             capacity,
@@ -129,6 +134,7 @@ impl RunRecorder {
         let c = counters.clone();
         let stop = Arc::new(tokio::sync::Notify::new());
         let stopped = stop.clone();
+        let to = Told { cache, observer };
         let task = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(max_batch);
             loop {
@@ -139,7 +145,7 @@ impl RunRecorder {
                         while let Ok(r) = rx.try_recv() {
                             batch.push(r);
                             if batch.len() == max_batch {
-                                write(&*store, &mut batch, &c, cache.as_ref()).await;
+                                write(&*store, &mut batch, &c, &to).await;
                             }
                         }
                         break;
@@ -154,10 +160,10 @@ impl RunRecorder {
                         _ => break,
                     }
                 }
-                write(&*store, &mut batch, &c, cache.as_ref()).await;
+                write(&*store, &mut batch, &c, &to).await;
             }
             // Stopped or the senders are gone: write what is left.
-            write(&*store, &mut batch, &c, cache.as_ref()).await;
+            write(&*store, &mut batch, &c, &to).await;
         });
         (
             RunRecorder {
@@ -214,8 +220,11 @@ impl RunRecorder {
         let queue = qc.name.clone();
         let labels = Arc::new(Metrics::queue_labels(&queue));
         let qc = Arc::new(qc.clone());
-        Arc::new(move |ctx: JobContext| {
+        Arc::new(move |mut ctx: JobContext| {
             let job = ctx.job.clone();
+            // What the handler adds to the run (an AI call), when runs are recorded.
+            let note = recorder.tx.is_some().then(RunNote::default);
+            ctx.run_note = note.clone();
             let started_ms = keel::now_ms() as i64;
             let started = Instant::now();
             let run = NewRun {
@@ -242,6 +251,7 @@ impl RunRecorder {
                     .or_else(|| qc.handler_for(&job.name).and_then(|h| h.plugin()))
                     .map(str::to_string),
                 error_stack: None,
+                ai: None,
             };
             if ctx.recovered_stalls > 0 {
                 // The attempt(s) before this one died with their worker: a run of their own,
@@ -267,6 +277,7 @@ impl RunRecorder {
                 run: Some(run),
                 started,
                 stack: None,
+                note,
             };
             Box::pin(async move {
                 let mut guard = guard;
@@ -302,6 +313,7 @@ struct Finish {
     run: Option<NewRun>,
     started: Instant,
     stack: Option<String>,
+    note: Option<RunNote>,
 }
 
 impl Finish {
@@ -313,6 +325,15 @@ impl Finish {
         run.error = error;
         run.error_stack = self.stack.take();
         run.finished_at = keel::now_ms() as i64;
+        run.ai = self
+            .note
+            .as_ref()
+            .and_then(|n| n.take::<NewAiRun>())
+            .map(|mut ai| {
+                // One row: the run's trace id is the call's.
+                ai.trace_id.clone_from(&run.trace_id);
+                Box::new(ai)
+            });
         if status != "delayed" {
             self.metrics.job_finished(
                 &self.labels,
@@ -333,12 +354,13 @@ impl Drop for Finish {
     }
 }
 
-async fn write(
-    store: &dyn RecordStore,
-    batch: &mut Vec<NewRun>,
-    c: &Counters,
-    cache: Option<&keel::Cache>,
-) {
+/// Whom a written batch is told to.
+struct Told {
+    cache: Option<keel::Cache>,
+    observer: Option<Observer>,
+}
+
+async fn write(store: &dyn RecordStore, batch: &mut Vec<NewRun>, c: &Counters, to: &Told) {
     if batch.is_empty() {
         return;
     }
@@ -348,9 +370,17 @@ async fn write(
         result = store.insert_runs(batch).await;
     }
     match result {
-        Ok(()) => {
+        Ok(ids) => {
             c.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            if let Some(cache) = cache {
+            let calls: Vec<HandlerEvent> = batch
+                .iter_mut()
+                .zip(ids)
+                .filter_map(|(r, id)| r.ai.take().map(|ai| HandlerEvent::Ai(*ai, Some(id))))
+                .collect();
+            if let (Some(o), false) = (&to.observer, calls.is_empty()) {
+                o(&calls);
+            }
+            if let Some(cache) = &to.cache {
                 let _ = cache.invalidate_tags(&[crate::tags::RUNS]).await;
             }
         }

@@ -145,16 +145,6 @@ pub async fn prepare(
     let cache = crate::tags::owner_cache(&backend)?;
     let metrics = Metrics::new();
     let (realtime, mut tasks) = Realtime::start(&backend, config).await?;
-    let (runs, runs_task) = if server.record_runs {
-        let (r, t) = RunRecorder::start(
-            store.clone(),
-            crate::runs::RunRecorderConfig::with_capacity(server.run_buffer),
-            Some(cache.clone()),
-        );
-        (r, Some(t))
-    } else {
-        (RunRecorder::disabled(), None)
-    };
     let (logs, logs_task) = crate::logs::LogWriter::start(
         store.clone(),
         Some(cache.clone()),
@@ -163,6 +153,17 @@ pub async fn prepare(
     tasks.push(logs_task);
     let (invalidator, invalidator_task) = crate::invalidate::Invalidator::start(cache.clone());
     tasks.push(invalidator_task);
+    let (runs, runs_task) = if server.record_runs {
+        let (r, t) = RunRecorder::start(
+            store.clone(),
+            crate::runs::RunRecorderConfig::with_capacity(server.run_buffer),
+            Some(cache.clone()),
+            Some(handler_observer(&realtime, &invalidator)),
+        );
+        (r, Some(t))
+    } else {
+        (RunRecorder::disabled(), None)
+    };
     let observer: keel_workflows::Observer = {
         let (realtime, invalidator) = (realtime.clone(), invalidator.clone());
         Arc::new(move |events: &[keel_workflows::WorkflowEvent]| {
@@ -276,30 +277,40 @@ pub fn handlers(
     invalidator: &crate::invalidate::Invalidator,
 ) -> keel_handlers::Handlers {
     let messages: Arc<dyn keel_records::MessageStore> = store.clone();
-    let (realtime, invalidator) = (realtime.clone(), invalidator.clone());
     keel_handlers::Handlers::new(backend)
         .records(messages)
         .tenants(tenants.clone())
         .limiter(limiter.clone())
         .base_dir(config_dir(config))
-        .observer(Arc::new(move |batch| {
-            let mut tags = Vec::new();
-            for e in batch {
-                realtime.handler_event(e);
-                let tag = match e {
-                    keel_handlers::HandlerEvent::Email(_) => crate::tags::EMAILS,
-                    keel_handlers::HandlerEvent::Ai(..) => crate::tags::AI,
-                };
-                if !tags.contains(&tag) {
-                    tags.push(tag);
-                }
+        .observer(handler_observer(realtime, invalidator))
+}
+
+/// Tells the live view of written email and AI records (`email_status`, `ai_task`) and
+/// invalidates the owner API's cached listings of them: the handlers' observer, and the run
+/// recorder's for the AI calls it writes on their runs.
+fn handler_observer(
+    realtime: &Realtime,
+    invalidator: &crate::invalidate::Invalidator,
+) -> keel_handlers::Observer {
+    let (realtime, invalidator) = (realtime.clone(), invalidator.clone());
+    Arc::new(move |batch| {
+        let mut tags = Vec::new();
+        for e in batch {
+            realtime.handler_event(e);
+            let tag = match e {
+                keel_handlers::HandlerEvent::Email(_) => crate::tags::EMAILS,
+                keel_handlers::HandlerEvent::Ai(..) => crate::tags::AI,
+            };
+            if !tags.contains(&tag) {
+                tags.push(tag);
             }
-            // One invalidation per written batch (coalesced further by the invalidator).
-            if !tags.is_empty() {
-                let invalidator = invalidator.clone();
-                tokio::spawn(async move { invalidator.invalidate(&tags).await });
-            }
-        }))
+        }
+        // One invalidation per written batch (coalesced further by the invalidator).
+        if !tags.is_empty() {
+            let invalidator = invalidator.clone();
+            tokio::spawn(async move { invalidator.invalidate(&tags).await });
+        }
+    })
 }
 
 /// The directory relative paths of the configuration are read from.

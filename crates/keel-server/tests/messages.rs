@@ -219,6 +219,7 @@ async fn otp_email_and_ai_records_through_the_api(db: Db) {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let mut seen = (false, false);
+    let mut ai_run_id = None;
     while seen != (true, true) {
         let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -232,6 +233,7 @@ async fn otp_email_and_ai_records_through_the_api(db: Db) {
                 (Some("completed"), Some("test/model-a"))
             );
             assert_eq!(m["prompt_tokens"], 11);
+            ai_run_id = m["run_id"].as_i64();
             seen.0 = true;
         }
         if m["type"] == "email_status" {
@@ -265,6 +267,20 @@ async fn otp_email_and_ai_records_through_the_api(db: Db) {
         "{run}"
     );
     let run_id = run["id"].as_i64().unwrap();
+    assert_eq!(ai_run_id, Some(run_id), "ai_task names the written run");
+    // The call is its attempt's run record: one row, listed with the job's runs.
+    let (_, v) = app
+        .get_json("/api/owner/runs?queue=ai-content", Some(&app.viewer))
+        .await;
+    assert_eq!(v["total"], 1, "{v}");
+    assert_eq!(
+        (
+            v["items"][0]["id"].as_i64(),
+            v["items"][0]["status"].as_str()
+        ),
+        (Some(run_id), Some("completed")),
+        "{v}"
+    );
     let (s, v) = app
         .get_json(&format!("/api/owner/ai/runs/{run_id}"), Some(&app.viewer))
         .await;

@@ -67,7 +67,7 @@ pub use keel_core::{
     JobContext, JobError, JobOptions, JobState, KeepJobs, NewJob, NodeInfo, QueueCounts,
     QueueEvent, RateAlgorithm, Result, Schedule, SchedulerInfo,
 };
-pub use keel_core::{Processor, QueueBackend, WorkerOptions};
+pub use keel_core::{Processor, QueueBackend, RunNote, WorkerOptions};
 pub use keys::Keys;
 pub use lock::{LockGuard, Locks};
 pub use pubsub::{Event, Events};

@@ -1,12 +1,12 @@
-//! PostgreSQL's `COPY … FROM STDIN` for bulk writes (audit and access logs, job runs, AI runs
-//! with their messages and events), which `sqlx::Any` cannot do: a batch costs a fraction of
+//! PostgreSQL's `COPY … FROM STDIN` for bulk writes (audit and access logs, job runs with the
+//! AI calls they carry), which `sqlx::Any` cannot do: a batch costs a fraction of
 //! the INSERTs.
 
 use crate::error::Result;
-use crate::messages::NewAiRun;
 use crate::model::{NewAccess, NewAudit, NewRun};
 
 use super::db_err;
+use super::runs::{AiColumns, INSERT_COLUMNS};
 
 /// One COPY field in PostgreSQL's text format.
 fn copy_field(out: &mut String, v: Option<&str>) {
@@ -138,15 +138,39 @@ pub(super) async fn copy_logs(
     }
 }
 
-/// Writes runs with `COPY … FROM STDIN` (PostgreSQL).
-pub(super) async fn copy_runs(pg: &sqlx::PgPool, runs: &[&NewRun]) -> Result<()> {
-    let mut data = String::with_capacity(runs.len() * 160);
-    for r in runs {
+/// Writes runs (with the AI calls they carry) and their failure events with `COPY … FROM
+/// STDIN` (PostgreSQL); their ids, in order. The ids are taken from the runs' sequence first
+/// (one statement for the whole batch), so the events can name their run without a
+/// `RETURNING` round trip per row.
+pub(super) async fn copy_runs(pg: &sqlx::PgPool, runs: &[NewRun]) -> Result<Vec<i64>> {
+    const WHAT: &str = "job runs";
+    let mut conn = pg.acquire().await.map_err(|e| db_err(WHAT, e))?;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT nextval(pg_get_serial_sequence('keel_job_runs', 'id')) FROM generate_series(1, $1)",
+    )
+    .bind(runs.len() as i64)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| db_err(WHAT, e))?;
+    let mut data = String::with_capacity(runs.len() * 200);
+    let mut events = String::new();
+    for (r, id) in runs.iter().zip(&ids) {
+        let id = id.to_string();
         let attempt = r.attempt.to_string();
         let started = r.started_at.to_string();
         let finished = r.finished_at.to_string();
         let duration = (r.finished_at - r.started_at).to_string();
-        let fields: [Option<&str>; 14] = [
+        let ai = AiColumns::of(r);
+        let number = |v: Option<i64>| v.map(|v| v.to_string());
+        let (prompt, completion, latency, http) = (
+            number(ai.prompt_tokens),
+            number(ai.completion_tokens),
+            number(ai.latency_ms),
+            number(ai.http_status),
+        );
+        let cost = ai.cost_usd.map(|c| c.to_string());
+        let fields: [Option<&str>; 25] = [
+            Some(&id),
             r.tenant_id.as_deref(),
             Some(&r.queue),
             Some(&r.job_id),
@@ -161,115 +185,44 @@ pub(super) async fn copy_runs(pg: &sqlx::PgPool, runs: &[&NewRun]) -> Result<()>
             Some(&r.trace_id),
             r.plugin_id.as_deref(),
             r.error_stack.as_deref(),
+            ai.provider,
+            ai.model,
+            ai.status,
+            prompt.as_deref(),
+            completion.as_deref(),
+            cost.as_deref(),
+            latency.as_deref(),
+            http.as_deref(),
+            ai.messages.as_deref(),
+            ai.events.as_deref(),
         ];
         copy_row(&mut data, &fields);
-    }
-    let mut conn = pg.acquire().await.map_err(|e| db_err("job runs", e))?;
-    copy_in(&mut conn, "job runs", "keel_job_runs (tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id, plugin_id, error_stack)", data).await
-}
-
-/// Writes AI runs, their messages and their events with `COPY` (PostgreSQL), in one
-/// transaction; the runs' ids, in order. The ids are taken from the runs' sequence first (one
-/// statement for the whole batch), so the messages and events can name their run without a
-/// `RETURNING` round trip per row.
-pub(super) async fn copy_ai_runs(pg: &sqlx::PgPool, runs: &[NewAiRun]) -> Result<Vec<i64>> {
-    const WHAT: &str = "AI runs";
-    let mut tx = pg.begin().await.map_err(|e| db_err(WHAT, e))?;
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT nextval(pg_get_serial_sequence('keel_ai_runs', 'id')) FROM generate_series(1, $1)",
-    )
-    .bind(runs.len() as i64)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(|e| db_err(WHAT, e))?;
-    let (mut data, mut messages, mut events) = (
-        String::with_capacity(runs.len() * 220),
-        String::with_capacity(runs.len() * 300),
-        String::with_capacity(runs.len() * 400),
-    );
-    for (r, id) in runs.iter().zip(&ids) {
-        let id = id.to_string();
-        let attempt = r.attempt.to_string();
-        let prompt = r.prompt_tokens.to_string();
-        let completion = r.completion_tokens.to_string();
-        let cost = r.cost_usd.to_string();
-        let latency = r.latency_ms.to_string();
-        let http = r.http_status.map(|s| s.to_string());
-        let started = r.started_at.to_string();
-        let finished = r.finished_at.to_string();
-        copy_row(
-            &mut data,
-            &[
-                Some(&id),
-                r.tenant_id.as_deref(),
-                Some(&r.queue),
-                Some(&r.job_id),
-                Some(&r.job_name),
-                Some(&attempt),
-                Some(&r.provider),
-                Some(&r.model),
-                Some(&r.status),
-                Some(&prompt),
-                Some(&completion),
-                Some(&cost),
-                Some(&latency),
-                http.as_deref(),
-                r.error.as_deref(),
-                Some(&r.trace_id),
-                Some(&started),
-                Some(&finished),
-            ],
-        );
-        for (i, m) in r.messages.iter().enumerate() {
-            let (position, truncated) = (i.to_string(), (m.truncated as i64).to_string());
-            copy_row(
-                &mut messages,
-                &[
-                    Some(&id),
-                    r.tenant_id.as_deref(),
-                    Some(&position),
-                    Some(&m.role),
-                    Some(&m.content),
-                    Some(&truncated),
-                    Some(&started),
-                ],
-            );
-        }
-        for e in &r.events {
-            let at = e.at.to_string();
+        // The start and the end are the run row itself; a failure's detail is an event.
+        if let Some(error) = &r.error {
             copy_row(
                 &mut events,
-                &[
-                    Some(&id),
-                    r.tenant_id.as_deref(),
-                    Some(&r.trace_id),
-                    Some(&at),
-                    Some(&e.kind),
-                    Some(&e.message),
-                ],
+                &[Some(&id), Some(&finished), Some("error"), Some(error)],
             );
         }
     }
-    copy_in(&mut tx, WHAT, "keel_ai_runs (id, tenant_id, queue, job_id, job_name, attempt, provider, model, status, prompt_tokens, completion_tokens, cost_usd, latency_ms, http_status, error, trace_id, started_at, finished_at)", data).await?;
-    if !messages.is_empty() {
+    let target = format!("keel_job_runs (id, {INSERT_COLUMNS})");
+    if events.is_empty() {
+        // One table: one COPY, atomic on its own (no BEGIN/COMMIT round trips).
+        copy_in(&mut conn, WHAT, &target, data).await?;
+    } else {
+        let mut tx = sqlx::Acquire::begin(&mut *conn)
+            .await
+            .map_err(|e| db_err(WHAT, e))?;
+        copy_in(&mut tx, WHAT, &target, data).await?;
         copy_in(
             &mut tx,
-            "AI messages",
-            "keel_ai_messages (run_id, tenant_id, position, role, content, truncated, created_at)",
-            messages,
-        )
-        .await?;
-    }
-    if !events.is_empty() {
-        copy_in(
-            &mut tx,
-            "AI events",
-            "keel_ai_events (run_id, tenant_id, trace_id, at, kind, message)",
+            "job run events",
+            "keel_job_run_events (run_id, at, kind, detail)",
             events,
         )
         .await?;
+        tx.commit().await.map_err(|e| db_err(WHAT, e))?;
     }
-    tx.commit().await.map_err(|e| db_err(WHAT, e))?;
     Ok(ids)
 }
 

@@ -1,15 +1,16 @@
-//! Email logs and AI runs, messages, events and tasks.
+//! Email logs and AI runs, messages, events and tasks. An AI call is recorded on its job
+//! run's row (its messages and events as JSON arrays there): the AI listings read those rows.
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 use crate::messages::{
     AiEvent, AiFilter, AiMessage, AiRun, AiTask, AiUsage, EmailFilter, EmailLog, NewAiRun, NewEmail,
 };
-use crate::model::{Page, Scope};
-use crate::store::MessageStore;
+use crate::model::{NewRun, Page, Scope};
+use crate::store::{MessageStore, RunStore};
 
 use super::{db_err, multi_insert, Listing, SqlStore, Where};
 
@@ -17,13 +18,73 @@ const EMAIL_COLUMNS: &str = "id, tenant_id, queue, job_id, job_name, attempt, te
 const RUN_COLUMNS: &str = "id, tenant_id, queue, job_id, job_name, attempt, provider, model, status, prompt_tokens, completion_tokens, cost_usd, latency_ms, http_status, error, trace_id, started_at, finished_at";
 const MESSAGE_COLUMNS: &str = "id, run_id, position, role, content, truncated, created_at";
 const EVENT_COLUMNS: &str = "id, run_id, trace_id, at, kind, message";
+
+/// The AI calls: the job runs that carry one, under an AI run's column names.
+macro_rules! ai_runs {
+    () => {
+        "(SELECT id, tenant_id, queue, job_id, name AS job_name, attempt, \
+         ai_provider AS provider, ai_model AS model, ai_status AS status, prompt_tokens, \
+         completion_tokens, cost_usd, latency_ms, http_status, error, trace_id, started_at, \
+         COALESCE(finished_at, started_at) AS finished_at \
+         FROM keel_job_runs WHERE ai_model IS NOT NULL)"
+    };
+}
+
+/// The run's columns a message or an event is filtered by, after its own.
+macro_rules! run_filter_columns {
+    () => {
+        "r.tenant_id, r.queue, r.job_id, r.name AS job_name, r.ai_model AS model, \
+         r.ai_status AS status"
+    };
+}
+
+/// The AI calls' messages, one row each (a message's id is its position in its run).
+const MESSAGES_PG: &str = concat!(
+    "(SELECT m.ord - 1 AS id, r.id AS run_id, m.ord - 1 AS position, m.v->>'role' AS role, \
+     m.v->>'content' AS content, \
+     CAST(CASE WHEN (m.v->>'truncated')::boolean THEN 1 ELSE 0 END AS BIGINT) AS truncated, \
+     r.started_at AS created_at, ",
+    run_filter_columns!(),
+    " FROM keel_job_runs r CROSS JOIN LATERAL \
+     jsonb_array_elements(r.ai_messages::jsonb) WITH ORDINALITY AS m(v, ord) \
+     WHERE r.ai_model IS NOT NULL) t"
+);
+const MESSAGES_SQLITE: &str = concat!(
+    "(SELECT m.key AS id, r.id AS run_id, m.key AS position, \
+     json_extract(m.value, '$.role') AS role, json_extract(m.value, '$.content') AS content, \
+     CASE WHEN json_extract(m.value, '$.truncated') THEN 1 ELSE 0 END AS truncated, \
+     r.started_at AS created_at, ",
+    run_filter_columns!(),
+    " FROM keel_job_runs r, json_each(r.ai_messages) m WHERE r.ai_model IS NOT NULL) t"
+);
+/// The AI calls' events, one row each (an event's id is its position in its run).
+const EVENTS_PG: &str = concat!(
+    "(SELECT e.ord - 1 AS id, r.id AS run_id, r.trace_id, (e.v->>'at')::bigint AS at, \
+     e.v->>'kind' AS kind, e.v->>'message' AS message, ",
+    run_filter_columns!(),
+    " FROM keel_job_runs r CROSS JOIN LATERAL \
+     jsonb_array_elements(r.ai_events::jsonb) WITH ORDINALITY AS e(v, ord) \
+     WHERE r.ai_model IS NOT NULL) t"
+);
+const EVENTS_SQLITE: &str = concat!(
+    "(SELECT e.key AS id, r.id AS run_id, r.trace_id, json_extract(e.value, '$.at') AS at, \
+     json_extract(e.value, '$.kind') AS kind, json_extract(e.value, '$.message') AS message, ",
+    run_filter_columns!(),
+    " FROM keel_job_runs r, json_each(r.ai_events) e WHERE r.ai_model IS NOT NULL) t"
+);
 /// One row per AI job: its latest attempt's status and model, totals over all attempts.
-const TASKS: &str = "(SELECT r.tenant_id, r.queue, r.job_id, r.job_name, r.status, r.model, \
+const TASKS: &str = concat!(
+    "(SELECT r.tenant_id, r.queue, r.job_id, r.job_name, r.status, r.model, \
      g.runs, g.last_run_id, g.total_tokens, g.cost_usd, g.started_at, g.finished_at \
      FROM (SELECT queue, job_id, COUNT(*) AS runs, MAX(id) AS last_run_id, \
      CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT) AS total_tokens, \
      SUM(cost_usd) AS cost_usd, MIN(started_at) AS started_at, MAX(finished_at) AS finished_at \
-     FROM keel_ai_runs GROUP BY queue, job_id) g JOIN keel_ai_runs r ON r.id = g.last_run_id) t";
+     FROM ",
+    ai_runs!(),
+    " a GROUP BY queue, job_id) g JOIN ",
+    ai_runs!(),
+    " r ON r.id = g.last_run_id) t"
+);
 const TASK_COLUMNS: &str = "queue, job_id, job_name, status, model, runs, last_run_id, total_tokens, cost_usd, started_at, finished_at";
 
 fn email_from(r: &AnyRow) -> std::result::Result<EmailLog, sqlx::Error> {
@@ -167,10 +228,7 @@ fn child_where(scope: &Scope, f: &AiFilter, at: &str) -> Where {
         ("status", &f.status),
     ] {
         if let Some(v) = value {
-            w.text(
-                &format!("run_id IN (SELECT id FROM keel_ai_runs WHERE {column} = ?)"),
-                v,
-            );
+            w.text(&format!("{column} = ?"), v);
         }
     }
     if let Some(v) = f.from {
@@ -270,127 +328,31 @@ impl MessageStore for SqlStore {
     }
 
     async fn record_ai_runs(&self, runs: &[NewAiRun]) -> Result<Vec<i64>> {
-        if runs.is_empty() {
-            return Ok(Vec::new());
-        }
-        if let Some(pg) = &self.copy {
-            return super::copy::copy_ai_runs(pg, runs).await;
-        }
-        let mut tx = self.pool.begin().await.map_err(|e| db_err("AI runs", e))?;
-        let mut ids = Vec::with_capacity(runs.len());
-        for chunk in runs.chunks(200) {
-            let sql = format!(
-                "{} RETURNING id, queue, job_id, attempt, started_at",
-                multi_insert(
-                    "keel_ai_runs (tenant_id, queue, job_id, job_name, attempt, provider, model, status, prompt_tokens, completion_tokens, cost_usd, latency_ms, http_status, error, trace_id, started_at, finished_at)",
-                    17,
-                    chunk.len(),
-                )
-            );
-            let mut q = sqlx::query(&sql);
-            for r in chunk {
-                q = q
-                    .bind(r.tenant_id.as_deref())
-                    .bind(r.queue.as_str())
-                    .bind(r.job_id.as_str())
-                    .bind(r.job_name.as_str())
-                    .bind(r.attempt)
-                    .bind(r.provider.as_str())
-                    .bind(r.model.as_str())
-                    .bind(r.status.as_str())
-                    .bind(r.prompt_tokens)
-                    .bind(r.completion_tokens)
-                    .bind(r.cost_usd)
-                    .bind(r.latency_ms)
-                    .bind(r.http_status)
-                    .bind(r.error.as_deref())
-                    .bind(r.trace_id.as_str())
-                    .bind(r.started_at)
-                    .bind(r.finished_at);
-            }
-            let rows = q
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| db_err("AI runs", e))?;
-            // Match ids back by (queue, job, attempt, start): RETURNING order is not promised.
-            let mut by_key = std::collections::HashMap::new();
-            for row in &rows {
-                let key: (String, String, i64, i64) = (
-                    row.try_get("queue").map_err(|e| db_err("AI runs", e))?,
-                    row.try_get("job_id").map_err(|e| db_err("AI runs", e))?,
-                    row.try_get("attempt").map_err(|e| db_err("AI runs", e))?,
-                    row.try_get("started_at")
-                        .map_err(|e| db_err("AI runs", e))?,
-                );
-                let id: i64 = row.try_get("id").map_err(|e| db_err("AI runs", e))?;
-                by_key.entry(key).or_insert_with(Vec::new).push(id);
-            }
-            let mut chunk_ids = Vec::with_capacity(chunk.len());
-            for r in chunk {
-                let key = (r.queue.clone(), r.job_id.clone(), r.attempt, r.started_at);
-                let id = by_key
-                    .get_mut(&key)
-                    .and_then(|v| v.pop())
-                    .ok_or_else(|| StoreError::Database("an AI run id was not returned".into()))?;
-                chunk_ids.push(id);
-            }
-            let messages: Vec<(i64, &NewAiRun, usize)> = chunk
-                .iter()
-                .zip(&chunk_ids)
-                .flat_map(|(r, id)| (0..r.messages.len()).map(move |i| (*id, r, i)))
-                .collect();
-            for part in messages.chunks(500) {
-                let sql = multi_insert(
-                    "keel_ai_messages (run_id, tenant_id, position, role, content, truncated, created_at)",
-                    7,
-                    part.len(),
-                );
-                let mut q = sqlx::query(&sql);
-                for (id, r, i) in part {
-                    let m = &r.messages[*i];
-                    q = q
-                        .bind(*id)
-                        .bind(r.tenant_id.as_deref())
-                        .bind(*i as i64)
-                        .bind(m.role.as_str())
-                        .bind(m.content.as_str())
-                        .bind(m.truncated as i64)
-                        .bind(r.started_at);
+        let rows: Vec<NewRun> = runs
+            .iter()
+            .map(|r| NewRun {
+                tenant_id: r.tenant_id.clone(),
+                queue: r.queue.clone(),
+                job_id: r.job_id.clone(),
+                name: r.job_name.clone(),
+                attempt: r.attempt,
+                status: match r.status.as_str() {
+                    "completed" => "completed",
+                    "retrying" => "failed",
+                    _ => "dead",
                 }
-                q.execute(&mut *tx)
-                    .await
-                    .map_err(|e| db_err("AI messages", e))?;
-            }
-            let events: Vec<(i64, &NewAiRun, usize)> = chunk
-                .iter()
-                .zip(&chunk_ids)
-                .flat_map(|(r, id)| (0..r.events.len()).map(move |i| (*id, r, i)))
-                .collect();
-            for part in events.chunks(500) {
-                let sql = multi_insert(
-                    "keel_ai_events (run_id, tenant_id, trace_id, at, kind, message)",
-                    6,
-                    part.len(),
-                );
-                let mut q = sqlx::query(&sql);
-                for (id, r, i) in part {
-                    let e = &r.events[*i];
-                    q = q
-                        .bind(*id)
-                        .bind(r.tenant_id.as_deref())
-                        .bind(r.trace_id.as_str())
-                        .bind(e.at)
-                        .bind(e.kind.as_str())
-                        .bind(e.message.as_str());
-                }
-                q.execute(&mut *tx)
-                    .await
-                    .map_err(|e| db_err("AI events", e))?;
-            }
-            ids.extend(chunk_ids);
-        }
-        tx.commit().await.map_err(|e| db_err("AI runs", e))?;
-        Ok(ids)
+                .into(),
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+                error: r.error.clone(),
+                worker: "keel-handlers".into(),
+                trace_id: r.trace_id.clone(),
+                plugin_id: None,
+                error_stack: None,
+                ai: Some(Box::new(r.clone())),
+            })
+            .collect();
+        self.insert_runs(&rows).await
     }
 
     async fn list_ai_runs(
@@ -403,7 +365,7 @@ impl MessageStore for SqlStore {
         self.page(
             Listing {
                 what: "AI runs",
-                table: "keel_ai_runs",
+                table: concat!(ai_runs!(), " a"),
                 columns: RUN_COLUMNS,
                 order: "id DESC",
             },
@@ -432,7 +394,11 @@ impl MessageStore for SqlStore {
         self.page(
             Listing {
                 what: "AI messages",
-                table: "keel_ai_messages",
+                table: if self.database == "postgres" {
+                    MESSAGES_PG
+                } else {
+                    MESSAGES_SQLITE
+                },
                 columns: MESSAGE_COLUMNS,
                 order: "run_id, position",
             },
@@ -453,9 +419,13 @@ impl MessageStore for SqlStore {
         self.page(
             Listing {
                 what: "AI events",
-                table: "keel_ai_events",
+                table: if self.database == "postgres" {
+                    EVENTS_PG
+                } else {
+                    EVENTS_SQLITE
+                },
                 columns: EVENT_COLUMNS,
-                // Newest first, in the events' key: run ids grow as event ids do.
+                // Newest first: a later run's events, and a run's later events, first.
                 order: "run_id DESC, id DESC",
             },
             &child_where(scope, f, "at"),
@@ -502,7 +472,8 @@ impl MessageStore for SqlStore {
              CAST(SUM(CASE WHEN status = 'completed' THEN 0 ELSE 1 END) AS BIGINT) AS failed, \
              CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT) AS total_tokens, \
              SUM(cost_usd) AS cost_usd, CAST(AVG(latency_ms) AS DOUBLE PRECISION) AS latency \
-             FROM keel_ai_runs{} GROUP BY started_at / 3600000, model ORDER BY h, model",
+             FROM {} a{} GROUP BY started_at / 3600000, model ORDER BY h, model",
+            ai_runs!(),
             w.sql()
         );
         w.bind(sqlx::query(&sql))

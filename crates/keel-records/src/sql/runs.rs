@@ -33,23 +33,67 @@ fn run_from(row: &AnyRow) -> std::result::Result<JobRun, sqlx::Error> {
     })
 }
 
+/// The columns a run is inserted with (its id is the database's, or taken before for `COPY`).
+pub(super) const INSERT_COLUMNS: &str = "tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id, plugin_id, error_stack, ai_provider, ai_model, ai_status, prompt_tokens, completion_tokens, cost_usd, latency_ms, http_status, ai_messages, ai_events";
+
+/// The AI call a run carries, as its columns hold it (all `None` without one).
+#[derive(Default)]
+pub(super) struct AiColumns<'a> {
+    pub(super) provider: Option<&'a str>,
+    pub(super) model: Option<&'a str>,
+    pub(super) status: Option<&'a str>,
+    pub(super) prompt_tokens: Option<i64>,
+    pub(super) completion_tokens: Option<i64>,
+    pub(super) cost_usd: Option<f64>,
+    pub(super) latency_ms: Option<i64>,
+    pub(super) http_status: Option<i64>,
+    /// `[{role, content, truncated}]`.
+    pub(super) messages: Option<String>,
+    /// `[{at, kind, message}]`.
+    pub(super) events: Option<String>,
+}
+
+impl<'a> AiColumns<'a> {
+    pub(super) fn of(run: &'a NewRun) -> AiColumns<'a> {
+        let Some(ai) = run.ai.as_deref() else {
+            return AiColumns::default();
+        };
+        // Vectors of plain structs: serializing them cannot fail.
+        let json = |v: serde_json::Result<String>| Some(v.unwrap_or_else(|_| "[]".into()));
+        AiColumns {
+            provider: Some(&ai.provider),
+            model: Some(&ai.model),
+            status: Some(&ai.status),
+            prompt_tokens: Some(ai.prompt_tokens),
+            completion_tokens: Some(ai.completion_tokens),
+            cost_usd: Some(ai.cost_usd),
+            latency_ms: Some(ai.latency_ms),
+            http_status: ai.http_status,
+            messages: json(serde_json::to_string(&ai.messages)),
+            events: json(serde_json::to_string(&ai.events)),
+        }
+    }
+}
+
 impl SqlStore {
-    /// Runs by multi-row INSERT (with their failure events), in one transaction.
-    async fn insert_runs_sql(&self, runs: &[NewRun]) -> Result<()> {
-        // One multi-row INSERT for the runs and one for their events, per chunk of 500 (well
-        // inside both databases' parameter limits).
+    /// Runs by multi-row INSERT (with their failure events), in one transaction; their ids.
+    async fn insert_runs_sql(&self, runs: &[NewRun]) -> Result<Vec<i64>> {
+        // One multi-row INSERT for the runs and one for their events, per chunk of 500 (24
+        // parameters a row: well inside both databases' parameter limits).
         let mut tx = self.pool.begin().await.map_err(|e| db_err("job runs", e))?;
+        let mut all = Vec::with_capacity(runs.len());
         for chunk in runs.chunks(500) {
             let sql = format!(
-                "{} RETURNING id, queue, job_id, attempt",
+                "{} RETURNING id, queue, job_id, attempt, status, started_at",
                 multi_insert(
-                    "keel_job_runs (tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id, plugin_id, error_stack)",
-                    14,
-                    chunk.len(),
+                    &format!("keel_job_runs ({INSERT_COLUMNS})"),
+                    24,
+                    chunk.len()
                 )
             );
             let mut q = sqlx::query(&sql);
             for r in chunk {
+                let ai = AiColumns::of(r);
                 q = q
                     .bind(r.tenant_id.as_deref())
                     .bind(r.queue.as_str())
@@ -64,26 +108,66 @@ impl SqlStore {
                     .bind(r.worker.as_str())
                     .bind(r.trace_id.as_str())
                     .bind(r.plugin_id.as_deref())
-                    .bind(r.error_stack.as_deref());
+                    .bind(r.error_stack.as_deref())
+                    .bind(ai.provider)
+                    .bind(ai.model)
+                    .bind(ai.status)
+                    .bind(ai.prompt_tokens)
+                    .bind(ai.completion_tokens)
+                    .bind(ai.cost_usd)
+                    .bind(ai.latency_ms)
+                    .bind(ai.http_status)
+                    .bind(ai.messages)
+                    .bind(ai.events);
             }
             let rows = q
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| db_err("job runs", e))?;
-            // Match ids back by (queue, job, attempt): RETURNING order is not promised.
-            let mut ids = std::collections::HashMap::new();
+            // Match ids back by (queue, job, attempt, status, start): RETURNING order is not
+            // promised (a stall and the attempt after it share their attempt number).
+            type Key = (String, String, i64, String, i64);
+            let mut by_key: std::collections::HashMap<Key, Vec<i64>> =
+                std::collections::HashMap::new();
             for row in &rows {
-                let key: (String, String, i64) = (
-                    row.try_get("queue").map_err(|e| db_err("job runs", e))?,
-                    row.try_get("job_id").map_err(|e| db_err("job runs", e))?,
-                    row.try_get("attempt").map_err(|e| db_err("job runs", e))?,
+                let key = (|| -> std::result::Result<(Key, i64), sqlx::Error> {
+                    Ok((
+                        (
+                            row.try_get("queue")?,
+                            row.try_get("job_id")?,
+                            row.try_get("attempt")?,
+                            row.try_get("status")?,
+                            row.try_get("started_at")?,
+                        ),
+                        row.try_get("id")?,
+                    ))
+                })()
+                .map_err(|e| db_err("job runs", e))?;
+                by_key.entry(key.0).or_default().push(key.1);
+            }
+            let mut ids = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                let key = (
+                    r.queue.clone(),
+                    r.job_id.clone(),
+                    r.attempt,
+                    r.status.clone(),
+                    r.started_at,
                 );
-                let id: i64 = row.try_get("id").map_err(|e| db_err("job runs", e))?;
-                ids.entry(key).or_insert_with(Vec::new).push(id);
+                let id = by_key
+                    .get_mut(&key)
+                    .and_then(|v| v.pop())
+                    .ok_or_else(|| StoreError::Database("a run id was not returned".into()))?;
+                ids.push(id);
             }
             // The start and the end are the run row itself (`get_run` shows them as events);
             // the events table holds what the row cannot: a failure's detail.
-            let failed: Vec<&NewRun> = chunk.iter().filter(|r| r.error.is_some()).collect();
+            let failed: Vec<(i64, &NewRun)> = ids
+                .iter()
+                .zip(chunk)
+                .filter(|(_, r)| r.error.is_some())
+                .map(|(id, r)| (*id, r))
+                .collect();
             if !failed.is_empty() {
                 let sql = multi_insert(
                     "keel_job_run_events (run_id, at, kind, detail)",
@@ -91,11 +175,7 @@ impl SqlStore {
                     failed.len(),
                 );
                 let mut q = sqlx::query(&sql);
-                for r in failed {
-                    let id = ids
-                        .get_mut(&(r.queue.clone(), r.job_id.clone(), r.attempt))
-                        .and_then(|v| v.pop())
-                        .ok_or_else(|| StoreError::Database("a run id was not returned".into()))?;
+                for (id, r) in failed {
                     q = q
                         .bind(id)
                         .bind(r.finished_at)
@@ -106,29 +186,21 @@ impl SqlStore {
                     .await
                     .map_err(|e| db_err("job run events", e))?;
             }
+            all.extend(ids);
         }
-        tx.commit().await.map_err(|e| db_err("job runs", e))
+        tx.commit().await.map_err(|e| db_err("job runs", e))?;
+        Ok(all)
     }
 }
 
 #[async_trait]
 impl RunStore for SqlStore {
-    async fn insert_runs(&self, runs: &[NewRun]) -> Result<()> {
+    async fn insert_runs(&self, runs: &[NewRun]) -> Result<Vec<i64>> {
         if runs.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         if let Some(pg) = &self.copy {
-            // Runs without an error need no id back (they have no event rows): COPY them.
-            let (plain, failed): (Vec<&NewRun>, Vec<&NewRun>) =
-                runs.iter().partition(|r| r.error.is_none());
-            if !plain.is_empty() {
-                copy_runs(pg, &plain).await?;
-            }
-            if failed.is_empty() {
-                return Ok(());
-            }
-            let failed: Vec<NewRun> = failed.into_iter().cloned().collect();
-            return self.insert_runs_sql(&failed).await;
+            return copy_runs(pg, runs).await;
         }
         self.insert_runs_sql(runs).await
     }
