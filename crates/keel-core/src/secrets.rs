@@ -111,7 +111,17 @@ pub fn mask(value: &Value) -> Value {
 /// (`Bearer abc` → `Bearer ***`, anywhere in the text), URL passwords and secret query
 /// parameters. `Digest` masks the rest of the string (its parameters are a list).
 pub fn mask_str(s: &str) -> String {
-    if !s.contains(' ') && !s.contains("://") && !s.contains('?') {
+    // Only a URL (a scheme or a query) or an auth scheme's word can change (most prompts and
+    // messages hold none: copied as they are).
+    let word = |w: &str| {
+        s.as_bytes()
+            .windows(w.len())
+            .any(|b| b.eq_ignore_ascii_case(w.as_bytes()))
+    };
+    if !s.contains("://")
+        && !s.contains('?')
+        && !AUTH_SCHEMES.iter().chain(&["digest"]).any(|w| word(w))
+    {
         return s.to_string();
     }
     let mut out = String::with_capacity(s.len());

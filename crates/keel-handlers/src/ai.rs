@@ -255,6 +255,34 @@ impl Call {
     }
 }
 
+// The events' details, serialized as they are borrowed (their keys in order, as a JSON
+// object's are printed).
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Requested<'a> {
+    model: &'a str,
+    prompt_chars: usize,
+    url: &'a str,
+}
+
+#[derive(Serialize)]
+struct Answered {
+    bytes: usize,
+    status: u16,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Retried {
+    retry_after_ms: u64,
+}
+
+/// An event's detail: its JSON (plain structs: serializing cannot fail).
+fn detail(v: &impl Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
 /// A chat-completions request, serialized as it is borrowed.
 #[derive(Serialize)]
 struct Request<'a> {
@@ -304,20 +332,8 @@ impl AiHandler {
                     / 1_000_000.0
             })
             .unwrap_or(0.0);
-        let (prompt_tokens, completion_tokens) = (call.prompt_tokens, call.completion_tokens);
-        call.event(
-            if result.is_ok() {
-                "completed"
-            } else {
-                "failed"
-            },
-            || {
-                json!({"model": self.model, "status": status, "promptTokens": prompt_tokens,
-                       "completionTokens": completion_tokens, "costUsd": cost_usd,
-                       "durationMs": latency_ms, "error": error})
-                .to_string()
-            },
-        );
+        // The call's end (`completed` or `failed`, with its tokens, cost and time) is the
+        // record itself: the store makes that last event from it.
         let messages = call
             .messages
             .iter()
@@ -409,7 +425,11 @@ impl AiHandler {
         let body = serde_json::to_vec(&body)
             .map_err(|e| JobError::unrecoverable(format!("encoding the request: {e}")))?;
         call.event("request", || {
-            json!({"model": self.model, "url": self.url, "promptChars": size}).to_string()
+            detail(&Requested {
+                model: &self.model,
+                prompt_chars: size,
+                url: &self.url,
+            })
         });
         let sent = self
             .shared
@@ -470,7 +490,10 @@ impl AiHandler {
             }
         }
         call.event("response", || {
-            json!({"status": status.as_u16(), "bytes": bytes.len()}).to_string()
+            detail(&Answered {
+                bytes: bytes.len(),
+                status: status.as_u16(),
+            })
         });
         if !status.is_success() {
             let excerpt: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
@@ -485,7 +508,9 @@ impl AiHandler {
             return Err(match retry_after {
                 Some(wait) => {
                     call.event("retry", || {
-                        json!({"retryAfterMs": wait.as_millis() as u64}).to_string()
+                        detail(&Retried {
+                            retry_after_ms: wait.as_millis() as u64,
+                        })
                     });
                     err.with_retry_after(wait)
                 }

@@ -84,7 +84,9 @@ pub struct NewAiMessage {
     pub truncated: bool,
 }
 
-/// One event of an AI call's trace (`request`, `response`, `retry`, `error`, ...).
+/// One event of an AI call's trace (`request`, `response`, `retry`, ...). Its last,
+/// `completed` or `failed` with the call's tokens, cost and time, is the recorded call itself:
+/// the events listing makes it from the record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewAiEvent {
     /// When, ms.
@@ -136,7 +138,7 @@ pub struct NewAiRun {
     /// The prompt's messages and the answer.
     #[serde(skip)]
     pub messages: Vec<NewAiMessage>,
-    /// The trace.
+    /// The trace, up to the call's end (which is this record).
     #[serde(skip)]
     pub events: Vec<NewAiEvent>,
 }

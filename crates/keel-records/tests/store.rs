@@ -136,7 +136,7 @@ async fn migrations_up_down_up(s: &SqlStore) {
     let before = calls(s).await;
     assert_eq!(before.len(), 2, "{before:?}");
     assert!(
-        before.iter().all(|c| c.3.len() == 3 && c.4.len() == 2),
+        before.iter().all(|c| c.3.len() == 3 && c.4.len() == 3),
         "{before:?}"
     );
     assert_eq!(before[1].1, "retrying");
@@ -149,7 +149,8 @@ async fn migrations_up_down_up(s: &SqlStore) {
         [("j1", "completed", "keel-handlers"), ("j2", "failed", "w1")]
     );
     assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[8]]);
-    assert_eq!(ai_tables(s).await, [2, 6, 4]);
+    // Each call's last event is stored again in the AI tables.
+    assert_eq!(ai_tables(s).await, [2, 6, 6]);
     let same_id: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keel_ai_runs WHERE id = $1")
         .bind(j2)
         .fetch_one(s.pool())
@@ -190,7 +191,7 @@ async fn migrations_up_down_up(s: &SqlStore) {
     assert_eq!(run_index(s).await, pg.then_some(0));
     assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[7]]);
     assert_eq!(run_index(s).await, pg.then_some(1));
-    assert_eq!(ai_tables(s).await, [2, 6, 4]);
+    assert_eq!(ai_tables(s).await, [2, 6, 6]);
     assert_eq!(s.migrate_up().await.unwrap(), vec![applied[7], applied[8]]);
     assert_eq!(run_index(s).await, pg.then_some(0));
     assert_eq!(calls(s).await, before);
@@ -219,7 +220,7 @@ async fn migrations_up_down_up(s: &SqlStore) {
         vec![applied[8], applied[7], applied[6]]
     );
     assert_eq!(s.migrate_down(1).await.unwrap(), vec![applied[5]]);
-    assert_eq!(ai_tables(s).await, [2, 6, 4]);
+    assert_eq!(ai_tables(s).await, [2, 6, 6]);
     assert_eq!(
         s.migrate_up().await.unwrap(),
         vec![applied[5], applied[6], applied[7], applied[8]]
@@ -1487,15 +1488,29 @@ async fn ai_runs_messages_events_and_tasks(s: &SqlStore) {
         "both attempts of the task"
     );
     let events = s.list_ai_events(&Scope::All, &of_job, 1, 10).await.unwrap();
-    assert_eq!(events.total, 4);
+    assert_eq!(events.total, 6, "two stored and the end, each attempt");
+    assert_eq!(events.items.len(), 6);
     assert!(events.items.iter().all(|e| e.trace_id == "trace-1"));
     assert_eq!(
         s.list_ai_events(&Scope::Tenant(a.clone()), &all, 1, 10)
             .await
             .unwrap()
             .total,
-        2
+        3
     );
+    // By the events' own time (counted one by one): the second attempt's.
+    let later = AiFilter {
+        from: Some(3_600_050),
+        ..of_job.clone()
+    };
+    let events = s.list_ai_events(&Scope::All, &later, 1, 10).await.unwrap();
+    assert_eq!(
+        (events.total, events.items.len()),
+        (3, 3),
+        "{:?}",
+        events.items
+    );
+    assert!(events.items.iter().all(|e| e.run_id == r2));
 
     let tasks = s.list_ai_tasks(&Scope::All, &all, 1, 10).await.unwrap();
     assert_eq!(tasks.total, 2);
@@ -1601,9 +1616,17 @@ async fn ai_runs_messages_events_and_tasks(s: &SqlStore) {
             .iter()
             .map(|e| (e.kind.as_str(), e.message.as_str()))
             .collect::<Vec<_>>(),
-        [("response", tricky), ("request", "model m-small")],
-        "newest first"
+        [
+            (
+                "failed",
+                r#"{"completionTokens":20,"costUsd":0.0015,"durationMs":40,"error":"boom","model":"m-small","promptTokens":100,"status":"failed"}"#
+            ),
+            ("response", tricky),
+            ("request", "model m-small")
+        ],
+        "newest first, the last made from the row"
     );
+    assert_eq!(e.items[0].at, 1_250, "the run's end");
     let (_, events) = s.get_run(&Scope::All, ids[0]).await.unwrap().unwrap();
     assert!(events
         .iter()

@@ -62,11 +62,24 @@ SELECT r.id, r.tenant_id, m.ord - 1, m.v->>'role', m.v->>'content',
  CROSS JOIN LATERAL jsonb_array_elements(COALESCE(r.ai_messages, '[]')::jsonb) WITH ORDINALITY AS m(v, ord)
  WHERE r.ai_model IS NOT NULL ORDER BY r.id, m.ord;
 
+-- With each call's last event, made from its columns as the listing makes it (the JSON's
+-- spacing is PostgreSQL's).
 INSERT INTO keel_ai_events (run_id, tenant_id, trace_id, at, kind, message)
-SELECT r.id, r.tenant_id, r.trace_id, (e.v->>'at')::bigint, e.v->>'kind', e.v->>'message'
-  FROM keel_job_runs r
- CROSS JOIN LATERAL jsonb_array_elements(COALESCE(r.ai_events, '[]')::jsonb) WITH ORDINALITY AS e(v, ord)
- WHERE r.ai_model IS NOT NULL ORDER BY r.id, e.ord;
+SELECT run_id, tenant_id, trace_id, at, kind, message FROM (
+    SELECT r.id AS run_id, r.tenant_id, r.trace_id, (e.v->>'at')::bigint AS at,
+           e.v->>'kind' AS kind, e.v->>'message' AS message, e.ord AS ord
+      FROM keel_job_runs r
+     CROSS JOIN LATERAL jsonb_array_elements(COALESCE(r.ai_events, '[]')::jsonb) WITH ORDINALITY AS e(v, ord)
+     WHERE r.ai_model IS NOT NULL
+    UNION ALL
+    SELECT r.id, r.tenant_id, r.trace_id, COALESCE(r.finished_at, r.started_at),
+           CASE WHEN r.ai_status = 'completed' THEN 'completed' ELSE 'failed' END,
+           json_build_object('completionTokens', r.completion_tokens, 'costUsd', r.cost_usd,
+                             'durationMs', r.latency_ms, 'error', r.error, 'model', r.ai_model,
+                             'promptTokens', r.prompt_tokens, 'status', r.ai_status)::text,
+           9223372036854775807
+      FROM keel_job_runs r WHERE r.ai_model IS NOT NULL
+) x ORDER BY run_id, ord;
 
 -- The runs that were only AI calls (no run recorder wrote them) were not runs before.
 DELETE FROM keel_job_runs WHERE ai_model IS NOT NULL AND worker = 'keel-handlers';
@@ -82,4 +95,6 @@ ALTER TABLE keel_job_runs
     DROP COLUMN latency_ms,
     DROP COLUMN http_status,
     DROP COLUMN ai_messages,
-    DROP COLUMN ai_events;
+    DROP COLUMN ai_events,
+    DROP COLUMN ai_message_count,
+    DROP COLUMN ai_event_count;

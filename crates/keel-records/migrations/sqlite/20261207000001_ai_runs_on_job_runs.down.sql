@@ -61,14 +61,27 @@ SELECT r.id, r.tenant_id, m.key, json_extract(m.value, '$.role'),
  WHERE r.ai_model IS NOT NULL ORDER BY r.id, m.key;
 
 INSERT INTO keel_ai_events (run_id, tenant_id, trace_id, at, kind, message)
-SELECT r.id, r.tenant_id, r.trace_id, json_extract(e.value, '$.at'),
-       json_extract(e.value, '$.kind'), json_extract(e.value, '$.message')
-  FROM keel_job_runs r, json_each(COALESCE(r.ai_events, '[]')) e
- WHERE r.ai_model IS NOT NULL ORDER BY r.id, e.key;
+SELECT run_id, tenant_id, trace_id, at, kind, message FROM (
+    SELECT r.id AS run_id, r.tenant_id, r.trace_id, json_extract(e.value, '$.at') AS at,
+           json_extract(e.value, '$.kind') AS kind, json_extract(e.value, '$.message') AS message,
+           e.key AS ord
+      FROM keel_job_runs r, json_each(COALESCE(r.ai_events, '[]')) e
+     WHERE r.ai_model IS NOT NULL
+    UNION ALL
+    SELECT r.id, r.tenant_id, r.trace_id, COALESCE(r.finished_at, r.started_at),
+           CASE WHEN r.ai_status = 'completed' THEN 'completed' ELSE 'failed' END,
+           json_object('completionTokens', r.completion_tokens, 'costUsd', r.cost_usd,
+                       'durationMs', r.latency_ms, 'error', r.error, 'model', r.ai_model,
+                       'promptTokens', r.prompt_tokens, 'status', r.ai_status),
+           9223372036854775807
+      FROM keel_job_runs r WHERE r.ai_model IS NOT NULL
+) ORDER BY run_id, ord;
 
 DELETE FROM keel_job_runs WHERE ai_model IS NOT NULL AND worker = 'keel-handlers';
 
 DROP INDEX keel_job_runs_ai;
+ALTER TABLE keel_job_runs DROP COLUMN ai_event_count;
+ALTER TABLE keel_job_runs DROP COLUMN ai_message_count;
 ALTER TABLE keel_job_runs DROP COLUMN ai_events;
 ALTER TABLE keel_job_runs DROP COLUMN ai_messages;
 ALTER TABLE keel_job_runs DROP COLUMN http_status;

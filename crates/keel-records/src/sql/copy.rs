@@ -8,29 +8,28 @@ use crate::model::{NewAccess, NewAudit, NewRun};
 use super::db_err;
 use super::runs::{AiColumns, INSERT_COLUMNS};
 
-/// One COPY field in PostgreSQL's text format.
+/// One COPY field in PostgreSQL's text format: the text between the bytes to escape is copied
+/// whole.
 fn copy_field(out: &mut String, v: Option<&str>) {
-    match v {
-        None => out.push_str("\\N"),
-        Some(v)
-            if !v
-                .bytes()
-                .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r')) =>
-        {
-            out.push_str(v)
-        }
-        Some(v) => {
-            for c in v.chars() {
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '\t' => out.push_str("\\t"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    c => out.push(c),
-                }
-            }
-        }
+    let Some(mut rest) = v else {
+        out.push_str("\\N");
+        return;
+    };
+    while let Some(i) = rest
+        .bytes()
+        .position(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
+    {
+        // An ASCII byte: `i` and `i + 1` are character boundaries.
+        out.push_str(&rest[..i]);
+        out.push_str(match rest.as_bytes()[i] {
+            b'\\' => "\\\\",
+            b'\t' => "\\t",
+            b'\n' => "\\n",
+            _ => "\\r",
+        });
+        rest = &rest[i + 1..];
     }
+    out.push_str(rest);
 }
 
 /// Appends one row of COPY text.
@@ -152,7 +151,24 @@ pub(super) async fn copy_runs(pg: &sqlx::PgPool, runs: &[NewRun]) -> Result<Vec<
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| db_err(WHAT, e))?;
-    let mut data = String::with_capacity(runs.len() * 200);
+    // Room for the rows at once (an AI call's messages and events are most of its row).
+    let size: usize = runs
+        .iter()
+        .map(|r| {
+            200 + r.ai.as_deref().map_or(0, |a| {
+                200 + a
+                    .messages
+                    .iter()
+                    .map(|m| m.content.len() + 48)
+                    .sum::<usize>()
+                    + a.events
+                        .iter()
+                        .map(|e| 2 * e.message.len() + 48)
+                        .sum::<usize>()
+            })
+        })
+        .sum();
+    let mut data = String::with_capacity(size);
     let mut events = String::new();
     for (r, id) in runs.iter().zip(&ids) {
         let id = id.to_string();
@@ -169,7 +185,8 @@ pub(super) async fn copy_runs(pg: &sqlx::PgPool, runs: &[NewRun]) -> Result<Vec<
             number(ai.http_status),
         );
         let cost = ai.cost_usd.map(|c| c.to_string());
-        let fields: [Option<&str>; 25] = [
+        let (messages, events_n) = (number(ai.message_count), number(ai.event_count));
+        let fields: [Option<&str>; 27] = [
             Some(&id),
             r.tenant_id.as_deref(),
             Some(&r.queue),
@@ -195,6 +212,8 @@ pub(super) async fn copy_runs(pg: &sqlx::PgPool, runs: &[NewRun]) -> Result<Vec<
             http.as_deref(),
             ai.messages.as_deref(),
             ai.events.as_deref(),
+            messages.as_deref(),
+            events_n.as_deref(),
         ];
         copy_row(&mut data, &fields);
         // The start and the end are the run row itself; a failure's detail is an event.
@@ -235,6 +254,9 @@ mod tests {
         let mut out = String::new();
         copy_field(&mut out, Some("a\tb\nc\\d\re"));
         assert_eq!(out, "a\\tb\\nc\\\\d\\re");
+        let mut out = String::new();
+        copy_field(&mut out, Some("é\tü\\🦀\n"));
+        assert_eq!(out, "é\\tü\\\\🦀\\n");
         let mut out = String::new();
         copy_field(&mut out, None);
         assert_eq!(out, "\\N");

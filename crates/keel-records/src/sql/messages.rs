@@ -17,7 +17,7 @@ use super::{db_err, multi_insert, Listing, SqlStore, Where};
 const EMAIL_COLUMNS: &str = "id, tenant_id, queue, job_id, job_name, attempt, template, recipient, subject, status, smtp_code, smtp_reply, message_id, error, actor, trace_id, created_at, duration_ms";
 const RUN_COLUMNS: &str = "id, tenant_id, queue, job_id, job_name, attempt, provider, model, status, prompt_tokens, completion_tokens, cost_usd, latency_ms, http_status, error, trace_id, started_at, finished_at";
 const MESSAGE_COLUMNS: &str = "id, run_id, position, role, content, truncated, created_at";
-const EVENT_COLUMNS: &str = "id, run_id, trace_id, at, kind, message";
+const EVENT_COLUMNS: &str = "id, run_id, trace_id, at, kind, message, model, status, prompt_tokens, completion_tokens, cost_usd, latency_ms, error";
 
 /// The AI calls: the job runs that carry one, under an AI run's column names.
 macro_rules! ai_runs {
@@ -38,7 +38,33 @@ macro_rules! run_filter_columns {
     };
 }
 
-/// The AI calls' messages, one row each (a message's id is its position in its run).
+/// The run's columns an AI call's last event is made from.
+macro_rules! end_columns {
+    () => {
+        ", r.prompt_tokens, r.completion_tokens, r.cost_usd, r.latency_ms, r.error"
+    };
+}
+
+/// An AI call's last event, `completed` or `failed`, one per call: the row itself, as a job
+/// run's end is (its detail is made from the columns when read, see [`CallEnd`]); its id is
+/// after the stored events'.
+macro_rules! end_events {
+    () => {
+        concat!(
+            " UNION ALL SELECT r.ai_event_count AS id, r.id AS run_id, r.trace_id, \
+             COALESCE(r.finished_at, r.started_at) AS at, \
+             CASE WHEN r.ai_status = 'completed' THEN 'completed' ELSE 'failed' END AS kind, \
+             NULL AS message, ",
+            run_filter_columns!(),
+            end_columns!(),
+            " FROM keel_job_runs r WHERE r.ai_model IS NOT NULL"
+        )
+    };
+}
+
+// The AI calls' messages and events, one row each (an id is the position in its run). They
+// are JSON text on the run's row; PostgreSQL expands them as `json` (read as it is: several
+// times faster than parsing into `jsonb`), SQLite with `json_each`.
 const MESSAGES_PG: &str = concat!(
     "(SELECT m.ord - 1 AS id, r.id AS run_id, m.ord - 1 AS position, m.v->>'role' AS role, \
      m.v->>'content' AS content, \
@@ -46,7 +72,7 @@ const MESSAGES_PG: &str = concat!(
      r.started_at AS created_at, ",
     run_filter_columns!(),
     " FROM keel_job_runs r CROSS JOIN LATERAL \
-     jsonb_array_elements(r.ai_messages::jsonb) WITH ORDINALITY AS m(v, ord) \
+     json_array_elements(r.ai_messages::json) WITH ORDINALITY AS m(v, ord) \
      WHERE r.ai_model IS NOT NULL) t"
 );
 const MESSAGES_SQLITE: &str = concat!(
@@ -57,21 +83,35 @@ const MESSAGES_SQLITE: &str = concat!(
     run_filter_columns!(),
     " FROM keel_job_runs r, json_each(r.ai_messages) m WHERE r.ai_model IS NOT NULL) t"
 );
-/// The AI calls' events, one row each (an event's id is its position in its run).
 const EVENTS_PG: &str = concat!(
-    "(SELECT e.ord - 1 AS id, r.id AS run_id, r.trace_id, (e.v->>'at')::bigint AS at, \
+    "(SELECT e.ord - 1 AS id, r.id AS run_id, r.trace_id, CAST(e.v->>'at' AS BIGINT) AS at, \
      e.v->>'kind' AS kind, e.v->>'message' AS message, ",
     run_filter_columns!(),
+    end_columns!(),
     " FROM keel_job_runs r CROSS JOIN LATERAL \
-     jsonb_array_elements(r.ai_events::jsonb) WITH ORDINALITY AS e(v, ord) \
-     WHERE r.ai_model IS NOT NULL) t"
+     json_array_elements(r.ai_events::json) WITH ORDINALITY AS e(v, ord) \
+     WHERE r.ai_model IS NOT NULL",
+    end_events!(),
+    ") t"
 );
 const EVENTS_SQLITE: &str = concat!(
     "(SELECT e.key AS id, r.id AS run_id, r.trace_id, json_extract(e.value, '$.at') AS at, \
      json_extract(e.value, '$.kind') AS kind, json_extract(e.value, '$.message') AS message, ",
     run_filter_columns!(),
-    " FROM keel_job_runs r, json_each(r.ai_events) e WHERE r.ai_model IS NOT NULL) t"
+    end_columns!(),
+    " FROM keel_job_runs r, json_each(r.ai_events) e WHERE r.ai_model IS NOT NULL",
+    end_events!(),
+    ") t"
 );
+/// How many messages the AI calls have (`n`), under the columns messages are filtered by:
+/// a listing's total without expanding any JSON.
+const MESSAGE_COUNTS: &str = "(SELECT id AS run_id, tenant_id, queue, job_id, name AS job_name, \
+     ai_model AS model, ai_status AS status, started_at AS created_at, ai_message_count AS n \
+     FROM keel_job_runs WHERE ai_model IS NOT NULL) c";
+/// How many events (`n`, with the last), likewise; not by an event's own time.
+const EVENT_COUNTS: &str = "(SELECT id AS run_id, tenant_id, queue, job_id, name AS job_name, \
+     ai_model AS model, ai_status AS status, ai_event_count + 1 AS n \
+     FROM keel_job_runs WHERE ai_model IS NOT NULL) c";
 /// One row per AI job: its latest attempt's status and model, totals over all attempts.
 const TASKS: &str = concat!(
     "(SELECT r.tenant_id, r.queue, r.job_id, r.job_name, r.status, r.model, \
@@ -154,14 +194,48 @@ fn message_from(r: &AnyRow) -> std::result::Result<AiMessage, sqlx::Error> {
     })
 }
 
+/// The detail of an AI call's last event, from its run's columns (its keys in order, as a
+/// JSON object's are printed).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CallEnd<'a> {
+    completion_tokens: i64,
+    cost_usd: f64,
+    duration_ms: i64,
+    error: Option<&'a str>,
+    model: &'a str,
+    prompt_tokens: i64,
+    status: &'a str,
+}
+
 fn event_from(r: &AnyRow) -> std::result::Result<AiEvent, sqlx::Error> {
+    let message = match r.try_get::<Option<String>, _>("message")? {
+        Some(m) => m,
+        None => {
+            let (error, model, status): (Option<String>, String, String) = (
+                r.try_get("error")?,
+                r.try_get("model")?,
+                r.try_get("status")?,
+            );
+            serde_json::to_string(&CallEnd {
+                completion_tokens: r.try_get("completion_tokens")?,
+                cost_usd: r.try_get("cost_usd")?,
+                duration_ms: r.try_get("latency_ms")?,
+                error: error.as_deref(),
+                model: &model,
+                prompt_tokens: r.try_get("prompt_tokens")?,
+                status: &status,
+            })
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?
+        }
+    };
     Ok(AiEvent {
         id: r.try_get("id")?,
         run_id: r.try_get("run_id")?,
         trace_id: r.try_get("trace_id")?,
         at: r.try_get("at")?,
         kind: r.try_get("kind")?,
-        message: r.try_get("message")?,
+        message,
     })
 }
 
@@ -391,7 +465,7 @@ impl MessageStore for SqlStore {
         page: i64,
         limit: i64,
     ) -> Result<Page<AiMessage>> {
-        self.page(
+        self.page_counted(
             Listing {
                 what: "AI messages",
                 table: if self.database == "postgres" {
@@ -405,6 +479,8 @@ impl MessageStore for SqlStore {
             &child_where(scope, f, "created_at"),
             (page, limit),
             message_from,
+            // A message's time is its run's start: every filter is the run's.
+            Some(MESSAGE_COUNTS),
         )
         .await
     }
@@ -416,7 +492,7 @@ impl MessageStore for SqlStore {
         page: i64,
         limit: i64,
     ) -> Result<Page<AiEvent>> {
-        self.page(
+        self.page_counted(
             Listing {
                 what: "AI events",
                 table: if self.database == "postgres" {
@@ -431,6 +507,8 @@ impl MessageStore for SqlStore {
             &child_where(scope, f, "at"),
             (page, limit),
             event_from,
+            // By an event's own time, the events are counted one by one.
+            (f.from.is_none() && f.to.is_none()).then_some(EVENT_COUNTS),
         )
         .await
     }

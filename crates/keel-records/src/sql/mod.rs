@@ -330,8 +330,44 @@ impl SqlStore {
         (page, limit): (i64, i64),
         map: fn(&AnyRow) -> std::result::Result<T, sqlx::Error>,
     ) -> Result<Page<T>> {
+        self.page_counted(
+            Listing {
+                what,
+                table,
+                columns,
+                order,
+            },
+            w,
+            (page, limit),
+            map,
+            None,
+        )
+        .await
+    }
+
+    /// [`Self::page`], its total the sum of `n` over the rows of `counts` (which `w` filters
+    /// as it does `table`) when given, instead of counting `table`'s rows.
+    async fn page_counted<T>(
+        &self,
+        Listing {
+            what,
+            table,
+            columns,
+            order,
+        }: Listing<'_>,
+        w: &Where,
+        (page, limit): (i64, i64),
+        map: fn(&AnyRow) -> std::result::Result<T, sqlx::Error>,
+        counts: Option<&str>,
+    ) -> Result<Page<T>> {
         let (page, limit) = clamp_page(page, limit)?;
-        let count_sql = format!("SELECT COUNT(*) AS n FROM {table}{}", w.sql());
+        let count_sql = match counts {
+            Some(counts) => format!(
+                "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) AS n FROM {counts}{}",
+                w.sql()
+            ),
+            None => format!("SELECT COUNT(*) AS n FROM {table}{}", w.sql()),
+        };
         let total: i64 = w
             .bind(sqlx::query(&count_sql))
             .fetch_one(&self.pool)

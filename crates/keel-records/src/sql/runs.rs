@@ -34,7 +34,7 @@ fn run_from(row: &AnyRow) -> std::result::Result<JobRun, sqlx::Error> {
 }
 
 /// The columns a run is inserted with (its id is the database's, or taken before for `COPY`).
-pub(super) const INSERT_COLUMNS: &str = "tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id, plugin_id, error_stack, ai_provider, ai_model, ai_status, prompt_tokens, completion_tokens, cost_usd, latency_ms, http_status, ai_messages, ai_events";
+pub(super) const INSERT_COLUMNS: &str = "tenant_id, queue, job_id, name, attempt, status, started_at, finished_at, duration_ms, error, worker, trace_id, plugin_id, error_stack, ai_provider, ai_model, ai_status, prompt_tokens, completion_tokens, cost_usd, latency_ms, http_status, ai_messages, ai_events, ai_message_count, ai_event_count";
 
 /// The AI call a run carries, as its columns hold it (all `None` without one).
 #[derive(Default)]
@@ -49,8 +49,10 @@ pub(super) struct AiColumns<'a> {
     pub(super) http_status: Option<i64>,
     /// `[{role, content, truncated}]`.
     pub(super) messages: Option<String>,
-    /// `[{at, kind, message}]`.
+    /// `[{at, kind, message}]` (the last, the call's end, is the row itself).
     pub(super) events: Option<String>,
+    pub(super) message_count: Option<i64>,
+    pub(super) event_count: Option<i64>,
 }
 
 impl<'a> AiColumns<'a> {
@@ -71,6 +73,8 @@ impl<'a> AiColumns<'a> {
             http_status: ai.http_status,
             messages: json(serde_json::to_string(&ai.messages)),
             events: json(serde_json::to_string(&ai.events)),
+            message_count: Some(ai.messages.len() as i64),
+            event_count: Some(ai.events.len() as i64),
         }
     }
 }
@@ -78,7 +82,7 @@ impl<'a> AiColumns<'a> {
 impl SqlStore {
     /// Runs by multi-row INSERT (with their failure events), in one transaction; their ids.
     async fn insert_runs_sql(&self, runs: &[NewRun]) -> Result<Vec<i64>> {
-        // One multi-row INSERT for the runs and one for their events, per chunk of 500 (24
+        // One multi-row INSERT for the runs and one for their events, per chunk of 500 (26
         // parameters a row: well inside both databases' parameter limits).
         let mut tx = self.pool.begin().await.map_err(|e| db_err("job runs", e))?;
         let mut all = Vec::with_capacity(runs.len());
@@ -87,7 +91,7 @@ impl SqlStore {
                 "{} RETURNING id, queue, job_id, attempt, status, started_at",
                 multi_insert(
                     &format!("keel_job_runs ({INSERT_COLUMNS})"),
-                    24,
+                    26,
                     chunk.len()
                 )
             );
@@ -118,7 +122,9 @@ impl SqlStore {
                     .bind(ai.latency_ms)
                     .bind(ai.http_status)
                     .bind(ai.messages)
-                    .bind(ai.events);
+                    .bind(ai.events)
+                    .bind(ai.message_count)
+                    .bind(ai.event_count);
             }
             let rows = q
                 .fetch_all(&mut *tx)
