@@ -45,23 +45,6 @@ macro_rules! end_columns {
     };
 }
 
-/// An AI call's last event, `completed` or `failed`, one per call: the row itself, as a job
-/// run's end is (its detail is made from the columns when read, see [`CallEnd`]); its id is
-/// after the stored events'.
-macro_rules! end_events {
-    () => {
-        concat!(
-            " UNION ALL SELECT r.ai_event_count AS id, r.id AS run_id, r.trace_id, \
-             COALESCE(r.finished_at, r.started_at) AS at, \
-             CASE WHEN r.ai_status = 'completed' THEN 'completed' ELSE 'failed' END AS kind, \
-             NULL AS message, ",
-            run_filter_columns!(),
-            end_columns!(),
-            " FROM keel_job_runs r WHERE r.ai_model IS NOT NULL"
-        )
-    };
-}
-
 // The AI calls' messages and events, one row each (an id is the position in its run). They
 // are JSON text on the run's row; PostgreSQL expands them as `json` (read as it is: several
 // times faster than parsing into `jsonb`), SQLite with `json_each`.
@@ -83,25 +66,32 @@ const MESSAGES_SQLITE: &str = concat!(
     run_filter_columns!(),
     " FROM keel_job_runs r, json_each(r.ai_messages) m WHERE r.ai_model IS NOT NULL) t"
 );
+// An AI call's last event, `completed` or `failed`, is the row itself, as a job run's end is:
+// each run's stored events are followed by it, after their positions, with the detail made
+// from the columns when read (see [`CallEnd`]). Within each run (a lateral `UNION ALL` on
+// PostgreSQL, one more array element on SQLite), so that the newest page still reads the runs
+// newest first by their key and stops.
 const EVENTS_PG: &str = concat!(
-    "(SELECT e.ord - 1 AS id, r.id AS run_id, r.trace_id, CAST(e.v->>'at' AS BIGINT) AS at, \
-     e.v->>'kind' AS kind, e.v->>'message' AS message, ",
+    "(SELECT e.id, r.id AS run_id, r.trace_id, e.at, e.kind, e.message, ",
     run_filter_columns!(),
     end_columns!(),
     " FROM keel_job_runs r CROSS JOIN LATERAL \
-     json_array_elements(r.ai_events::json) WITH ORDINALITY AS e(v, ord) \
-     WHERE r.ai_model IS NOT NULL",
-    end_events!(),
-    ") t"
+     (SELECT x.ord - 1 AS id, CAST(x.v->>'at' AS BIGINT) AS at, x.v->>'kind' AS kind, \
+      x.v->>'message' AS message \
+      FROM json_array_elements(r.ai_events::json) WITH ORDINALITY AS x(v, ord) \
+      UNION ALL SELECT r.ai_event_count, COALESCE(r.finished_at, r.started_at), \
+      CASE WHEN r.ai_status = 'completed' THEN 'completed' ELSE 'failed' END, NULL) e \
+     WHERE r.ai_model IS NOT NULL) t"
 );
 const EVENTS_SQLITE: &str = concat!(
     "(SELECT e.key AS id, r.id AS run_id, r.trace_id, json_extract(e.value, '$.at') AS at, \
      json_extract(e.value, '$.kind') AS kind, json_extract(e.value, '$.message') AS message, ",
     run_filter_columns!(),
     end_columns!(),
-    " FROM keel_job_runs r, json_each(r.ai_events) e WHERE r.ai_model IS NOT NULL",
-    end_events!(),
-    ") t"
+    " FROM keel_job_runs r, json_each(json_insert(r.ai_events, '$[#]', json_object(\
+     'at', COALESCE(r.finished_at, r.started_at), \
+     'kind', CASE WHEN r.ai_status = 'completed' THEN 'completed' ELSE 'failed' END, \
+     'message', NULL))) e WHERE r.ai_model IS NOT NULL) t"
 );
 /// How many messages the AI calls have (`n`), under the columns messages are filtered by:
 /// a listing's total without expanding any JSON.
