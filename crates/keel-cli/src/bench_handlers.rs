@@ -217,7 +217,14 @@ pub async fn ai(setup: &Setup<'_>, dir: &std::path::Path) -> Result<(), String> 
     let mut rates: Vec<Vec<f64>> = vec![vec![]; rounds.len()];
     let mut cpus: Vec<Vec<f64>> = vec![vec![]; rounds.len()];
     for r in 1..=setup.rounds {
-        for (i, (what, handlers, toml, runs)) in rounds.iter().enumerate() {
+        // Every other round in the reverse order, so that no handler always runs after the
+        // same one (after another's writes, say) or at the same point of a round.
+        let mut order: Vec<usize> = (0..rounds.len()).collect();
+        if r % 2 == 0 {
+            order.reverse();
+        }
+        for i in order {
+            let (what, handlers, toml, runs) = &rounds[i];
             let runs = runs.then_some(&store);
             let (rate, cpu) =
                 round(setup, handlers, "summarize_article", toml, setup.jobs, runs).await?;

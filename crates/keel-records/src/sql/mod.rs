@@ -320,29 +320,12 @@ impl SqlStore {
 
     async fn page<T>(
         &self,
-        Listing {
-            what,
-            table,
-            columns,
-            order,
-        }: Listing<'_>,
+        listing: Listing<'_>,
         w: &Where,
-        (page, limit): (i64, i64),
+        page: (i64, i64),
         map: fn(&AnyRow) -> std::result::Result<T, sqlx::Error>,
     ) -> Result<Page<T>> {
-        self.page_counted(
-            Listing {
-                what,
-                table,
-                columns,
-                order,
-            },
-            w,
-            (page, limit),
-            map,
-            None,
-        )
-        .await
+        self.page_counted(listing, w, page, map, None).await
     }
 
     /// [`Self::page`], its total the sum of `n` over the rows of `counts` (which `w` filters
