@@ -107,21 +107,40 @@ pub fn mask(value: &Value) -> Value {
     }
 }
 
+/// [`mask_str`] of an owned string: `s` itself (not a copy) when nothing in it can change.
+pub fn mask_string(s: String) -> String {
+    if may_hold_secrets(&s) {
+        mask_str(&s)
+    } else {
+        s
+    }
+}
+
+/// Whether masking can change `s`: only a URL (a scheme or a query) or an auth scheme's word
+/// can (most prompts and messages hold none, and are kept as they are).
+fn may_hold_secrets(s: &str) -> bool {
+    if s.contains("://") || s.contains('?') {
+        return true;
+    }
+    // One pass over the bytes (prompts are long): a word is compared only where one of the
+    // schemes' first letters is.
+    let b = s.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        matches!(c | 0x20, b'b' | b'n' | b'd')
+            && MASKED_WORDS.iter().any(|w| {
+                b.len() - i >= w.len() && b[i..i + w.len()].eq_ignore_ascii_case(w.as_bytes())
+            })
+    })
+}
+
+/// The words after which a credential is masked: the auth schemes and `digest`.
+const MASKED_WORDS: [&str; 4] = [AUTH_SCHEMES[0], AUTH_SCHEMES[1], AUTH_SCHEMES[2], "digest"];
+
 /// A free-text string with its credentials masked: the parameter after an auth scheme
 /// (`Bearer abc` → `Bearer ***`, anywhere in the text), URL passwords and secret query
 /// parameters. `Digest` masks the rest of the string (its parameters are a list).
 pub fn mask_str(s: &str) -> String {
-    // Only a URL (a scheme or a query) or an auth scheme's word can change (most prompts and
-    // messages hold none: copied as they are).
-    let word = |w: &str| {
-        s.as_bytes()
-            .windows(w.len())
-            .any(|b| b.eq_ignore_ascii_case(w.as_bytes()))
-    };
-    if !s.contains("://")
-        && !s.contains('?')
-        && !AUTH_SCHEMES.iter().chain(&["digest"]).any(|w| word(w))
-    {
+    if !may_hold_secrets(s) {
         return s.to_string();
     }
     let mut out = String::with_capacity(s.len());
@@ -305,6 +324,21 @@ mod tests {
             "sent with Bearer *** ok"
         );
         assert_eq!(mask_str("the bearer of news"), "the bearer of news");
+        assert_eq!(
+            mask_string("sent with Bearer tok-123 ok".into()),
+            "sent with Bearer *** ok"
+        );
+        assert_eq!(mask_string("Summarize it.".into()), "Summarize it.");
+        // The quick check's first letters are the words'.
+        assert_eq!(AUTH_SCHEMES.len(), 3);
+        for w in MASKED_WORDS {
+            assert!(matches!(w.as_bytes()[0], b'b' | b'n' | b'd'), "{w}");
+            assert!(
+                may_hold_secrets(&format!("x {} y", w.to_uppercase())),
+                "{w}"
+            );
+        }
+        assert!(!may_hold_secrets("a plain prompt, nothing in it"));
         assert_eq!(
             mask_str("Digest username=\"a\", response=\"b\""),
             "Digest ***"

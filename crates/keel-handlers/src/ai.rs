@@ -111,7 +111,8 @@ struct AiHandler {
     url: String,
     /// `url` parsed once.
     target: reqwest::Url,
-    key: String,
+    /// `Authorization: Bearer <key>`, made once (and marked sensitive: never printed).
+    auth: reqwest::header::HeaderValue,
     model: String,
     format: Format,
     timeout: Duration,
@@ -121,6 +122,8 @@ struct AiHandler {
     max_record: usize,
     price: Option<Price>,
     templates: Templates,
+    /// The names the templates read.
+    roots: std::collections::BTreeSet<String>,
     shared: Arc<Shared>,
 }
 
@@ -213,7 +216,17 @@ pub(crate) fn build(
         target: reqwest::Url::parse(&url)
             .map_err(|e| Error::invalid(k("base_url"), e.to_string()))?,
         url,
-        key: api_key,
+        auth: {
+            let mut v = reqwest::header::HeaderValue::try_from(format!("Bearer {api_key}"))
+                .map_err(|_| {
+                    Error::invalid(
+                        k("api_key_env"),
+                        format!("{key_env} holds characters an HTTP header cannot carry"),
+                    )
+                })?;
+            v.set_sensitive(true);
+            v
+        },
         price: s.prices.get(&s.model).copied(),
         model: s.model,
         format: s.response,
@@ -222,6 +235,7 @@ pub(crate) fn build(
         temperature: s.temperature,
         max_prompt: s.max_prompt_chars,
         max_record: s.max_record_chars,
+        roots: templates.roots(),
         templates,
         shared: shared.clone(),
     });
@@ -302,6 +316,36 @@ struct Message<'a> {
     content: &'a str,
 }
 
+/// What a chat-completions answer is read for (the rest is skipped, not built).
+#[derive(Deserialize)]
+struct Answer {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    message: Option<AnswerMessage>,
+}
+
+#[derive(Deserialize)]
+struct AnswerMessage {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// Token counts, read leniently (a provider's odd value counts as none).
+#[derive(Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: Option<Value>,
+    #[serde(default)]
+    completion_tokens: Option<Value>,
+}
+
 impl AiHandler {
     async fn run(&self, ctx: JobContext) -> std::result::Result<Value, JobError> {
         let started_at = keel::now_ms() as i64;
@@ -334,12 +378,13 @@ impl AiHandler {
             .unwrap_or(0.0);
         // The call's end (`completed` or `failed`, with its tokens, cost and time) is the
         // record itself: the store makes that last event from it.
-        let messages = call
-            .messages
-            .iter()
+        let messages = std::mem::take(&mut call.messages)
+            .into_iter()
             .map(|(role, content)| {
-                let masked = keel_core::secrets::mask_str(content);
-                let truncated = masked.chars().count() > self.max_record;
+                let masked = keel_core::secrets::mask_string(content);
+                // Bytes bound characters: most messages are counted by their length alone.
+                let truncated =
+                    masked.len() > self.max_record && masked.chars().count() > self.max_record;
                 NewAiMessage {
                     role: role.to_string(),
                     content: if truncated {
@@ -390,18 +435,19 @@ impl AiHandler {
         call: &mut Call,
     ) -> std::result::Result<Value, JobError> {
         let job = &ctx.job;
-        let data = crate::template_context("ai", &self.queue, job)?;
-        let value = crate::template::prepare(&data);
+        let value = crate::template_value("ai", &self.queue, job, &self.roots)?;
+        // The context as JSON, made only to name an undefined variable.
+        let data = || crate::template_context("ai", &self.queue, job).unwrap_or_default();
         if self.templates.has(SYSTEM) {
             let system = self
                 .templates
-                .render_prepared(SYSTEM, &data, &value)
+                .render_value(SYSTEM, &value, data)
                 .map_err(JobError::unrecoverable)?;
             call.messages.push(("system", system));
         }
         let prompt = self
             .templates
-            .render_prepared(PROMPT, &data, &value)
+            .render_value(PROMPT, &value, data)
             .map_err(JobError::unrecoverable)?;
         call.messages.push(("user", prompt));
         let size: usize = call.messages.iter().map(|(_, c)| c.chars().count()).sum();
@@ -436,7 +482,7 @@ impl AiHandler {
             .http
             .post(self.target.clone())
             .timeout(self.timeout)
-            .bearer_auth(&self.key)
+            .header(reqwest::header::AUTHORIZATION, self.auth.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
@@ -461,10 +507,11 @@ impl AiHandler {
         let status = resp.status();
         call.http_status = Some(status.as_u16() as i64);
         let retry_after = keel::handlers::http::retry_after(resp.headers());
+        // The request's timeout runs on until the answer's last byte is read.
         let mut bytes = Vec::new();
         loop {
-            match tokio::time::timeout(self.timeout, resp.chunk()).await {
-                Ok(Ok(Some(c))) => {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
                     bytes.extend_from_slice(&c);
                     if bytes.len() > MAX_ANSWER_BYTES {
                         return Err(JobError::retry(format!(
@@ -473,18 +520,18 @@ impl AiHandler {
                         )));
                     }
                 }
-                Ok(Ok(None)) => break,
-                Ok(Err(e)) => {
+                Ok(None) => break,
+                Err(e) if e.is_timeout() => {
+                    return Err(JobError::retry(format!(
+                        "{}'s answer timed out after {} ms",
+                        self.provider,
+                        self.timeout.as_millis()
+                    )))
+                }
+                Err(e) => {
                     return Err(JobError::retry(format!(
                         "reading {}'s answer: {e}",
                         self.provider
-                    )))
-                }
-                Err(_) => {
-                    return Err(JobError::retry(format!(
-                        "{}'s answer stalled for {} ms",
-                        self.provider,
-                        self.timeout.as_millis()
                     )))
                 }
             }
@@ -517,21 +564,37 @@ impl AiHandler {
                 None => err,
             });
         }
-        let answer: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| JobError::retry(format!("{}'s answer is not JSON: {e}", self.provider)))?;
-        if let Some(usage) = answer.get("usage") {
-            call.prompt_tokens = usage["prompt_tokens"].as_i64().unwrap_or(0);
-            call.completion_tokens = usage["completion_tokens"].as_i64().unwrap_or(0);
+        let answer: Answer = serde_json::from_slice(&bytes).map_err(|e| {
+            JobError::retry(if e.is_data() {
+                format!("{}'s answer is not a chat completion: {e}", self.provider)
+            } else {
+                format!("{}'s answer is not JSON: {e}", self.provider)
+            })
+        })?;
+        if let Some(usage) = &answer.usage {
+            call.prompt_tokens = usage
+                .prompt_tokens
+                .as_ref()
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            call.completion_tokens = usage
+                .completion_tokens
+                .as_ref()
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
         }
-        let content = answer["choices"][0]["message"]["content"]
-            .as_str()
+        let content = answer
+            .choices
+            .into_iter()
+            .next()
+            .and_then(|c| c.message)
+            .and_then(|m| m.content)
             .ok_or_else(|| {
                 JobError::retry(format!(
                     "{}'s answer has no choices[0].message.content",
                     self.provider
                 ))
-            })?
-            .to_string();
+            })?;
         call.messages.push(("assistant", content.clone()));
         match self.format {
             Format::Text => Ok(Value::String(content)),

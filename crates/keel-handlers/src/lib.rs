@@ -270,13 +270,109 @@ fn template_context(
     queue: &str,
     job: &keel_core::Job,
 ) -> std::result::Result<serde_json::Value, keel_core::JobError> {
-    let serde_json::Value::Object(m) = &job.data else {
-        return Err(keel_core::JobError::unrecoverable(format!(
-            "an {kind} job's data must be a JSON object"
-        )));
-    };
+    let m = data_object(kind, job)?;
     let mut data = serde_json::Value::Object(m.clone());
     data["job"] = serde_json::json!({"id": job.id, "name": job.name, "queue": queue,
                                      "attempt": job.attempts_made + 1});
     Ok(data)
+}
+
+/// [`template_context`] as the templates read it, holding only `roots` (the top-level names
+/// the templates read, [`template::Templates::roots`]): what a template does not name is not
+/// converted (a job's long article, say), and `job` is made only when read.
+fn template_value(
+    kind: &str,
+    queue: &str,
+    job: &keel_core::Job,
+    roots: &std::collections::BTreeSet<String>,
+) -> std::result::Result<minijinja::Value, keel_core::JobError> {
+    let m = data_object(kind, job)?;
+    let context: std::collections::BTreeMap<&str, minijinja::Value> = roots
+        .iter()
+        .filter_map(|name| {
+            let value = if name == "job" {
+                minijinja::context! {
+                    id => job.id.as_str(), name => job.name.as_str(), queue => queue,
+                    attempt => job.attempts_made + 1
+                }
+            } else {
+                minijinja::Value::from(minijinja::value::Serde(m.get(name)?))
+            };
+            Some((name.as_str(), value))
+        })
+        .collect();
+    Ok(minijinja::Value::from(context))
+}
+
+fn data_object<'a>(
+    kind: &str,
+    job: &'a keel_core::Job,
+) -> std::result::Result<&'a serde_json::Map<String, serde_json::Value>, keel_core::JobError> {
+    match &job.data {
+        serde_json::Value::Object(m) => Ok(m),
+        _ => Err(keel_core::JobError::unrecoverable(format!(
+            "an {kind} job's data must be a JSON object"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(data: serde_json::Value) -> keel_core::Job {
+        keel_core::Job {
+            id: "7".into(),
+            queue: "ai-content".into(),
+            name: "summarize_article".into(),
+            data,
+            opts: Default::default(),
+            attempts_made: 1,
+            attempts_started: 2,
+            stalled_counter: 0,
+            progress: json!(0),
+            timestamp: 0,
+            processed_on: None,
+            finished_on: None,
+            failed_reason: None,
+            stacktrace: vec![],
+            returnvalue: None,
+            processed_by: None,
+        }
+    }
+
+    #[test]
+    fn template_values_hold_what_the_templates_read() {
+        let mut t = template::Templates::new();
+        t.add(
+            "p.txt",
+            "{{ user.name }} on {{ job.queue }}/{{ job.id }} #{{ job.attempt }}",
+        )
+        .unwrap();
+        let data = json!({"user": {"name": "Ana"}, "article": "long text", "job": "theirs"});
+        let j = job(data);
+        let roots = t.roots();
+        let value = template_value("ai", "ai-content", &j, &roots).unwrap();
+        let ctx = || template_context("ai", "ai-content", &j).unwrap();
+        assert_eq!(
+            t.render_value("p.txt", &value, ctx).unwrap(),
+            "Ana on ai-content/7 #2",
+            "the same as over the whole context, `job` over the data's own"
+        );
+        assert_eq!(t.render("p.txt", &ctx()).unwrap(), "Ana on ai-content/7 #2");
+        assert!(
+            value.get_attr("article").unwrap().is_undefined(),
+            "what no template reads is not converted"
+        );
+        let without = job(json!({"article": "x"}));
+        let value = template_value("ai", "ai-content", &without, &roots).unwrap();
+        let err = t
+            .render_value("p.txt", &value, || {
+                template_context("ai", "ai-content", &without).unwrap()
+            })
+            .unwrap_err();
+        assert!(err.contains("variable user.name is undefined"), "{err}");
+        assert!(template_value("ai", "q", &job(json!([1])), &roots).is_err());
+    }
 }

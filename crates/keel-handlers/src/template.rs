@@ -10,14 +10,20 @@ use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 /// A set of named templates.
 pub struct Templates {
     env: Environment<'static>,
-    /// Each template's variables (dotted paths), to name the undefined one.
-    variables: std::collections::HashMap<String, BTreeSet<String>>,
+    /// Each template's variables (dotted paths), to name the undefined one, and its text when
+    /// it has no expression, tag or comment (rendered once, not per job).
+    entries: std::collections::HashMap<String, Entry>,
+}
+
+struct Entry {
+    variables: BTreeSet<String>,
+    literal: Option<String>,
 }
 
 impl std::fmt::Debug for Templates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Templates")
-            .field("names", &self.variables.keys().collect::<Vec<_>>())
+            .field("names", &self.entries.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -40,7 +46,7 @@ impl Templates {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         Templates {
             env,
-            variables: Default::default(),
+            entries: Default::default(),
         }
     }
 
@@ -50,16 +56,36 @@ impl Templates {
             .add_template_owned(name.to_string(), source.to_string())
             .map_err(|e| describe(&e))?;
         let t = self.env.get_template(name).map_err(|e| describe(&e))?;
-        self.variables.insert(
+        let plain = !["{{", "{%", "{#"].iter().any(|m| source.contains(m));
+        let literal = if plain {
+            // As minijinja renders it (its newline handling), once.
+            Some(t.render(()).map_err(|e| describe(&e))?)
+        } else {
+            None
+        };
+        self.entries.insert(
             name.to_string(),
-            t.undeclared_variables(true).into_iter().collect(),
+            Entry {
+                variables: t.undeclared_variables(true).into_iter().collect(),
+                literal,
+            },
         );
         Ok(())
     }
 
     /// Whether `name` is a template here.
     pub fn has(&self, name: &str) -> bool {
-        self.variables.contains_key(name)
+        self.entries.contains_key(name)
+    }
+
+    /// The top-level variables the templates read (`user` of `user.name`): Jinja names every
+    /// variable it reads, so a context of these alone renders every template the same.
+    pub fn roots(&self) -> BTreeSet<String> {
+        self.entries
+            .values()
+            .flat_map(|e| &e.variables)
+            .map(|path| path.split('.').next().unwrap_or(path).to_string())
+            .collect()
     }
 
     /// Renders `name` over `ctx` (a JSON object). An undefined variable is named.
@@ -75,13 +101,27 @@ impl Templates {
         ctx: &serde_json::Value,
         value: &Value,
     ) -> Result<String, String> {
+        self.render_value(name, value, || ctx.clone())
+    }
+
+    /// Renders `name` over `value`; `ctx` makes the same context as JSON, asked for only to
+    /// name an undefined variable.
+    pub fn render_value(
+        &self,
+        name: &str,
+        value: &Value,
+        ctx: impl FnOnce() -> serde_json::Value,
+    ) -> Result<String, String> {
+        if let Some(text) = self.entries.get(name).and_then(|e| e.literal.as_ref()) {
+            return Ok(text.clone());
+        }
         let t = self
             .env
             .get_template(name)
             .map_err(|_| format!("no template {name:?}"))?;
         t.render(value).map_err(|e| {
             if e.kind() == ErrorKind::UndefinedError {
-                if let Some(var) = self.missing(name, ctx) {
+                if let Some(var) = self.missing(name, &ctx()) {
                     return format!(
                         "template {name}: variable {var} is undefined in the job's data"
                     );
@@ -93,7 +133,7 @@ impl Templates {
 
     /// The first variable of `name` that `ctx` lacks.
     fn missing(&self, name: &str, ctx: &serde_json::Value) -> Option<String> {
-        self.variables.get(name)?.iter().find_map(|path| {
+        self.entries.get(name)?.variables.iter().find_map(|path| {
             let mut at = ctx;
             for part in path.split('.') {
                 match at.get(part) {
@@ -142,5 +182,17 @@ mod tests {
         assert!(err.contains("variable user.name is undefined"), "{err}");
         let err = t.add("bad.txt", "{{ a ").unwrap_err();
         assert!(err.contains("syntax"), "{err}");
+        // Text without an expression is kept as minijinja renders it (its last newline off).
+        t.add("plain.txt", "You summarize.\n").unwrap();
+        t.add("plain.html", "<b>as is</b>").unwrap();
+        assert_eq!(t.render("plain.txt", &ctx).unwrap(), "You summarize.");
+        assert_eq!(t.render("plain.html", &ctx).unwrap(), "<b>as is</b>");
+        t.add(
+            "loop.txt",
+            "{% for x in items %}{{ x.n }}{{ sep }}{% endfor %}{% set y = 1 %}{{ y }}",
+        )
+        .unwrap();
+        let roots: Vec<String> = t.roots().into_iter().collect();
+        assert_eq!(roots, ["code", "items", "sep", "user"]);
     }
 }

@@ -435,3 +435,67 @@ async fn bad_ai_settings_name_their_key_at_start() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_a_header_cannot_carry_is_refused_at_start() {
+    let backend = redis().await;
+    let c = config("[queues.ai-content.handler]\nkind = \"ai\"\nmodel = \"m\"\nprompt = \"p\"\n");
+    let h = Handlers::new(&backend).env(env(&[("OPENROUTER_API_KEY", "sk\nx".to_string())]));
+    let err = keel::runner::start_workers(&c, &backend, &["ai-content".to_string()], &h, None)
+        .await
+        .err()
+        .expect("a key with a newline");
+    assert_eq!(err.field(), Some("queues.ai-content.handler.api_key_env"));
+    assert!(
+        !err.to_string().contains("sk\nx"),
+        "the key is not shown: {err}"
+    );
+}
+
+/// A provider that sends its headers and part of the answer, then stalls: the request's
+/// timeout runs on over the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_stalls_midway_times_out_and_is_retried() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0; 64 * 1024];
+                let _ = conn.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 400\r\n\r\n{\"choices\": [";
+                let _ = conn.write_all(head.as_bytes()).await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
+    });
+    let c = config(&format!(
+        "[queues.ai-content]\nattempts = 2\nbackoff = {{ type = \"fixed\", delay_ms = 10 }}\n[queues.ai-content.handler]\nkind = \"ai\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel = \"m\"\nprompt = \"p\"\ntimeout_ms = 300\n"
+    ));
+    let backend = redis().await;
+    let h = Handlers::new(&backend).env(env(&[("OPENROUTER_API_KEY", KEY.to_string())]));
+    let workers = keel::runner::start_workers(&c, &backend, &["ai-content".to_string()], &h, None)
+        .await
+        .unwrap();
+    let q = c.queue(&backend, "ai-content").unwrap();
+    let started = Instant::now();
+    let job = q
+        .add("summarize_article", json!({}), JobOptions::default())
+        .await
+        .unwrap();
+    let done = settled(&q, &job.id).await;
+    assert_eq!(done.attempts_made, 2, "a timeout is retried");
+    let reason = done.failed_reason.unwrap();
+    assert!(reason.contains("timed out after 300 ms"), "{reason}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "not the stall's 5 s"
+    );
+    keel::runner::close_all(workers, Duration::from_secs(5))
+        .await
+        .unwrap();
+}

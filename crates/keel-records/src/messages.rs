@@ -80,7 +80,9 @@ pub struct NewAiMessage {
     pub role: String,
     /// The content, masked and bounded.
     pub content: String,
-    /// Whether the content was cut to the bound.
+    /// Whether the content was cut to the bound (stored only when it was: the readers take
+    /// a missing one as false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
 }
 
