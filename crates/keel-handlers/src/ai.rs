@@ -29,11 +29,14 @@ use std::time::{Duration, Instant};
 use keel_core::{Error, JobContext, JobError, Processor, Result};
 use keel_records::messages::{NewAiEvent, NewAiMessage, NewAiRun};
 use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::template::Templates;
 use crate::{settings, trace_id, Shared};
+use protocol::{detail, strip_fence, Answer, Answered, Message, Request, Requested, Retried};
+
+mod protocol;
 
 /// Most bytes of a provider's answer read.
 const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
@@ -269,83 +272,6 @@ impl Call {
     }
 }
 
-// The events' details, serialized as they are borrowed (their keys in order, as a JSON
-// object's are printed).
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Requested<'a> {
-    model: &'a str,
-    prompt_chars: usize,
-    url: &'a str,
-}
-
-#[derive(Serialize)]
-struct Answered {
-    bytes: usize,
-    status: u16,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Retried {
-    retry_after_ms: u64,
-}
-
-/// An event's detail: its JSON (plain structs: serializing cannot fail).
-fn detail(v: &impl Serialize) -> String {
-    serde_json::to_string(v).unwrap_or_default()
-}
-
-/// A chat-completions request, serialized as it is borrowed.
-#[derive(Serialize)]
-struct Request<'a> {
-    model: &'a str,
-    messages: Vec<Message<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response_format: Option<Value>,
-}
-
-#[derive(Serialize)]
-struct Message<'a> {
-    role: &'a str,
-    content: &'a str,
-}
-
-/// What a chat-completions answer is read for (the rest is skipped, not built).
-#[derive(Deserialize)]
-struct Answer {
-    #[serde(default)]
-    choices: Vec<Choice>,
-    #[serde(default)]
-    usage: Option<Usage>,
-}
-
-#[derive(Deserialize)]
-struct Choice {
-    #[serde(default)]
-    message: Option<AnswerMessage>,
-}
-
-#[derive(Deserialize)]
-struct AnswerMessage {
-    #[serde(default)]
-    content: Option<String>,
-}
-
-/// Token counts, read leniently (a provider's odd value counts as none).
-#[derive(Deserialize)]
-struct Usage {
-    #[serde(default)]
-    prompt_tokens: Option<Value>,
-    #[serde(default)]
-    completion_tokens: Option<Value>,
-}
-
 impl AiHandler {
     async fn run(&self, ctx: JobContext) -> std::result::Result<Value, JobError> {
         let started_at = keel::now_ms() as i64;
@@ -571,30 +497,13 @@ impl AiHandler {
                 format!("{}'s answer is not JSON: {e}", self.provider)
             })
         })?;
-        if let Some(usage) = &answer.usage {
-            call.prompt_tokens = usage
-                .prompt_tokens
-                .as_ref()
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            call.completion_tokens = usage
-                .completion_tokens
-                .as_ref()
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-        }
-        let content = answer
-            .choices
-            .into_iter()
-            .next()
-            .and_then(|c| c.message)
-            .and_then(|m| m.content)
-            .ok_or_else(|| {
-                JobError::retry(format!(
-                    "{}'s answer has no choices[0].message.content",
-                    self.provider
-                ))
-            })?;
+        (call.prompt_tokens, call.completion_tokens) = answer.tokens();
+        let content = answer.into_content().ok_or_else(|| {
+            JobError::retry(format!(
+                "{}'s answer has no choices[0].message.content",
+                self.provider
+            ))
+        })?;
         call.messages.push(("assistant", content.clone()));
         match self.format {
             Format::Text => Ok(Value::String(content)),
@@ -603,14 +512,4 @@ impl AiHandler {
             }),
         }
     }
-}
-
-/// The JSON inside a Markdown code fence, which models often add.
-fn strip_fence(s: &str) -> &str {
-    let t = s.trim();
-    t.strip_prefix("```json")
-        .or_else(|| t.strip_prefix("```"))
-        .and_then(|r| r.strip_suffix("```"))
-        .map(str::trim)
-        .unwrap_or(t)
 }
